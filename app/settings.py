@@ -1,0 +1,140 @@
+"""Settings: the only module that reads the environment.
+
+Every process (worker, web, CLI) builds one frozen `Settings` at start-up. A missing required
+variable stops start-up with one message naming every missing variable; there are no insecure
+fallbacks for secrets. The names are the ones the Cloudflare deployment already uses, so the
+operator's existing secrets carry over.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Mapping
+
+# name -> what it is for (used in the error message and the health check).
+REQUIRED = {
+    "DATABASE_URL": "PostgreSQL DSN (Supabase session pooler on an IPv4 host)",
+    "SCRAPER_URL": "base URL of the scraper service",
+    "SCRAPER_SECRET_TOKEN": "bearer token for the scraper",
+    "RESEND_API_KEY": "Resend API key",
+    "NOTIFICATION_FROM_EMAIL": "sender address of notification emails",
+    "NEXT_PUBLIC_SITE_URL": "public site URL used in email links",
+    "CRON_SECRET": "bearer token for /api/cron",
+    "SUPABASE_SERVICE_ROLE_KEY": "signing secret of unsubscribe tokens",
+}
+
+# name -> default. Documented in the README; change there too.
+OPTIONAL = {
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "RESEND_API_URL": "https://api.resend.com",
+    "SCRAPER_TIMEOUT_SECONDS": "30",
+    "HUEY_READ_TIMEOUT_SECONDS": "60",
+    "SEATWATCH_NAME": "seatwatch",
+}
+
+
+class SettingsError(RuntimeError):
+    """Raised when the environment cannot produce valid settings."""
+
+
+def missing_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Names of required variables that are unset or blank (for the health check)."""
+    env = os.environ if environ is None else environ
+    return [name for name in REQUIRED if not env.get(name, "").strip()]
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = field(repr=False)
+    scraper_url: str
+    scraper_secret_token: str = field(repr=False)
+    resend_api_key: str = field(repr=False)
+    notification_from_email: str
+    site_url: str
+    cron_secret: str = field(repr=False)
+    unsubscribe_secret: str = field(repr=False)
+    redis_url: str = field(repr=False, default=OPTIONAL["REDIS_URL"])
+    resend_api_url: str = OPTIONAL["RESEND_API_URL"]
+    scraper_timeout: float = 30.0
+    huey_read_timeout: int = 60
+    name: str = OPTIONAL["SEATWATCH_NAME"]
+
+    @property
+    def key_prefix(self) -> str:
+        """Prefix of every Redis key this service owns (besides huey's own)."""
+        return f"{self.name}:"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        missing = missing_variables(env)
+        if missing:
+            raise SettingsError(
+                "missing required environment variable(s): " + ", ".join(missing)
+            )
+
+        def opt(name: str) -> str:
+            return env.get(name, "").strip() or OPTIONAL[name]
+
+        try:
+            scraper_timeout = float(opt("SCRAPER_TIMEOUT_SECONDS"))
+            read_timeout = int(opt("HUEY_READ_TIMEOUT_SECONDS"))
+        except ValueError as exc:
+            raise SettingsError(f"invalid number in environment: {exc}") from None
+        if not 0 < scraper_timeout <= 120:
+            raise SettingsError("SCRAPER_TIMEOUT_SECONDS must be in (0, 120]")
+        if not 1 <= read_timeout <= 300:
+            raise SettingsError("HUEY_READ_TIMEOUT_SECONDS must be in [1, 300]")
+
+        scraper_url = env["SCRAPER_URL"].strip().rstrip("/")
+        site_url = env["NEXT_PUBLIC_SITE_URL"].strip().rstrip("/")
+        for name, url in (("SCRAPER_URL", scraper_url), ("NEXT_PUBLIC_SITE_URL", site_url)):
+            if not url.startswith(("http://", "https://")):
+                raise SettingsError(f"{name} must start with http:// or https://")
+        sender = env["NOTIFICATION_FROM_EMAIL"].strip()
+        if "@" not in sender:
+            raise SettingsError("NOTIFICATION_FROM_EMAIL must be an email address")
+
+        return cls(
+            database_url=env["DATABASE_URL"].strip(),
+            scraper_url=scraper_url,
+            scraper_secret_token=env["SCRAPER_SECRET_TOKEN"].strip(),
+            resend_api_key=env["RESEND_API_KEY"].strip(),
+            notification_from_email=sender,
+            site_url=site_url,
+            cron_secret=env["CRON_SECRET"].strip(),
+            unsubscribe_secret=env["SUPABASE_SERVICE_ROLE_KEY"].strip(),
+            redis_url=opt("REDIS_URL"),
+            resend_api_url=opt("RESEND_API_URL").rstrip("/"),
+            scraper_timeout=scraper_timeout,
+            huey_read_timeout=read_timeout,
+            name=opt("SEATWATCH_NAME"),
+        )
+
+    def secret_values(self) -> list[str]:
+        """Values that must never appear in a response body or log line."""
+        return [
+            v
+            for v in (
+                self.database_url,
+                self.scraper_secret_token,
+                self.resend_api_key,
+                self.cron_secret,
+                self.unsubscribe_secret,
+                self.redis_url,
+            )
+            if v
+        ]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings.from_env()
+
+
+def hostname() -> str:
+    """This host's name, for lock holders and heartbeats (not a secret)."""
+    return os.uname().nodename
