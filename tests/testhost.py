@@ -1,0 +1,494 @@
+"""A real, booted Debian host on this machine, to deploy to (the deploy test and `make sandbox`).
+
+    with TestHost("swtest") as host:      # debootstrap root (cached), netns + veth, systemd-nspawn -b, sshd
+        host.ssh("sudo systemctl is-active ssh")
+        host.reboot()                      # poweroff, wait, boot again
+
+The root filesystem is built once with debootstrap and cached as a tarball under /var/cache; each
+host unpacks a fresh copy. The host lives in its own network namespace behind a veth pair:
+this machine is 10.99.N.1, the host 10.99.N.2 (N picked free), NAT gives it the registries.
+Everything created (nspawn process, NAT rule, ip_forward value, veth, netns, root copy) is undone
+by `down()`, which also runs from `__exit__` and from `python -m tests.testhost down NAME` after a crash.
+
+CLI (root):  python -m tests.testhost up|down|ssh|status [NAME]
+             python -m tests.testhost sandbox    # up + stand-ins + deploy, stays up until Ctrl-C
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+SUITE = "bookworm"
+ARCH = "amd64"
+MIRROR = "http://deb.debian.org/debian"
+INCLUDE = "systemd,systemd-sysv,dbus,openssh-server,sudo,ca-certificates,locales"
+CACHE_VERSION = 1  # bump when the cached root's recipe changes
+CACHE_DIR = Path("/var/cache/seatwatch-testhost")
+WORK_BASE = Path("/var/tmp/seatwatch-testhost")
+LOGIN_USER = "admin"
+REPO = Path(__file__).resolve().parent.parent
+
+
+class TestHostError(RuntimeError):
+    """The test host could not be built, booted or reached."""
+
+
+def log(msg: str) -> None:
+    print(f"[testhost {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd, check=True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, text=True, **kw)
+
+
+def quiet(cmd) -> bool:
+    return subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+
+
+# --------------------------------------------------------------------------- tools and root image
+
+def ensure_tools() -> None:
+    if os.geteuid() != 0:
+        raise TestHostError("the test host needs root (debootstrap, netns, systemd-nspawn)")
+    wanted = {
+        "debootstrap": "debootstrap",
+        "systemd-nspawn": "systemd-container",
+        "iptables": "iptables",
+        "ssh": "openssh-client",
+        "ssh-keygen": "openssh-client",
+        "ip": "iproute2",
+    }
+    missing = sorted({pkg for exe, pkg in wanted.items() if not shutil.which(exe)})
+    if missing:
+        log(f"installing {' '.join(missing)}")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        run(["apt-get", "update", "-qq"], env=env)
+        run(["apt-get", "install", "-y", "-qq", *missing], env=env, stdout=subprocess.DEVNULL)
+
+
+def chroot(root: Path, script: str) -> None:
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
+    run(["chroot", str(root), "/bin/sh", "-ec", script], env=env)
+
+
+def root_tarball() -> Path:
+    """The cached, configured root as a tarball; built with debootstrap on first use (~1 min)."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    tarball = CACHE_DIR / f"{SUITE}-{ARCH}-v{CACHE_VERSION}.tar"
+    with open(CACHE_DIR / ".lock", "w") as lockf:
+        fcntl.flock(lockf, fcntl.LOCK_EX)  # one builder at a time
+        if tarball.exists():
+            return tarball
+        build = CACHE_DIR / f"build-{os.getpid()}"
+        shutil.rmtree(build, ignore_errors=True)
+        t0 = time.monotonic()
+        log(f"debootstrap {SUITE}/{ARCH} into {build} (cached afterwards as {tarball})")
+        try:
+            run(["debootstrap", f"--arch={ARCH}", "--variant=minbase", f"--include={INCLUDE}",
+                 SUITE, str(build), MIRROR], stdout=subprocess.DEVNULL)
+            (build / "etc/apt/sources.list").write_text(
+                f"deb {MIRROR} {SUITE} main\n"
+                f"deb {MIRROR} {SUITE}-updates main\n"
+                f"deb http://deb.debian.org/debian-security {SUITE}-security main\n")
+            (build / "etc/default/locale").write_text("LANG=C.UTF-8\n")
+            chroot(build, f"""
+                id {LOGIN_USER} >/dev/null 2>&1 || useradd -m -s /bin/bash {LOGIN_USER}
+                echo '{LOGIN_USER} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/{LOGIN_USER}
+                chmod 0440 /etc/sudoers.d/{LOGIN_USER}
+                systemctl enable ssh >/dev/null 2>&1 || true
+                apt-get clean
+                rm -rf /var/lib/apt/lists/* /etc/machine-id
+                : > /etc/machine-id
+            """)
+            tmp = tarball.with_suffix(".tmp")
+            run(["tar", "-C", str(build), "--numeric-owner", "-cf", str(tmp), "."])
+            tmp.rename(tarball)
+            log(f"root image cached ({tarball.stat().st_size // 2**20} MB) in {time.monotonic() - t0:.0f}s")
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
+        return tarball
+
+
+# --------------------------------------------------------------------------- the host
+
+def _used_subnets() -> set[int]:
+    out = run(["ip", "-o", "-4", "addr"], capture_output=True).stdout
+    used = set()
+    for word in out.split():
+        if word.startswith("10.99."):
+            used.add(int(word.split(".")[2]))
+    return used
+
+
+class TestHost:
+    """One booted Debian host. Context manager; `up()`/`down()` for the CLI."""
+
+    def __init__(self, name: str = "swtest", subnet: int | None = None):
+        if not name.isalnum() or len(name) > 12:
+            raise ValueError("name: letters/digits, at most 12 characters (interface names)")
+        self.name = name
+        self.workdir = WORK_BASE / name
+        self.root = self.workdir / "root"
+        self.key = self.workdir / "id_ed25519"
+        self.known_hosts = self.workdir / "known_hosts"
+        self.state_file = self.workdir / "state.json"
+        self.netns = f"sw-{name}"
+        self.veth_host = f"vh-{name}"
+        self.veth_guest = f"vc-{name}"
+        self.subnet = subnet
+        self.proc: subprocess.Popen | None = None
+        self.state: dict = {}
+
+    # addresses
+    @property
+    def gateway(self) -> str:
+        """This machine's address as the host sees it (stand-ins listen here)."""
+        return f"10.99.{self.subnet}.1"
+
+    @property
+    def address(self) -> str:
+        return f"10.99.{self.subnet}.2"
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> "TestHost":
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+    def _save(self) -> None:
+        self.state_file.write_text(json.dumps(self.state, indent=2))
+
+    def up(self) -> None:
+        ensure_tools()
+        if self.state_file.exists() or self.workdir.exists():
+            log(f"cleaning up a previous {self.name}")
+            TestHost.load(self.name).down()
+        t0 = time.monotonic()
+        tarball = root_tarball()
+        if self.subnet is None:
+            used = _used_subnets()
+            self.subnet = next(n for n in range(10, 250) if n not in used)
+        self.workdir.mkdir(parents=True)
+        self.state = {"name": self.name, "subnet": self.subnet, "created": []}
+        self._save()
+        self._prepare_root(tarball)
+        self._network()
+        self.boot()
+        log(f"{self.name} up at {self.address} in {time.monotonic() - t0:.1f}s")
+
+    def _prepare_root(self, tarball: Path) -> None:
+        self.root.mkdir()
+        run(["tar", "-C", str(self.root), "--numeric-owner", "-xpf", str(tarball)])
+        (self.root / "etc/hostname").write_text(self.name + "\n")
+        hosts = (self.root / "etc/hosts").read_text() if (self.root / "etc/hosts").exists() else ""
+        (self.root / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {self.name}\n" + hosts)
+        resolv = self.root / "etc/resolv.conf"
+        if resolv.is_symlink():
+            resolv.unlink()
+        resolv.write_text(Path("/etc/resolv.conf").read_text())
+        # The sandbox's TLS interception: the host needs this machine's extra CAs for pip and npm.
+        extra = Path("/usr/local/share/ca-certificates")
+        if extra.is_dir():
+            shutil.copytree(extra, self.root / "usr/local/share/ca-certificates", dirs_exist_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"testhost-{self.name}", "-f", str(self.key)])
+        ssh_dir = self.root / f"home/{LOGIN_USER}/.ssh"
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        (ssh_dir / "authorized_keys").write_text(Path(f"{self.key}.pub").read_text())
+        chroot(self.root, f"""
+            update-ca-certificates >/dev/null 2>&1
+            chown -R {LOGIN_USER}:{LOGIN_USER} /home/{LOGIN_USER}/.ssh
+            chmod 0600 /home/{LOGIN_USER}/.ssh/authorized_keys
+        """)
+        # Pin the host key so ssh and pyinfra can check it strictly.
+        pub = (self.root / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
+        self.known_hosts.write_text(f"{self.address} {pub[0]} {pub[1]}\n")
+
+    def _network(self) -> None:
+        s = self.state
+        gw, ip, ns = self.gateway, self.address, self.netns
+        run(["ip", "netns", "add", ns]); s["created"].append("netns"); self._save()
+        run(["ip", "link", "add", self.veth_host, "type", "veth", "peer", "name", self.veth_guest])
+        s["created"].append("veth"); self._save()
+        run(["ip", "link", "set", self.veth_guest, "netns", ns])
+        run(["ip", "addr", "add", f"{gw}/24", "dev", self.veth_host])
+        run(["ip", "link", "set", self.veth_host, "up"])
+        for cmd in (f"ip addr add {ip}/24 dev {self.veth_guest}", f"ip link set {self.veth_guest} up",
+                    "ip link set lo up", f"ip route add default via {gw}"):
+            run(["ip", "netns", "exec", ns, *cmd.split()])
+        s["ip_forward_before"] = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
+        Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+        s["created"].append("ip_forward"); self._save()
+        s["nat_rule"] = ["POSTROUTING", "-s", f"10.99.{self.subnet}.0/24", "!", "-o", self.veth_host,
+                         "-j", "MASQUERADE"]
+        run(["iptables", "-t", "nat", "-A", *s["nat_rule"]])
+        s["created"].append("nat"); self._save()
+
+    def nspawn_cmd(self) -> list[str]:
+        return ["systemd-nspawn", "-q", "-b", "-D", str(self.root), "-M", self.name, "--register=no",
+                "--keep-unit", f"--network-namespace-path=/run/netns/{self.netns}", "--resolv-conf=off",
+                "--timezone=off"]
+
+    def boot(self, timeout: float = 90) -> None:
+        console = open(self.workdir / "console.log", "a")
+        self.proc = subprocess.Popen(self.nspawn_cmd(), stdin=subprocess.DEVNULL, stdout=console,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        console.close()
+        self.state["pid"] = self.proc.pid
+        self._save()
+        self.wait_ssh(timeout)
+
+    def wait_ssh(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise TestHostError(f"systemd-nspawn exited with {self.proc.returncode}; see "
+                                    f"{self.workdir / 'console.log'}:\n{self.console_tail()}")
+            if self.ssh("true", check=False, timeout=10, quiet=True).returncode == 0:
+                return
+            time.sleep(0.5)
+        raise TestHostError(f"no ssh on {self.address} after {timeout:.0f}s:\n{self.console_tail()}")
+
+    def console_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join((self.workdir / "console.log").read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def ssh_base(self) -> list[str]:
+        return ["ssh", "-i", str(self.key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+                "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+                "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", f"{LOGIN_USER}@{self.address}"]
+
+    def ssh(self, command: str, check: bool = True, timeout: float = 120, quiet: bool = False,
+            input: str | None = None) -> subprocess.CompletedProcess:
+        try:
+            cp = subprocess.run([*self.ssh_base(), command], capture_output=True, text=True,
+                                timeout=timeout, input=input)
+        except subprocess.TimeoutExpired as exc:
+            if check:
+                raise TestHostError(f"ssh {command!r} timed out after {timeout}s") from exc
+            return subprocess.CompletedProcess(exc.cmd, 124, "", "timeout")
+        if check and cp.returncode != 0:
+            raise TestHostError(f"ssh {command!r} failed ({cp.returncode}):\n{cp.stdout}\n{cp.stderr}")
+        return cp
+
+    def reboot(self, timeout: float = 90) -> float:
+        """Power the host off from inside, wait for nspawn to exit, boot it again. Returns seconds."""
+        t0 = time.monotonic()
+        self.ssh("sudo systemctl poweroff", check=False, timeout=30)
+        self._wait_exit(timeout)
+        self.boot(timeout)
+        return time.monotonic() - t0
+
+    def _wait_exit(self, timeout: float) -> None:
+        pid = self.state.get("pid")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None:
+                if self.proc.poll() is not None:
+                    return
+            elif not pid or not _alive(pid):
+                return
+            time.sleep(0.2)
+        raise TestHostError(f"the host did not power off within {timeout:.0f}s")
+
+    def pyinfra_env(self) -> dict[str, str]:
+        """Environment for the project's inventory.py to reach this host."""
+        return {
+            "SEATWATCH_HOST": self.address,
+            "SEATWATCH_SSH_USER": LOGIN_USER,
+            "SEATWATCH_SSH_KEY": str(self.key),
+            "SEATWATCH_SSH_PORT": "22",
+            "SEATWATCH_SSH_KNOWN_HOSTS": str(self.known_hosts),
+        }
+
+    # ------------------------------------------------------------------ teardown
+    @classmethod
+    def load(cls, name: str) -> "TestHost":
+        host = cls(name)
+        try:
+            host.state = json.loads(host.state_file.read_text())
+            host.subnet = host.state.get("subnet")
+        except (OSError, ValueError):
+            host.state = {"created": ["netns", "veth", "nat?"]}
+        return host
+
+    def down(self) -> None:
+        """Undo everything, best effort, in reverse order. Safe to call twice."""
+        self._stop()
+        s, created = self.state, self.state.get("created", [])
+        if "nat" in created and s.get("nat_rule"):
+            while quiet(["iptables", "-t", "nat", "-D", *s["nat_rule"]]):
+                pass
+        if "ip_forward" in created and s.get("ip_forward_before") is not None:
+            others = [l for l in os.listdir("/sys/class/net") if l.startswith("vh-") and l != self.veth_host]
+            if not others:  # another test host still needs forwarding
+                Path("/proc/sys/net/ipv4/ip_forward").write_text(s["ip_forward_before"] + "\n")
+        if Path(f"/sys/class/net/{self.veth_host}").exists():
+            quiet(["ip", "link", "del", self.veth_host])
+        if Path(f"/run/netns/{self.netns}").exists():
+            quiet(["ip", "netns", "del", self.netns])
+        if self.workdir.exists():
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self.state = {}
+
+    def _stop(self) -> None:
+        pid = self.proc.pid if self.proc is not None else self.state.get("pid")
+        if not pid or not _alive(pid) or not _is_nspawn(pid):
+            return
+        # SIGTERM makes nspawn ask the container's init to power off.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _alive(pid):
+            if self.proc is not None:
+                self.proc.poll()
+            time.sleep(0.2)
+        if _alive(pid):
+            for child in _children(pid):  # the container's init: killing it ends its PID namespace
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.proc is not None:
+            with contextlib.suppress(Exception):
+                self.proc.wait(10)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _is_nspawn(pid: int) -> bool:
+    try:
+        return b"systemd-nspawn" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            kids += [int(c) for c in (task / "children").read_text().split()]
+    return kids
+
+
+# --------------------------------------------------------------------------- TCP forwarder
+
+class TcpForwarder:
+    """Forward listen_host:listen_port to target (e.g. PostgreSQL on 127.0.0.1:5432) in threads."""
+
+    def __init__(self, listen_host: str, listen_port: int, target_host: str, target_port: int):
+        self.target = (target_host, target_port)
+        self.server = socket.create_server((listen_host, listen_port), reuse_port=False)
+        self.server.settimeout(0.5)
+        self.address = self.server.getsockname()
+        self._stop = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> "TcpForwarder":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.server.close()
+        for c in list(self._conns):
+            with contextlib.suppress(OSError):
+                c.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self.server.accept()
+            except (socket.timeout, OSError):
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            client.settimeout(None)
+            self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+
+# --------------------------------------------------------------------------- CLI
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.testhost", description=__doc__.split("\n\n")[0])
+    p.add_argument("command", choices=["up", "down", "ssh", "status", "sandbox"])
+    p.add_argument("name", nargs="?", default=None)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    a = p.parse_args(argv)
+    if a.command == "sandbox":
+        from tests import sandbox
+        return sandbox.main(a.name or "swsandbox")
+    name = a.name or "swsandbox"
+    if a.command == "up":
+        host = TestHost(name)
+        try:
+            host.up()
+        except BaseException:
+            host.down()
+            raise
+        print(json.dumps({"address": host.address, "gateway": host.gateway, **host.pyinfra_env()}, indent=2))
+        return 0
+    host = TestHost.load(name)
+    if a.command == "down":
+        host.down()
+        log(f"{name} removed")
+        return 0
+    if not host.state.get("subnet"):
+        print(f"no test host {name!r} (python -m tests.testhost up {name})", file=sys.stderr)
+        return 1
+    if a.command == "status":
+        pid = host.state.get("pid")
+        print(json.dumps({**host.state, "running": bool(pid and _alive(pid))}, indent=2))
+        return 0
+    os.execvp("ssh", [*host.ssh_base(), *a.rest])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
