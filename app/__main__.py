@@ -1,0 +1,175 @@
+"""Command line: `python -m app COMMAND`. Exit 0 on success, non-zero with a one-line reason."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from app.settings import SettingsError, get_settings
+
+
+def _print(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_migrate(args) -> int:
+    from app import db
+
+    applied = db.migrate(get_settings().database_url, bootstrap=args.bootstrap)
+    _print({"applied": applied, "bootstrap": args.bootstrap})
+    return 0
+
+
+def cmd_cron(args) -> int:
+    from app import tasks
+
+    _print(tasks.run_cron_now(args.group, force=args.force))
+    return 0
+
+
+def cmd_check(args) -> int:
+    from app import check
+    from app.services import get_services
+
+    _print(check.check_section(get_services(), args.term, args.class_nbr).as_dict())
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from app import worker
+
+    worker.run(get_settings(), scheduler=not args.no_scheduler)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from app import delivery
+    from app.services import get_services
+
+    _print(delivery.sweep(get_services(), grace_seconds=0))
+    return 0
+
+
+def cmd_breaker(args) -> int:
+    from app.services import get_services
+
+    breaker = get_services().breaker
+    if args.action == "reset":
+        breaker.reset()
+    _print(breaker.status())
+    return 0
+
+
+def cmd_lock(args) -> int:
+    from app.services import get_services
+
+    lock = get_services().cron_lock
+    if args.action == "release":
+        _print({"released": lock.force_release()})
+    else:
+        _print(lock.status())
+    return 0
+
+
+def cmd_dead_letters(args) -> int:
+    from app.services import get_services
+
+    letters = get_services().dead_letters
+    if not args.requeue:
+        _print(letters.list())
+        return 0
+    from app import tasks
+
+    entries = letters.take_all()
+    sections = [(e["term"], e["class_nbr"]) for e in entries]
+    _print({"dead_letters": len(entries), "requeued": tasks.enqueue_checks(sections)})
+    return 0
+
+
+def cmd_web(args) -> int:
+    from app import web
+
+    web.serve(args.host, args.port)
+    return 0
+
+
+def cmd_health(args) -> int:
+    from app import health
+    from app.services import get_services
+
+    report = health.run_checks(get_services())
+    _print(report)
+    return 0 if report["status"] == "healthy" else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m app", description="seat-watch backend")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("migrate", help="apply this service's database migrations")
+    s.add_argument("--bootstrap", action="store_true",
+                   help="also create the Supabase-equivalent schema (empty databases only)")
+    s.set_defaults(func=cmd_migrate)
+
+    s = sub.add_parser("cron", help="one cron run now; prints the JSON result")
+    s.add_argument("--group", choices=["even", "odd"], help="default: by the current minute")
+    s.add_argument("--force", action="store_true", help="run even if this slot already ran")
+    s.set_defaults(func=cmd_cron)
+
+    s = sub.add_parser("check", help="check one section now, synchronously")
+    s.add_argument("term")
+    s.add_argument("class_nbr")
+    s.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("worker", help="run the Huey consumer with this project's flags")
+    s.add_argument("--no-scheduler", action="store_true",
+                   help="extra worker host: no periodic tasks (huey -n)")
+    s.set_defaults(func=cmd_worker)
+
+    s = sub.add_parser("sweep", help="deliver claimed-but-undelivered notifications now")
+    s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("breaker", help="the scraper circuit breaker")
+    s.add_argument("action", choices=["status", "reset"])
+    s.set_defaults(func=cmd_breaker)
+
+    s = sub.add_parser("lock", help="the cron lock")
+    s.add_argument("action", choices=["status", "release"])
+    s.set_defaults(func=cmd_lock)
+
+    s = sub.add_parser("dead-letters", help="checks that failed every retry")
+    s.add_argument("--requeue", action="store_true", help="enqueue them again and clear the list")
+    s.set_defaults(func=cmd_dead_letters)
+
+    s = sub.add_parser("web", help="serve the HTTP endpoints with waitress")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.set_defaults(func=cmd_web)
+
+    s = sub.add_parser("health", help="print the health report; exit 0 only when healthy")
+    s.set_defaults(func=cmd_health)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from app import logs
+
+    logs.setup()
+    try:
+        return args.func(args)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one line for the operator; details are in the logs
+        from app.cron import CronLocked
+
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 3 if isinstance(exc, CronLocked) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""One section check: scrape through the breaker, detect changes, claim, send, store."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from app import db
+from app.changes import NOTIFYING, Change, detect, state_values
+from app.delivery import deliver_batch
+from app.mail import build_email
+from app.mailer import MAX_BATCH
+from app.scraper import ScraperError, SectionInfo
+
+log = logging.getLogger(__name__)
+
+
+class CheckFailed(Exception):
+    """The section could not be checked this time (retried, then dead-lettered)."""
+
+
+@dataclass
+class CheckResult:
+    term: str
+    class_nbr: str
+    changes: list[str] = field(default_factory=list)
+    baseline: bool = False
+    claimed: int = 0
+    delivered: int = 0
+    open_seats: int | None = None
+    instructor: str | None = None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def scrape(services, term: str, class_nbr: str) -> SectionInfo:
+    """The scraper call, guarded by the shared breaker (raises BreakerOpen or CheckFailed)."""
+    services.breaker.allow()
+    try:
+        info = services.scraper.fetch(term, class_nbr)
+    except ScraperError as exc:
+        services.breaker.record_failure()
+        log.warning("scraper failed for %s/%s: %s", term, class_nbr, exc)
+        raise CheckFailed(f"scraper: {exc}") from None
+    services.breaker.record_success()
+    return info
+
+
+def check_section(services, term: str, class_nbr: str) -> CheckResult:
+    info = scrape(services, term, class_nbr)
+    result = CheckResult(term, class_nbr, open_seats=info.open_seats, instructor=info.instructor)
+    batch_keys: list[str] = []
+    with db.transaction(services.pool) as conn:
+        previous = db.get_state(conn, class_nbr, lock=True)
+        result.baseline = previous is None
+        changes = detect(previous, info)
+        result.changes = [c.value for c in changes]
+        if Change.SEATS_FILLED in changes:
+            cleared = db.clear_seat_notifications(conn, class_nbr)
+            log.info("%s/%s filled: %d seat notifications cleared", term, class_nbr, cleared)
+        notifying = [c for c in changes if c in NOTIFYING]
+        watchers = db.watchers_for_section(conn, class_nbr) if notifying else []
+        for kind in notifying:
+            claimed = [(w, nid) for w in watchers
+                       if (nid := db.claim_notification(conn, w.watch_id, kind.value))]
+            result.claimed += len(claimed)
+            for start in range(0, len(claimed), MAX_BATCH):
+                chunk = claimed[start:start + MAX_BATCH]
+                # Deterministic and unique: derived from the first claim's id, stored with the rows.
+                batch_key = f"seatwatch-{kind.value}-{chunk[0][1]}"
+                for position, (watcher, nid) in enumerate(chunk):
+                    payload = build_email(
+                        kind, to=watcher.email, user_id=watcher.user_id, term=term,
+                        class_nbr=class_nbr, info=info, site_url=services.settings.site_url,
+                        sender=services.settings.notification_from_email,
+                        unsubscribe_secret=services.settings.unsubscribe_secret)
+                    db.add_delivery(conn, nid, batch_key, position, payload)
+                batch_keys.append(batch_key)
+        db.upsert_state(conn, term, class_nbr, state_values(info))
+    # Claims and state are committed: from here a crash leaves work for the sweep, never a loss.
+    for key in batch_keys:
+        result.delivered += deliver_batch(services, key)
+    if changes or result.baseline:
+        log.info("checked %s/%s: %s", term, class_nbr,
+                 "baseline" if result.baseline else ", ".join(result.changes))
+    return result

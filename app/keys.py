@@ -1,0 +1,35 @@
+"""Names of the Redis keys this service owns (huey's own keys are huey.*.{name})."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str  # e.g. "seatwatch:"
+
+    @property
+    def breaker(self) -> str:
+        return f"{self.prefix}breaker:scraper"
+
+    @property
+    def cron_lock(self) -> str:
+        return f"{self.prefix}cron-lock"
+
+    def cron_slot(self, slot: str) -> str:
+        return f"{self.prefix}cron-slot:{slot}"
+
+    def last_cron(self, group: str) -> str:
+        return f"{self.prefix}last-cron:{group}"
+
+    def pending(self, term: str, class_nbr: str) -> str:
+        return f"{self.prefix}pending:{term}:{class_nbr}"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}dead-letters"
+
+    @property
+    def heartbeat(self) -> str:
+        return f"{self.prefix}heartbeat"

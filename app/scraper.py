@@ -1,0 +1,100 @@
+"""HTTP client of the scraper service (POST {SCRAPER_URL}/scrape).
+
+Anything that is not a well-formed success raises ScraperError with a one-line reason: timeouts,
+connection errors, non-2xx answers, invalid JSON, `success: false`, missing or mistyped fields.
+The caller counts each as a breaker failure; none of them crashes a worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import requests
+
+TEXT_FIELDS = ("subject", "catalog_nbr", "title", "instructor", "location", "meeting_times")
+INT_FIELDS = ("seats_available", "seats_capacity")
+
+
+class ScraperError(Exception):
+    """The scraper did not give a usable answer."""
+
+
+@dataclass(frozen=True)
+class SectionInfo:
+    subject: str
+    catalog_nbr: str
+    title: str
+    instructor: str
+    seats_available: int
+    seats_capacity: int
+    non_reserved_seats: int | None
+    location: str
+    meeting_times: str
+
+    @property
+    def open_seats(self) -> int:
+        """Seats a watcher can take: the non-reserved count when the scraper knows it."""
+        return self.non_reserved_seats if self.non_reserved_seats is not None else self.seats_available
+
+
+def parse_section(body: object) -> SectionInfo:
+    """Validate the scraper's JSON answer; raise ScraperError naming what is wrong."""
+    if not isinstance(body, dict):
+        raise ScraperError("answer is not a JSON object")
+    if body.get("success") is not True:
+        raise ScraperError(f"scraper reported failure: {str(body.get('error', 'no error given'))[:200]}")
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise ScraperError("answer has no data object")
+    fields: dict = {}
+    for name in TEXT_FIELDS:
+        value = data.get(name)
+        if value is None and name in ("location", "meeting_times", "instructor"):
+            value = ""
+        if not isinstance(value, str):
+            raise ScraperError(f"field {name!r} missing or not a string")
+        fields[name] = value.strip()
+    for name in INT_FIELDS:
+        value = data.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ScraperError(f"field {name!r} missing or not a non-negative integer")
+        fields[name] = value
+    nrs = data.get("non_reserved_seats")
+    if nrs is not None and (not isinstance(nrs, int) or isinstance(nrs, bool) or nrs < 0):
+        raise ScraperError("field 'non_reserved_seats' is not an integer or null")
+    fields["non_reserved_seats"] = nrs
+    return SectionInfo(**fields)
+
+
+class ScraperClient:
+    def __init__(self, base_url: str, token: str, timeout: float, session: requests.Session | None = None):
+        self.url = base_url.rstrip("/") + "/scrape"
+        self.token = token
+        self.timeout = timeout
+        self.session = session or requests.Session()
+
+    def fetch(self, term: str, class_nbr: str) -> SectionInfo:
+        try:
+            resp = self.session.post(
+                self.url,
+                json={"sectionNumber": class_nbr, "term": term},
+                headers={"Authorization": f"Bearer {self.token}"},
+                # connect quickly or not at all; the read bound is the scraper timeout
+                timeout=(min(5.0, self.timeout), self.timeout),
+            )
+        except requests.Timeout:
+            raise ScraperError(f"timed out after {self.timeout:g}s") from None
+        except requests.RequestException as exc:
+            raise ScraperError(f"request failed: {type(exc).__name__}") from None
+        if resp.status_code != 200:
+            detail = ""
+            try:
+                detail = str(resp.json().get("error", ""))[:200]
+            except (ValueError, AttributeError):
+                pass
+            raise ScraperError(f"HTTP {resp.status_code}" + (f": {detail}" if detail else ""))
+        try:
+            body = resp.json()
+        except ValueError:
+            raise ScraperError("answer is not valid JSON") from None
+        return parse_section(body)

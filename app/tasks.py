@@ -1,0 +1,119 @@
+"""Huey tasks: thin wrappers that hand the work to app.cron, app.check and app.delivery.
+
+Run the consumer on `app.tasks.huey` (see app.worker for the flags).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterable
+
+from huey import crontab
+from huey.exceptions import RetryTask
+from huey.signals import SIGNAL_COMPLETE, SIGNAL_ERROR, SIGNAL_INTERRUPTED
+
+from app import check, cron, delivery
+from app.breaker import BreakerOpen
+from app.heartbeat import INTERVAL_SECONDS
+from app.queue import huey
+from app.services import get_services
+
+log = logging.getLogger(__name__)
+
+CHECK_RETRIES = 3
+# A check the breaker keeps refusing is dropped after this long: by then the section's next
+# hourly run has enqueued it again, so nothing is lost and the queue does not pile up.
+SUPERSEDED_AFTER_SECONDS = 50 * 60
+ENQUEUE_CHUNK = 1000
+
+
+@huey.task(retries=CHECK_RETRIES, retry_delay=30, retry_backoff=2)
+def check_section(term: str, class_nbr: str, enqueued_at: float | None = None) -> None:
+    try:
+        check.check_section(get_services(), term, class_nbr)
+    except BreakerOpen as exc:
+        if time.time() - (enqueued_at or time.time()) > SUPERSEDED_AFTER_SECONDS:
+            log.warning("check %s/%s dropped: breaker still %s, the next run covers it",
+                        term, class_nbr, exc.state)
+            get_services().pending.release(term, class_nbr)
+            return
+        # Not a failure of the check: retry when the breaker may admit calls, without using a retry.
+        raise RetryTask(str(exc), delay=max(5.0, exc.retry_in)) from None
+
+
+def enqueue_checks(sections: Iterable[tuple[str, str]]) -> int:
+    """Enqueue one check per section not already waiting or running; returns how many.
+
+    Serialized tasks go onto huey's list in one LPUSH per 1,000 (measured in bench/enqueue.py:
+    one command instead of one round trip each).
+    """
+    services = get_services()
+    fresh = services.pending.claim(sections)
+    now = time.time()
+    payloads = [huey.serialize_task(check_section.s(term, nbr, now)) for term, nbr in fresh]
+    storage = huey.storage
+    for start in range(0, len(payloads), ENQUEUE_CHUNK):
+        storage.conn.lpush(storage.queue_key, *payloads[start:start + ENQUEUE_CHUNK])
+    return len(payloads)
+
+
+def run_cron_now(group: str | None = None, force: bool = False) -> dict:
+    return cron.run_cron(get_services(), enqueue_checks, group=group, force=force)
+
+
+@huey.periodic_task(crontab(minute="0"))
+def cron_even() -> None:
+    _periodic_cron("even")
+
+
+@huey.periodic_task(crontab(minute="30"))
+def cron_odd() -> None:
+    _periodic_cron("odd")
+
+
+def _periodic_cron(group: str) -> None:
+    try:
+        run_cron_now(group)
+    except cron.CronLocked as exc:
+        log.warning("cron %s skipped: %s", group, exc)
+
+
+@huey.periodic_task(crontab(minute="*/5"))
+def sweep_undelivered() -> None:
+    delivery.sweep(get_services())
+
+
+@huey.periodic_task(crontab(minute=f"*/{INTERVAL_SECONDS // 60}"))
+def heartbeat() -> None:
+    get_services().heartbeat.beat()
+
+
+@huey.on_startup()
+def _startup_heartbeat() -> None:
+    get_services().heartbeat.beat()
+
+
+# --- bookkeeping of checks that finish, for good or not -------------------------------------------
+
+def _is_check(task) -> bool:
+    return task.name == check_section.name
+
+
+@huey.signal(SIGNAL_COMPLETE, SIGNAL_INTERRUPTED)
+def _check_finished(signal, task, *args) -> None:
+    if _is_check(task):
+        get_services().pending.release(task.args[0], task.args[1])
+
+
+@huey.signal(SIGNAL_ERROR)
+def _check_failed(signal, task, exc=None) -> None:
+    if not _is_check(task) or task.retries:
+        return  # huey retries it
+    term, class_nbr = task.args[0], task.args[1]
+    services = get_services()
+    services.dead_letters.add(term, class_nbr, reason=str(exc) or type(exc).__name__,
+                              attempts=CHECK_RETRIES + 1)
+    services.pending.release(term, class_nbr)
+    log.error("check %s/%s dead-lettered after %d attempts: %s", term, class_nbr,
+              CHECK_RETRIES + 1, exc)
