@@ -1,0 +1,26 @@
+"""Entry point: `pyinfra inventory.py deploy.py`. Runs the roles in order; holds no operations itself.
+
+Settings come from host data or the operator's environment (docs/deploy.md lists them);
+roles/common.py reads them and fails early, naming every missing variable.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else os.getcwd())
+
+from roles.app import app  # noqa: E402
+from roles.common import app_environment  # noqa: E402
+from roles.base import base  # noqa: E402
+from roles.caddy import caddy  # noqa: E402
+from roles.firewall import firewall  # noqa: E402
+from roles.pm2 import pm2  # noqa: E402
+from roles.redis import redis  # noqa: E402
+
+app_environment()  # fail before planning anything when a variable is missing or invalid
+base()
+firewall()
+redis()
+release = app()
+pm2(release)
+caddy()

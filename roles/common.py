@@ -1,0 +1,172 @@
+"""Shared helpers of the roles: settings with defaults, the operator's environment, the release bundle.
+
+Every setting is a pyinfra data key prefixed with its role. A value set in the inventory's host
+data wins; otherwise the operator's environment variable in DEFAULTS (the names docs/deploy.md
+lists); otherwise the default. Secrets are only read here, from the environment of the laptop
+that runs pyinfra, and rendered into the 0600 env file on the server.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import sys
+import tarfile
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+from pyinfra import host
+
+PROJECT = Path(__file__).resolve().parent.parent
+TEMPLATES = PROJECT / "templates"
+if str(PROJECT) not in sys.path:
+    sys.path.insert(0, str(PROJECT))
+
+from app.settings import OPTIONAL, REQUIRED, Settings, SettingsError  # noqa: E402  one list of names
+
+
+class DeployError(Exception):
+    """A deploy that cannot go ahead (missing or invalid settings)."""
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+# data key -> (environment variable or None, default, converter)
+DEFAULTS: dict[str, tuple[str | None, object, object]] = {
+    "base_timezone": ("SEATWATCH_TIMEZONE", "UTC", str),
+    "base_locale": ("SEATWATCH_LOCALE", "C.UTF-8", str),
+    "base_swap_mb": ("SEATWATCH_SWAP_MB", "auto", str),  # auto: 1024 MB on hosts with < 2 GB RAM
+    "firewall_mode": ("SEATWATCH_FIREWALL", "auto", str),  # auto | iptables | off
+    "redis_enabled": ("SEATWATCH_REDIS", "auto", str),  # auto: on unless REDIS_URL points elsewhere
+    "redis_bind": ("SEATWATCH_REDIS_BIND", "127.0.0.1 -::1", str),
+    "redis_port": ("SEATWATCH_REDIS_PORT", 6379, int),
+    "redis_maxmemory": ("SEATWATCH_REDIS_MAXMEMORY", "128mb", str),
+    "app_user": ("SEATWATCH_APP_USER", "seatwatch", str),
+    "app_root": ("SEATWATCH_APP_ROOT", "/opt/seatwatch", str),
+    "app_port": ("SEATWATCH_APP_PORT", 8080, int),
+    "app_keep_releases": ("SEATWATCH_KEEP_RELEASES", 3, int),
+    "app_bootstrap_schema": ("SEATWATCH_BOOTSTRAP_SCHEMA", False, _bool),  # tests/sandbox only
+    "app_health_timeout": ("SEATWATCH_HEALTH_TIMEOUT", 90, int),
+    "pm2_kill_timeout_ms": ("SEATWATCH_PM2_KILL_TIMEOUT_MS", 150000, int),
+    "pm2_version": ("SEATWATCH_PM2_VERSION", "auto", str),
+    "caddy_domain": ("SEATWATCH_DOMAIN", "", str),
+    "caddy_tls": ("SEATWATCH_TLS", "acme", str),  # acme | internal (local CA: sandbox/tests)
+    "caddy_email": ("SEATWATCH_ACME_EMAIL", "", str),
+    "caddy_site_upstream": ("SEATWATCH_SITE_UPSTREAM", "", str),
+}
+
+
+def cfg(key: str):
+    value = host.data.get(key)
+    if value is not None:
+        return value
+    env_name, default, convert = DEFAULTS[key]
+    raw = os.environ.get(env_name, "").strip() if env_name else ""
+    return convert(raw) if raw else default
+
+
+def is_primary() -> bool:
+    return host.data.get("seatwatch_role", "primary") == "primary"
+
+
+def app_paths() -> dict[str, str]:
+    root = cfg("app_root")
+    return {
+        "root": root,
+        "releases": f"{root}/releases",
+        "current": f"{root}/current",
+        "shared": f"{root}/shared",
+        "env_file": f"{root}/shared/app.env",
+        "run": f"{root}/bin/run",
+        "ecosystem": f"{root}/ecosystem.config.js",
+        "home": f"/home/{cfg('app_user')}",
+    }
+
+
+def _redis_is_local(url: str) -> bool:
+    return urlsplit(url).hostname in (None, "", "localhost", "127.0.0.1", "::1")
+
+
+def local_redis() -> bool:
+    """Whether this host gets the redis role (the primary, unless REDIS_URL points elsewhere)."""
+    mode = cfg("redis_enabled").lower()
+    if not is_primary() or mode in ("off", "0", "false", "no"):
+        return False
+    if mode in ("on", "1", "true", "yes"):
+        return True
+    url = os.environ.get("REDIS_URL", "").strip()
+    return not url or _redis_is_local(url)
+
+
+def app_environment() -> dict[str, str]:
+    """The service's environment for the env file, from the operator's; fails naming every missing name."""
+    env = {name: os.environ.get(name, "").strip() for name in [*REQUIRED, *OPTIONAL]}
+    missing = [name for name in REQUIRED if not env[name]]
+    if local_redis():
+        if not os.environ.get("REDIS_PASSWORD", "").strip():
+            missing.append("REDIS_PASSWORD")
+    elif not env["REDIS_URL"]:
+        missing.append("REDIS_URL")
+    if is_primary() and not cfg("caddy_domain"):
+        missing.append("SEATWATCH_DOMAIN")
+    if missing:
+        raise DeployError("missing environment variable(s) for the deploy: " + ", ".join(missing))
+    if local_redis():
+        password = quote(os.environ["REDIS_PASSWORD"].strip(), safe="")
+        env["REDIS_URL"] = f"redis://:{password}@127.0.0.1:{cfg('redis_port')}/0"
+    env = {k: v for k, v in env.items() if v}
+    for name, value in env.items():
+        if "\n" in value or "\r" in value:
+            raise DeployError(f"{name} contains a newline")
+    try:
+        Settings.from_env(env)  # the app's own validation, before anything is changed
+    except SettingsError as exc:
+        raise DeployError(f"invalid settings: {exc}") from None
+    return dict(sorted(env.items()))
+
+
+def redis_password() -> str:
+    return os.environ["REDIS_PASSWORD"].strip()
+
+
+# --------------------------------------------------------------------------- the release bundle
+
+RELEASE_FILES = ("pyproject.toml", "app")
+_bundle_cache: dict[str, tuple[str, Path]] = {}
+
+
+def release_bundle() -> tuple[str, Path]:
+    """(release id, local tarball path). Deterministic: same sources -> same bytes -> same id."""
+    if "bundle" in _bundle_cache:
+        return _bundle_cache["bundle"]
+    files: list[Path] = []
+    for entry in RELEASE_FILES:
+        path = PROJECT / entry
+        if path.is_file():
+            files.append(path)
+        else:
+            files += [p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                      and not p.name.endswith((".pyc", ".pyo"))]
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(files, key=lambda p: p.relative_to(PROJECT).as_posix()):
+            info = tarfile.TarInfo(path.relative_to(PROJECT).as_posix())
+            data = path.read_bytes()
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+    release_id = hashlib.sha256(raw.getvalue()).hexdigest()[:12]
+    out = PROJECT / "build" / f"release-{release_id}.tar.gz"
+    if not out.exists():
+        out.parent.mkdir(exist_ok=True)
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0, filename="") as gz:
+            gz.write(raw.getvalue())
+        tmp.rename(out)
+    _bundle_cache["bundle"] = (release_id, out)
+    return release_id, out
