@@ -167,13 +167,17 @@ def mark_attempt_failed(conn, ids: Sequence[str], error: str, permanent: bool) -
     )
 
 
-def delivery_counts(conn) -> dict:
+def delivery_counts(conn, overdue_after_seconds: float = 900) -> dict:
+    """Undelivered (`pending`; `overdue` when older than the given age) and given-up emails."""
     row = conn.execute(
         """select count(*) filter (where delivered_at is null and failed_at is null) as pending,
+                  count(*) filter (where delivered_at is null and failed_at is null
+                                   and created_at < now() - make_interval(secs => %s)) as overdue,
                   count(*) filter (where failed_at is not null) as failed
-           from public.notification_deliveries"""
+           from public.notification_deliveries""",
+        (overdue_after_seconds,),
     ).fetchone()
-    return {"pending": row["pending"], "failed": row["failed"]}
+    return {"pending": row["pending"], "overdue": row["overdue"], "failed": row["failed"]}
 
 
 # --- migrations ----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Mapping
+from urllib.parse import urlsplit
 
 # name -> what it is for (used in the error message and the health check).
 REQUIRED = {
@@ -127,6 +128,18 @@ class Settings:
             )
             if v
         ]
+
+    def redact(self, text: str) -> str:
+        """`text` with every secret value, and the password inside a URL setting, masked."""
+        secrets = self.secret_values()
+        for url in (self.database_url, self.redis_url):
+            try:
+                secrets.append(urlsplit(url).password or "")
+            except ValueError:
+                pass
+        for value in sorted(filter(None, secrets), key=len, reverse=True):
+            text = text.replace(value, "***")
+        return text
 
 
 @lru_cache(maxsize=1)
