@@ -33,7 +33,8 @@ def check_section(term: str, class_nbr: str, enqueued_at: float | None = None) -
     try:
         check.check_section(get_services(), term, class_nbr)
     except BreakerOpen as exc:
-        if time.time() - (enqueued_at or time.time()) > SUPERSEDED_AFTER_SECONDS:
+        waited = 0.0 if enqueued_at is None else time.time() - enqueued_at
+        if waited > SUPERSEDED_AFTER_SECONDS:
             log.warning("check %s/%s dropped: breaker still %s, the next run covers it",
                         term, class_nbr, exc.state)
             get_services().pending.release(term, class_nbr)
@@ -97,7 +98,7 @@ def _startup_heartbeat() -> None:
 # --- bookkeeping of checks that finish, for good or not -------------------------------------------
 
 def _is_check(task) -> bool:
-    return task.name == check_section.name
+    return isinstance(task, check_section.task_class)
 
 
 @huey.signal(SIGNAL_COMPLETE, SIGNAL_INTERRUPTED)

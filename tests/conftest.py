@@ -16,7 +16,8 @@ import redis
 from tests.fakes import RESEND_KEY, SCRAPER_TOKEN, FakeResend, FakeScraper
 
 PG_ADMIN = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-TEST_DB = "seatwatch_test"
+# Overridable so two runs on one machine (say, two developers) do not share a database.
+TEST_DB = os.environ.get("SEATWATCH_TEST_DB", "seatwatch_test")
 TEST_DSN = PG_ADMIN.rsplit("/", 1)[0] + f"/{TEST_DB}"
 TEST_REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
