@@ -1,0 +1,68 @@
+"""Settings: every missing variable is named, bad values are refused, defaults apply."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from app.settings import OPTIONAL, REQUIRED, Settings, SettingsError, missing_variables
+from tests.conftest import TEST_ENV
+
+
+def env(**changes):
+    out = {k: v for k, v in TEST_ENV.items() if k in REQUIRED}
+    out.update(changes)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def test_every_missing_variable_is_named_in_one_message():
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env(env(DATABASE_URL=None, CRON_SECRET="  ", RESEND_API_KEY=None))
+    message = str(err.value)
+    for name in ("DATABASE_URL", "CRON_SECRET", "RESEND_API_KEY"):
+        assert name in message
+    assert "SCRAPER_URL" not in message
+
+
+def test_defaults_and_trailing_slashes():
+    s = Settings.from_env(env(SCRAPER_URL="https://scraper.example/", NEXT_PUBLIC_SITE_URL="https://x.example/"))
+    assert s.redis_url == OPTIONAL["REDIS_URL"] and s.scraper_timeout == 30.0
+    assert s.huey_read_timeout == 60 and s.scraper_url == "https://scraper.example"
+    assert s.site_url == "https://x.example"
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"SCRAPER_TIMEOUT_SECONDS": "abc"}, "invalid number"),
+    ({"SCRAPER_TIMEOUT_SECONDS": "0"}, "SCRAPER_TIMEOUT_SECONDS"),
+    ({"HUEY_READ_TIMEOUT_SECONDS": "900"}, "HUEY_READ_TIMEOUT_SECONDS"),
+    ({"SCRAPER_URL": "scraper.example"}, "SCRAPER_URL"),
+    ({"NOTIFICATION_FROM_EMAIL": "nobody"}, "NOTIFICATION_FROM_EMAIL"),
+])
+def test_bad_values_are_refused(changes, fragment):
+    with pytest.raises(SettingsError, match=fragment):
+        Settings.from_env(env(**changes))
+
+
+def test_secrets_stay_out_of_repr():
+    s = Settings.from_env(env())
+    text = repr(s)
+    for secret in (TEST_ENV["CRON_SECRET"], TEST_ENV["SUPABASE_SERVICE_ROLE_KEY"], TEST_ENV["DATABASE_URL"]):
+        assert secret not in text
+
+
+def test_missing_variables_lists_names():
+    assert missing_variables(env()) == []
+    assert missing_variables(env(SCRAPER_URL=None)) == ["SCRAPER_URL"]
+
+
+def test_cli_stops_with_one_line_naming_them():
+    clean = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
+    proc = subprocess.run([sys.executable, "-m", "app", "breaker", "status"], env=clean,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: missing required environment variable(s):")
+    for name in REQUIRED:
+        assert name in lines[0]
