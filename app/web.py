@@ -1,0 +1,103 @@
+"""The HTTP face: an explicit Bottle app with the two endpoints monitors and scripts already call.
+
+- `GET /api/monitoring/health`: app.health's report; 200 healthy, 503 degraded, 500 unhealthy.
+  `Accept: application/health+json` gets the IETF draft's format and its status codes
+  (pass and warn 200, fail 503).
+- `GET|POST /api/cron` with `Authorization: Bearer <CRON_SECRET>`: one cron run now
+  (app.tasks.run_cron_now); 401 without the token, 400 for a bad `group`, 409 while another run
+  holds the lock, 500 when the run fails.
+
+Every answer is JSON, unknown routes included. waitress serves it on 127.0.0.1 behind Caddy
+(app.serving); the cron endpoint enqueues on the shared queue like the periodic task does.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+
+from bottle import Bottle, HTTPResponse, request, response
+
+from app import cron, health, serving
+from app.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+HEALTH_STATUS = {health.HEALTHY: 200, health.DEGRADED: 503, health.UNHEALTHY: 500}
+DRAFT_HTTP_STATUS = {"pass": 200, "warn": 200, "fail": 503}
+HEALTH_JSON = "application/health+json"
+
+
+def _json(status: int, payload: dict, content_type: str = "application/json",
+          **headers) -> HTTPResponse:
+    # Health and cron answers are live state: no cache, Caddy's included, may keep them.
+    return HTTPResponse(json.dumps(payload, default=str), status=status,
+                        headers={"Content-Type": content_type, "Cache-Control": "no-store",
+                                 **headers})
+
+
+def _authorized(secret: str) -> bool:
+    scheme, _, token = request.get_header("Authorization", "").partition(" ")
+    # compare_digest: the time taken says nothing about how much of the token matched.
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        token.strip().encode("utf-8", "surrogateescape"), secret.encode("utf-8"))
+
+
+def make_app(services, run_cron=None) -> Bottle:
+    """The Bottle app over `services` (health, the cron secret). `run_cron(group)` defaults to
+    app.tasks.run_cron_now, which enqueues on the process-wide queue."""
+    if run_cron is None:
+        from app.tasks import run_cron_now as run_cron  # imports the queue: only when serving
+
+    app = Bottle()
+
+    @app.get("/api/monitoring/health")
+    def health_endpoint():
+        report = health.run_checks(services)
+        if HEALTH_JSON in request.get_header("Accept", "").lower():
+            draft = health.as_health_json(report)
+            return _json(DRAFT_HTTP_STATUS[draft["status"]], draft, HEALTH_JSON, Vary="Accept")
+        return _json(HEALTH_STATUS[report["status"]], report, Vary="Accept")
+
+    @app.route("/api/cron", method=["GET", "POST"])
+    def cron_endpoint():
+        if not _authorized(services.settings.cron_secret):
+            return _json(401, {"success": False, "error": "Unauthorized"},
+                         **{"WWW-Authenticate": "Bearer"})
+        group = request.query.get("group") or cron.group_for(utcnow())
+        if group not in cron.GROUPS:
+            return _json(400, {"success": False,
+                               "error": f"group must be one of: {', '.join(cron.GROUPS)}"})
+        try:
+            return _json(200, run_cron(group))
+        except cron.CronLocked as exc:
+            return _json(409, {"success": False, "error": "Another cron run holds the lock",
+                               "stagger_group": group, "lock": exc.status})
+        except Exception as exc:
+            log.exception("cron run from /api/cron failed")
+            return _json(500, {"success": False, "error": "Cron run failed",
+                               "detail": health.error_text(services.settings, exc),
+                               "stagger_group": group})
+
+    def error_page(err) -> str:
+        # Bottle's own errors (404, 405, an unexpected exception) as JSON, never a traceback.
+        response.content_type = "application/json"
+        response.set_header("Cache-Control", "no-store")
+        return json.dumps({"success": False, "error": err.status_line.split(" ", 1)[1]})
+
+    for code in (400, 404, 405, 500):
+        app.error(code)(error_page)
+    return app
+
+
+def serve(host: str, port: int) -> None:
+    """`python -m app web`: serve until SIGINT/SIGTERM, let requests in flight finish, return."""
+    from app.services import get_services
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("web bound to %s: Caddy is meant to be the only public face", host)
+    services = get_services()
+    server = serving.make_server(serving.AccessLog(make_app(services)), host, port)
+    log.info("serving on http://%s:%s", host, port)
+    serving.run(server)
