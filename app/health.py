@@ -39,7 +39,7 @@ from psycopg.rows import dict_row
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from app import db, settings as settings_module
+from app import db
 from app.breaker import CircuitBreaker
 from app.cron import last_runs
 from app.deadletters import DeadLetters
@@ -47,7 +47,7 @@ from app.heartbeat import INTERVAL_SECONDS, Heartbeat
 from app.keys import Keys
 from app.lock import CronLock
 from app.queue import huey
-from app.settings import Settings
+from app.settings import Settings, missing_variables
 from app.timeutil import iso_from_epoch
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
@@ -216,7 +216,7 @@ def _deliveries(probe: Probe) -> dict:
 
 @check("configuration", critical=True)
 def _configuration(probe: Probe) -> dict:
-    missing = settings_module.missing_variables()
+    missing = missing_variables()
     out = {"missing": missing}
     if missing:
         out.update(status=UNHEALTHY, reason="missing required variables")

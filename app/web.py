@@ -19,7 +19,7 @@ import logging
 
 from bottle import Bottle, HTTPResponse, request, response
 
-from app import cron, health, serving
+from app import cron, health, serving, tasks
 from app.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ HEALTH_JSON = "application/health+json"
 
 def _json(status: int, payload: dict, content_type: str = "application/json",
           **headers) -> HTTPResponse:
-    # Health and cron answers are live state: no cache, Caddy's included, may keep them.
+    # Health and cron answers are live state: no cache (Caddy's included) may keep them.
     return HTTPResponse(json.dumps(payload, default=str), status=status,
                         headers={"Content-Type": content_type, "Cache-Control": "no-store",
                                  **headers})
@@ -44,12 +44,9 @@ def _authorized(secret: str) -> bool:
         token.strip().encode("utf-8", "surrogateescape"), secret.encode("utf-8"))
 
 
-def make_app(services, run_cron=None) -> Bottle:
-    """The Bottle app over `services` (health, the cron secret). `run_cron(group)` defaults to
-    app.tasks.run_cron_now, which enqueues on the process-wide queue."""
-    if run_cron is None:
-        from app.tasks import run_cron_now as run_cron  # imports the queue: only when serving
-
+def make_app(services) -> Bottle:
+    """The Bottle app: health over `services`, the cron secret from its settings. A cron run goes
+    through app.tasks.run_cron_now, on the process-wide services and queue, like the periodic task."""
     app = Bottle()
 
     @app.get("/api/monitoring/health")
@@ -70,7 +67,7 @@ def make_app(services, run_cron=None) -> Bottle:
             return _json(400, {"success": False,
                                "error": f"group must be one of: {', '.join(cron.GROUPS)}"})
         try:
-            return _json(200, run_cron(group))
+            return _json(200, tasks.run_cron_now(group))
         except cron.CronLocked as exc:
             return _json(409, {"success": False, "error": "Another cron run holds the lock",
                                "stagger_group": group, "lock": exc.status})
