@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+import threading
 
 import redis
 from psycopg_pool import ConnectionPool
@@ -46,6 +46,14 @@ class Services:
         self.redis.close()
 
 
-@lru_cache(maxsize=1)
+_lock = threading.Lock()
+_services: Services | None = None
+
+
 def get_services() -> Services:
-    return Services(get_settings())
+    """The process's one Services (the consumer's threads race for it at start)."""
+    global _services
+    with _lock:
+        if _services is None:
+            _services = Services(get_settings())
+        return _services
