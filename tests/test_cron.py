@@ -188,3 +188,38 @@ def test_dead_letters_can_be_requeued(services, queue):
     assert main(["dead-letters", "--requeue"]) == 0
     assert services.dead_letters.count() == 0
     assert queued_sections(queue) == [("2261", "12431")]
+
+
+def test_periodic_schedule_even_at_00_odd_at_30():
+    def due(task, minute):
+        return task.s().validate_datetime(AT_00.replace(minute=minute, second=0, tzinfo=None))
+
+    assert due(tasks.cron_even, 0) and not due(tasks.cron_even, 30) and not due(tasks.cron_even, 1)
+    assert due(tasks.cron_odd, 30) and not due(tasks.cron_odd, 0)
+    assert due(tasks.sweep_undelivered, 5) and not due(tasks.sweep_undelivered, 7)
+
+
+def test_periodic_run_skips_quietly_when_locked(services, queue, make_watch):
+    make_watch("a@asu.edu", "12430")
+    held = services.cron_lock.acquire()
+    tasks.cron_even.call_local()  # logs and returns; the held lock is untouched
+    assert services.cron_lock.status()["locked"] and queued_sections(queue) == []
+    services.cron_lock.release(held)
+
+
+def test_cli_cron_and_check_print_json(services, queue, make_watch, scraper, capsys):
+    import json
+
+    from app.__main__ import main
+
+    make_watch("a@asu.edu", "12430")
+    scraper.set_section("2261", "12430", seats_available=2)
+    assert main(["cron", "--group", "even"]) == 0
+    assert json.loads(capsys.readouterr().out)["sections_enqueued"] == 1
+    assert main(["check", "2261", "12430"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["baseline"] is True and found["open_seats"] == 2
+    held = services.cron_lock.acquire()
+    assert main(["cron", "--group", "even", "--force"]) == 3
+    assert "holds the lock" in capsys.readouterr().err
+    services.cron_lock.release(held)
