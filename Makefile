@@ -37,6 +37,13 @@ deploy: install
 dry-run: install
 	$(BIN)/pyinfra --dry inventory.py deploy.py
 
+# A local throwaway Debian host (debootstrap + systemd-nspawn), deployed by this bundle; Ctrl-C removes it.
+sandbox: install services
+	$(BIN)/python -m tests.testhost sandbox
+
+sandbox-down:
+	$(BIN)/python -m tests.testhost down swsandbox
+
 bench: install services
 	$(BIN)/python bench/enqueue.py
 	$(BIN)/python bench/idle_redis.py

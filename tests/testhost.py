@@ -178,16 +178,21 @@ class TestHost:
 
     def up(self) -> None:
         ensure_tools()
-        if self.state_file.exists() or self.workdir.exists():
+        reap_stale()
+        if self.workdir.exists():
+            old = TestHost.load(self.name)
+            if old.running():
+                raise TestHostError(f"test host {self.name} is already running "
+                                    f"(python -m tests.testhost down {self.name})")
             log(f"cleaning up a previous {self.name}")
-            TestHost.load(self.name).down()
+            old.down()
         t0 = time.monotonic()
         tarball = root_tarball()
         if self.subnet is None:
             used = _used_subnets()
             self.subnet = next(n for n in range(10, 250) if n not in used)
         self.workdir.mkdir(parents=True)
-        self.state = {"name": self.name, "subnet": self.subnet, "created": []}
+        self.state = {"name": self.name, "subnet": self.subnet, "created": [], "started": time.time()}
         self._save()
         self._prepare_root(tarball)
         self._network()
@@ -331,6 +336,10 @@ class TestHost:
             host.state = {"created": ["netns", "veth", "nat?"]}
         return host
 
+    def running(self) -> bool:
+        pid = self.state.get("pid")
+        return bool(pid and _alive(pid) and _is_nspawn(pid))
+
     def down(self) -> None:
         """Undo everything, best effort, in reverse order. Safe to call twice."""
         self._stop()
@@ -371,6 +380,24 @@ class TestHost:
         if self.proc is not None:
             with contextlib.suppress(Exception):
                 self.proc.wait(10)
+
+
+def reap_stale() -> None:
+    """Remove test hosts left behind by runs that died (their nspawn process is gone)."""
+    if not WORK_BASE.is_dir():
+        return
+    for workdir in WORK_BASE.iterdir():
+        if not workdir.is_dir() or not workdir.name.startswith("swt"):
+            continue  # auto-named test hosts only; the sandbox is removed with `down`
+        host = TestHost.load(workdir.name)
+        started = host.state.get("started", 0)
+        if not host.running() and time.time() - started > 600:
+            log(f"removing stale test host {workdir.name}")
+            host.down()
+
+
+def unique_name(prefix: str = "swt") -> str:
+    return f"{prefix}{os.getpid() % 1000000}"
 
 
 def _alive(pid: int) -> bool:

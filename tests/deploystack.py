@@ -1,0 +1,194 @@
+"""The project's deploy, run for real against a booted Debian test host, with its outside world.
+
+`DeployStack` puts together what a deploy needs on this machine: a `TestHost`, a forwarder from
+the host's gateway address to this machine's PostgreSQL (a fresh database), the scraper and
+Resend stand-ins listening where the host reaches them, and the operator's environment for
+`pyinfra inventory.py deploy.py`. Used by tests/test_deploy.py and by `make sandbox`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+from tests.fakes import RESEND_KEY, SCRAPER_TOKEN, FakeResend, FakeScraper
+from tests.testhost import REPO, TcpForwarder, TestHost, log, unique_name
+
+PG_ADMIN = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+DOMAIN = "seatwatch.test"
+PYINFRA = str(Path(sys.executable).parent / "pyinfra")
+# Names the deploy reads from the operator's environment: cleared, then set by the stack.
+_APP_NAMES = ("DATABASE_URL", "REDIS_URL", "REDIS_PASSWORD", "SCRAPER_URL", "SCRAPER_SECRET_TOKEN",
+              "RESEND_API_KEY", "RESEND_API_URL", "NOTIFICATION_FROM_EMAIL", "NEXT_PUBLIC_SITE_URL",
+              "CRON_SECRET", "SUPABASE_SERVICE_ROLE_KEY", "SCRAPER_TIMEOUT_SECONDS",
+              "HUEY_READ_TIMEOUT_SECONDS", "SEATWATCH_NAME")
+
+
+class DeployResult:
+    def __init__(self, cp: subprocess.CompletedProcess, seconds: float):
+        self.returncode, self.output, self.seconds = cp.returncode, cp.stdout + cp.stderr, seconds
+
+    @property
+    def changed_ops(self) -> int:
+        """Operations that reported a change (the Success column of pyinfra's Grand total)."""
+        m = re.search(r"Grand total\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)", self.output)
+        if not m:
+            raise AssertionError(f"no results table in the pyinfra output:\n{self.output[-3000:]}")
+        return 0 if m.group(2) == "-" else int(m.group(2))
+
+    def tail(self, n: int = 60) -> str:
+        return "\n".join(self.output.splitlines()[-n:])
+
+
+class DeployStack:
+    def __init__(self, name: str | None = None, database: str | None = None):
+        self.host = TestHost(name or unique_name())
+        self.database = database or f"seatwatch_deploy_{self.host.name}"
+        self.cron_secret = "cron-" + uuid.uuid4().hex
+        self.redis_password = "redis " + uuid.uuid4().hex[:16]  # a space on purpose: quoting must hold
+        self._closers: list = []
+        self.scraper: FakeScraper | None = None
+        self.resend: FakeResend | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> "DeployStack":
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+    def up(self) -> None:
+        # Deploy a snapshot: the work tree may change under a long test, and the release id
+        # (a hash of the sources) must stay the same between the deploys this stack compares.
+        self.project = self.copy_project()
+        self.host.__enter__()
+        self._closers.append(self.host.down)
+        gw = self.host.gateway
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f"drop database if exists {self.database} with (force)")
+            conn.execute(f"create database {self.database}")
+        self._closers.append(self._drop_database)
+        forwarder = TcpForwarder(gw, 5432, "127.0.0.1", 5432).__enter__()
+        self._closers.append(forwarder.close)
+        self.scraper = FakeScraper(host=gw).start()
+        self._closers.append(self.scraper.stop)
+        self.resend = FakeResend(host=gw).start()
+        self._closers.append(self.resend.stop)
+
+    def _drop_database(self) -> None:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f"drop database if exists {self.database} with (force)")
+
+    def down(self) -> None:
+        while self._closers:
+            closer = self._closers.pop()
+            try:
+                closer()
+            except Exception as exc:  # keep cleaning up
+                log(f"cleanup step failed: {exc!r}")
+
+    # ------------------------------------------------------------------ the operator's side
+    @property
+    def dsn(self) -> str:
+        return PG_ADMIN.rsplit("/", 1)[0] + f"/{self.database}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if k not in _APP_NAMES and not k.startswith("SEATWATCH_")}
+        env.update(self.host.pyinfra_env())
+        env.update({
+            "SEATWATCH_DOMAIN": DOMAIN,
+            "SEATWATCH_TLS": "internal",
+            "SEATWATCH_BOOTSTRAP_SCHEMA": "1",  # an empty database here; never on production
+            "SEATWATCH_HEALTH_TIMEOUT": "60",
+            "DATABASE_URL": f"postgresql://postgres@{self.host.gateway}:5432/{self.database}",
+            "REDIS_PASSWORD": self.redis_password,
+            "SCRAPER_URL": self.scraper.url,
+            "SCRAPER_SECRET_TOKEN": SCRAPER_TOKEN,
+            "RESEND_API_KEY": RESEND_KEY,
+            "RESEND_API_URL": self.resend.url,
+            "NOTIFICATION_FROM_EMAIL": "PickMyClass <alerts@seatwatch.test>",
+            "NEXT_PUBLIC_SITE_URL": "https://pickmyclass.example",
+            "CRON_SECRET": self.cron_secret,
+            "SUPABASE_SERVICE_ROLE_KEY": "srk-" + self.cron_secret,
+            "SCRAPER_TIMEOUT_SECONDS": "10",
+            "HUEY_READ_TIMEOUT_SECONDS": "5",  # PM2 reloads wait for the blocking read: keep it short here
+        })
+        return env
+
+    def deploy(self, project: Path | None = None, dry: bool = False, timeout: float = 900) -> DeployResult:
+        cmd = [PYINFRA, "--dry", "--json"] if dry else [PYINFRA, "-y"]
+        t0 = time.monotonic()
+        cp = subprocess.run([*cmd, "inventory.py", "deploy.py"], cwd=project or self.project, env=self.env(),
+                            capture_output=True, text=True, timeout=timeout)
+        return DeployResult(cp, time.monotonic() - t0)
+
+    def planned_changes(self) -> list[str]:
+        """`pyinfra --dry --json`: names of operations with a host that would change."""
+        res = self.deploy(dry=True)
+        if res.returncode != 0:
+            raise AssertionError(f"dry run failed:\n{res.tail()}")
+        start = res.output.index("{")
+        plan, _ = json.JSONDecoder().raw_decode(res.output[start:])
+        return [op["name"] for op in plan["plan"] if op["hosts_with_change"]]
+
+    def copy_project(self, prefix: str = "seatwatch-deploy-") -> Path:
+        dest = Path(tempfile.mkdtemp(prefix=prefix))
+        for entry in ("inventory.py", "deploy.py", "pyproject.toml", "roles", "templates", "app"):
+            src = REPO / entry
+            if src.is_dir():
+                shutil.copytree(src, dest / entry, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                shutil.copy2(src, dest / entry)
+        self._closers.append(lambda: shutil.rmtree(dest, ignore_errors=True))
+        return dest
+
+    def broken_copy(self) -> Path:
+        """A copy of the project whose web process cannot start (a release that never gets healthy)."""
+        dest = self.copy_project("seatwatch-broken-")
+        with open(dest / "app" / "web.py", "a") as fh:
+            fh.write('\n\nraise RuntimeError("deliberately broken release (deploy test)")\n')
+        return dest
+
+    # ------------------------------------------------------------------ looking at the host
+    def https(self, path: str, method: str = "GET", headers: dict | None = None,
+              port: int = 443) -> tuple[int, str]:
+        """A request to the host's Caddy, by name (Caddy picks the site by SNI/Host)."""
+        cmd = ["curl", "-sk", "--max-time", "15", "-X", method, "-o", "-", "-w", "\n%{http_code}",
+               "--resolve", f"{DOMAIN}:{port}:{self.host.address}"]
+        for k, v in (headers or {}).items():
+            cmd += ["-H", f"{k}: {v}"]
+        scheme = "https" if port == 443 else "http"
+        cp = subprocess.run([*cmd, f"{scheme}://{DOMAIN}:{port}{path}"], capture_output=True, text=True)
+        body, _, code = cp.stdout.rpartition("\n")
+        return int(code or 0), body
+
+    def wait_healthy(self, timeout: float = 90) -> tuple[int, str]:
+        deadline = time.monotonic() + timeout
+        code, body = 0, ""
+        while time.monotonic() < deadline:
+            code, body = self.https("/api/monitoring/health")
+            if code in (200, 503):
+                return code, body
+            time.sleep(1)
+        raise AssertionError(f"no health answer through Caddy within {timeout}s (last {code}: {body[:300]})")
+
+    def sql(self, query: str, params=()) -> list[tuple]:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []

@@ -1,0 +1,60 @@
+"""`make sandbox`: the real deploy into a local throwaway Debian host, to see the bundle work without a VPS.
+
+Builds a booted Debian 12 host on this machine (tests/testhost.py), starts the scraper and Resend
+stand-ins and a forwarder to this machine's PostgreSQL, runs `pyinfra inventory.py deploy.py`
+against it exactly as an operator would against a VPS, prints how to look at it, and keeps it
+all running until Ctrl-C, then removes everything. Root needed.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+from tests.deploystack import DOMAIN, DeployStack
+from tests.testhost import log
+
+
+def main(name: str = "swsandbox") -> int:
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    with DeployStack(name, database="seatwatch_sandbox") as stack:
+        log("deploying (pyinfra inventory.py deploy.py) ...")
+        res = stack.deploy()
+        print(res.tail(45))
+        if res.returncode != 0:
+            log(f"deploy failed after {res.seconds:.0f}s; tearing down")
+            return 1
+        log(f"deployed in {res.seconds:.0f}s")
+        code, body = stack.wait_healthy()
+        h = stack.host
+        print(f"""
+Sandbox is up: a Debian 12 host at {h.address}, deployed by this project's own pyinfra bundle.
+
+  health through Caddy:  curl -k --resolve {DOMAIN}:443:{h.address} https://{DOMAIN}/api/monitoring/health
+                         (HTTP {code})
+  trigger a cron run:    curl -k --resolve {DOMAIN}:443:{h.address} -X POST \\
+                              -H 'Authorization: Bearer {stack.cron_secret}' https://{DOMAIN}/api/cron
+  a shell on the host:   python -m tests.testhost ssh {h.name}      (then: sudo -iu seatwatch pm2 ls)
+  the same deploy again: env vars below + .venv/bin/pyinfra inventory.py deploy.py   (changes nothing)
+  stand-ins:             scraper {stack.scraper.url}   Resend {stack.resend.url}
+  database:              {stack.dsn}
+
+Ctrl-C (or `make sandbox-down` from another shell) removes the host and everything it created.
+""")
+        for k, v in sorted(stack.env().items()):
+            if k.startswith("SEATWATCH_") or k in ("DATABASE_URL", "SCRAPER_URL", "RESEND_API_URL"):
+                print(f"  export {k}='{v}'")
+        sys.stdout.flush()
+        try:
+            while not stop and h.running():
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        log("tearing down the sandbox")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*(sys.argv[1:2] or [])))
