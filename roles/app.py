@@ -19,7 +19,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import File, Link
 from pyinfra.operations import files, pip, server
 
-from roles.common import TEMPLATES, app_environment, app_paths, cfg, release_bundle
+from roles.common import TEMPLATES, app_environment, app_paths, cfg, python_for_host, release_bundle
 
 
 @deploy("App release")
@@ -51,7 +51,8 @@ def app() -> dict:
         server.shell(name="Unpack the sources", commands=[
             f"rm -rf {rel}/src {rel}/venv && mkdir {rel}/src && tar -xzf {rel}/source.tar.gz -C {rel}/src"],
             **as_app)
-        pip.venv(name="Create the release's virtualenv", path=f"{rel}/venv", python="python3", **as_app)
+        pip.venv(name="Create the release's virtualenv", path=f"{rel}/venv", python=python_for_host()[0],
+                 **as_app)
         # The project itself (pip.packages would drop psycopg's extras; installing the package keeps them).
         server.shell(name="Install the release into its virtualenv", commands=[
             f"{rel}/venv/bin/pip install --quiet --no-cache-dir --disable-pip-version-check {rel}/src"],

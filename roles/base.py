@@ -8,10 +8,10 @@ from pyinfra.facts.files import File
 from pyinfra.facts.server import Arch, Command, LinuxDistribution
 from pyinfra.operations import apt, files, server, systemd
 
-from roles.common import TEMPLATES, DeployError, app_paths, cfg
+from roles.common import TEMPLATES, DeployError, app_paths, cfg, python_for_host
 
 PACKAGES = [
-    "ca-certificates", "curl", "locales", "logrotate", "python3", "python3-venv", "tzdata",
+    "ca-certificates", "curl", "locales", "logrotate", "tzdata",
     "unattended-upgrades", "sudo",
 ]
 SUPPORTED = {("debian", 12), ("ubuntu", 22), ("ubuntu", 24)}
@@ -52,8 +52,10 @@ def base() -> None:
         files.put(name="Prefer RAM over swap", src=StringIO("# managed by pyinfra\nvm.swappiness = 10\n"),
                   dest="/etc/sysctl.d/60-seatwatch-swap.conf")
 
-    apt.update(name="Refresh the package lists", cache_time=3600)
-    apt.packages(name="Install the base packages", packages=PACKAGES, no_recommends=True)
+    # cache_time: a rerun within a day does not refresh (unattended-upgrades refreshes daily anyway)
+    apt.update(name="Refresh the package lists", cache_time=86400)
+    apt.packages(name="Install the base packages", packages=PACKAGES + python_for_host()[1],
+                 no_recommends=True)
 
     locale = cfg("base_locale")
     if locale != "C.UTF-8":  # C.UTF-8 is built in; others are generated

@@ -69,6 +69,17 @@ def cfg(key: str):
     return convert(raw) if raw else default
 
 
+def python_for_host() -> tuple[str, list[str]]:
+    """(interpreter for the virtualenv, its apt packages). The app needs Python 3.11+:
+    Debian 12 and Ubuntu 24.04 have it as python3; Ubuntu 22.04 (3.10) has python3.11 in universe."""
+    from pyinfra.facts.server import LinuxDistribution
+
+    distro = host.get_fact(LinuxDistribution)
+    if (distro.get("name") or "").lower() == "ubuntu" and distro.get("major") == 22:
+        return "python3.11", ["python3.11", "python3.11-venv"]
+    return "python3", ["python3", "python3-venv"]
+
+
 def is_primary() -> bool:
     return host.data.get("seatwatch_role", "primary") == "primary"
 

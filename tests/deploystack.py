@@ -34,6 +34,23 @@ _APP_NAMES = ("DATABASE_URL", "REDIS_URL", "REDIS_PASSWORD", "SCRAPER_URL", "SCR
               "HUEY_READ_TIMEOUT_SECONDS", "SEATWATCH_NAME")
 
 
+# What Oracle Cloud's Ubuntu images ship: only SSH gets in, everything else hits the REJECT.
+ORACLE_RULES_V4 = """\
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p icmp -j ACCEPT
+-A INPUT -i lo -j ACCEPT
+-A INPUT -p udp -m udp --sport 123 -j ACCEPT
+-A INPUT -p tcp -m state --state NEW -m tcp --dport 22 -j ACCEPT
+-A INPUT -j REJECT --reject-with icmp-host-prohibited
+-A FORWARD -j REJECT --reject-with icmp-host-prohibited
+COMMIT
+"""
+
+
 class DeployResult:
     def __init__(self, cp: subprocess.CompletedProcess, seconds: float):
         self.returncode, self.output, self.seconds = cp.returncode, cp.stdout + cp.stderr, seconds
@@ -51,7 +68,8 @@ class DeployResult:
 
 
 class DeployStack:
-    def __init__(self, name: str | None = None, database: str | None = None):
+    def __init__(self, name: str | None = None, database: str | None = None, oracle_firewall: bool = False):
+        self.oracle_firewall = oracle_firewall
         self.host = TestHost(name or unique_name())
         self.database = database or f"seatwatch_deploy_{self.host.name}"
         self.cron_secret = "cron-" + uuid.uuid4().hex
@@ -85,6 +103,9 @@ class DeployStack:
         self._closers.append(self._drop_database)
         forwarder = TcpForwarder(gw, 5432, "127.0.0.1", 5432).__enter__()
         self._closers.append(forwarder.close)
+        if self.oracle_firewall:
+            self.host.ssh("sudo mkdir -p /etc/iptables && sudo tee /etc/iptables/rules.v4 >/dev/null && "
+                          "sudo iptables-restore < /etc/iptables/rules.v4", input=ORACLE_RULES_V4)
         self.scraper = FakeScraper(host=gw).start()
         self._closers.append(self.scraper.stop)
         self.resend = FakeResend(host=gw).start()

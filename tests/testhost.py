@@ -31,10 +31,11 @@ import time
 from pathlib import Path
 
 SUITE = "bookworm"
-ARCH = "amd64"
+NATIVE_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, "amd64")
+QEMU_BINFMT = {"arm64": "qemu-aarch64", "amd64": "qemu-x86_64"}
 MIRROR = "http://deb.debian.org/debian"
-INCLUDE = "systemd,systemd-sysv,dbus,openssh-server,sudo,ca-certificates,locales"
-CACHE_VERSION = 1  # bump when the cached root's recipe changes
+INCLUDE = "systemd,systemd-sysv,dbus,openssh-server,sudo,ca-certificates,locales,iptables"
+CACHE_VERSION = 2  # bump when the cached root's recipe changes
 CACHE_DIR = Path("/var/cache/seatwatch-testhost")
 WORK_BASE = Path("/var/tmp/seatwatch-testhost")
 LOGIN_USER = "admin"
@@ -83,9 +84,43 @@ def chroot(root: Path, script: str) -> None:
     run(["chroot", str(root), "/bin/sh", "-ec", script], env=env)
 
 
-def root_tarball() -> Path:
+def ensure_emulation(arch: str) -> bool:
+    """Register qemu-user for a foreign architecture (arm64 on x86_64: about 8x slower).
+
+    The C flag matters: with Debian's default OPF, sudo in the host fails ("effective uid is not 0").
+    """
+    if arch == NATIVE_ARCH:
+        return False
+    entry = Path(f"/proc/sys/fs/binfmt_misc/{QEMU_BINFMT[arch]}")
+    if not shutil.which(f"{QEMU_BINFMT[arch]}-static"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        run(["apt-get", "install", "-y", "-qq", "qemu-user-static", "binfmt-support"], env=env,
+            stdout=subprocess.DEVNULL)
+    if not Path("/proc/sys/fs/binfmt_misc/register").exists():
+        run(["mount", "-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"])
+    if entry.exists() and "flags: OCPF" not in entry.read_text() and "flags: POCF" not in entry.read_text():
+        entry.write_text("-1")
+    if not entry.exists():
+        conf = Path(f"/usr/lib/binfmt.d/{QEMU_BINFMT[arch]}.conf").read_text().strip()
+        if conf.endswith(":OPF") or conf.endswith(":PF") or conf.endswith(":F"):
+            conf = conf.rsplit(":", 1)[0] + ":OCPF"
+        Path("/proc/sys/fs/binfmt_misc/register").write_text(conf)
+        log(f"registered {entry.name} (binfmt_misc, flags OCPF); removed again by down()")
+        return True
+    return False
+
+
+def remove_emulation() -> None:
+    for name in QEMU_BINFMT.values():
+        entry = Path(f"/proc/sys/fs/binfmt_misc/{name}")
+        if entry.exists():
+            entry.write_text("-1")
+
+
+def root_tarball(arch: str = NATIVE_ARCH) -> Path:
     """The cached, configured root as a tarball; built with debootstrap on first use (~1 min)."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    ARCH = arch
     tarball = CACHE_DIR / f"{SUITE}-{ARCH}-v{CACHE_VERSION}.tar"
     with open(CACHE_DIR / ".lock", "w") as lockf:
         fcntl.flock(lockf, fcntl.LOCK_EX)  # one builder at a time
@@ -107,6 +142,12 @@ def root_tarball() -> Path:
                 id {LOGIN_USER} >/dev/null 2>&1 || useradd -m -s /bin/bash {LOGIN_USER}
                 echo '{LOGIN_USER} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/{LOGIN_USER}
                 chmod 0440 /etc/sudoers.d/{LOGIN_USER}
+                if [ "{ARCH}" != "{NATIVE_ARCH}" ]; then  # emulated: these fail "Failed to set up credentials"
+                    for u in systemd-sysusers systemd-tmpfiles-setup systemd-tmpfiles-setup-dev; do
+                        mkdir -p /etc/systemd/system/$u.service.d
+                        printf '[Service]\nLoadCredential=\n' > /etc/systemd/system/$u.service.d/no-cred.conf
+                    done
+                fi
                 systemctl enable ssh >/dev/null 2>&1 || true
                 apt-get clean
                 rm -rf /var/lib/apt/lists/* /etc/machine-id
@@ -135,7 +176,8 @@ def _used_subnets() -> set[int]:
 class TestHost:
     """One booted Debian host. Context manager; `up()`/`down()` for the CLI."""
 
-    def __init__(self, name: str = "swtest", subnet: int | None = None):
+    def __init__(self, name: str = "swtest", subnet: int | None = None, arch: str | None = None):
+        self.arch = arch or os.environ.get("SEATWATCH_TEST_ARCH") or NATIVE_ARCH
         if not name.isalnum() or len(name) > 12:
             raise ValueError("name: letters/digits, at most 12 characters (interface names)")
         self.name = name
@@ -187,13 +229,16 @@ class TestHost:
             log(f"cleaning up a previous {self.name}")
             old.down()
         t0 = time.monotonic()
-        tarball = root_tarball()
         if self.subnet is None:
             used = _used_subnets()
             self.subnet = next(n for n in range(10, 250) if n not in used)
         self.workdir.mkdir(parents=True)
-        self.state = {"name": self.name, "subnet": self.subnet, "created": [], "started": time.time()}
+        self.state = {"name": self.name, "subnet": self.subnet, "created": [], "started": time.time(),
+                      "arch": self.arch}
+        if ensure_emulation(self.arch):
+            self.state["created"].append("binfmt")
         self._save()
+        tarball = root_tarball(self.arch)
         self._prepare_root(tarball)
         self._network()
         self.boot()
@@ -249,7 +294,9 @@ class TestHost:
     def nspawn_cmd(self) -> list[str]:
         return ["systemd-nspawn", "-q", "-b", "-D", str(self.root), "-M", self.name, "--register=no",
                 "--keep-unit", f"--network-namespace-path=/run/netns/{self.netns}", "--resolv-conf=off",
-                "--timezone=off"]
+                "--timezone=off",
+                # its own network namespace: let it manage its firewall (the firewall role)
+                "--capability=CAP_NET_ADMIN"]
 
     def boot(self, timeout: float = 90) -> None:
         console = open(self.workdir / "console.log", "a")
@@ -355,6 +402,8 @@ class TestHost:
             quiet(["ip", "link", "del", self.veth_host])
         if Path(f"/run/netns/{self.netns}").exists():
             quiet(["ip", "netns", "del", self.netns])
+        if "binfmt" in created:
+            remove_emulation()
         if self.workdir.exists():
             shutil.rmtree(self.workdir, ignore_errors=True)
         self.state = {}
@@ -484,7 +533,7 @@ class TcpForwarder:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.testhost", description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=["up", "down", "ssh", "status", "sandbox"])
+    p.add_argument("command", choices=["up", "down", "ssh", "status", "sandbox", "unemulate"])
     p.add_argument("name", nargs="?", default=None)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     a = p.parse_args(argv)
@@ -492,6 +541,9 @@ def main(argv: list[str] | None = None) -> int:
         from tests import sandbox
         return sandbox.main(a.name or "swsandbox")
     name = a.name or "swsandbox"
+    if a.command == "unemulate":
+        remove_emulation()
+        return 0
     if a.command == "up":
         host = TestHost(name)
         try:
