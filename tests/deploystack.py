@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 
 from tests.fakes import RESEND_KEY, SCRAPER_TOKEN, FakeResend, FakeScraper
-from tests.testhost import REPO, TcpForwarder, TestHost, log, unique_name
+from tests.testhost import NATIVE_ARCH, REPO, TcpForwarder, TestHost, log, unique_name
 
 PG_ADMIN = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 DOMAIN = "seatwatch.test"
@@ -152,8 +152,9 @@ class DeployStack:
         })
         return env
 
-    def deploy(self, project: Path | None = None, dry: bool = False, timeout: float = 900) -> DeployResult:
+    def deploy(self, project: Path | None = None, dry: bool = False, timeout: float | None = None) -> DeployResult:
         cmd = [PYINFRA, "--dry", "--json"] if dry else [PYINFRA, "-y"]
+        timeout = timeout or (900 if self.host.arch == NATIVE_ARCH else 3600)  # qemu: about 8x slower
         t0 = time.monotonic()
         cp = subprocess.run([*cmd, "inventory.py", "deploy.py"], cwd=project or self.project, env=self.env(),
                             capture_output=True, text=True, timeout=timeout)

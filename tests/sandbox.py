@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 
+from tests.deploystack import _APP_NAMES as _DEPLOY_NAMES
 from tests.deploystack import DOMAIN, DeployStack
 from tests.testhost import log
 
@@ -29,6 +30,11 @@ def main(name: str = "swsandbox") -> int:
         log(f"deployed in {res.seconds:.0f}s")
         code, body = stack.wait_healthy()
         h = stack.host
+        # the operator's environment of this sandbox (throwaway secrets), to rerun the deploy by hand
+        envfile = h.workdir / "deploy.env"
+        envfile.touch(mode=0o600)
+        envfile.write_text("".join(f"export {k}='{v}'\n" for k, v in sorted(stack.env().items())
+                                   if k.startswith("SEATWATCH_") or k in _DEPLOY_NAMES))
         print(f"""
 Sandbox is up: a Debian 12 host at {h.address}, deployed by this project's own pyinfra bundle.
 
@@ -37,15 +43,12 @@ Sandbox is up: a Debian 12 host at {h.address}, deployed by this project's own p
   trigger a cron run:    curl -k --resolve {DOMAIN}:443:{h.address} -X POST \\
                               -H 'Authorization: Bearer {stack.cron_secret}' https://{DOMAIN}/api/cron
   a shell on the host:   python -m tests.testhost ssh {h.name}      (then: sudo -iu seatwatch pm2 ls)
-  the same deploy again: env vars below + .venv/bin/pyinfra inventory.py deploy.py   (changes nothing)
+  the same deploy again: . {envfile} && .venv/bin/pyinfra inventory.py deploy.py   (changes nothing)
   stand-ins:             scraper {stack.scraper.url}   Resend {stack.resend.url}
   database:              {stack.dsn}
 
 Ctrl-C (or `make sandbox-down` from another shell) removes the host and everything it created.
 """)
-        for k, v in sorted(stack.env().items()):
-            if k.startswith("SEATWATCH_") or k in ("DATABASE_URL", "SCRAPER_URL", "RESEND_API_URL"):
-                print(f"  export {k}='{v}'")
         sys.stdout.flush()
         try:
             while not stop and h.running():
