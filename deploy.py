@@ -10,14 +10,17 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else os.getcwd())
 
 from roles.app import app  # noqa: E402
-from roles.common import app_environment  # noqa: E402
+from roles.common import DeployError, app_environment  # noqa: E402
 from roles.base import base  # noqa: E402
 from roles.caddy import caddy  # noqa: E402
 from roles.firewall import firewall  # noqa: E402
 from roles.pm2 import pm2  # noqa: E402
 from roles.redis import redis  # noqa: E402
 
-app_environment()  # fail before planning anything when a variable is missing or invalid
+try:
+    app_environment()  # fail before planning anything when a variable is missing or invalid
+except DeployError as exc:
+    raise SystemExit(f"deploy stopped: {exc}") from None
 base()
 firewall()
 redis()
