@@ -156,6 +156,9 @@ def root_tarball(arch: str = NATIVE_ARCH) -> Path:
             tmp = tarball.with_suffix(".tmp")
             run(["tar", "-C", str(build), "--numeric-owner", "-cf", str(tmp), "."])
             tmp.rename(tarball)
+            for old in CACHE_DIR.glob(f"{SUITE}-{ARCH}-v*.tar"):  # older recipes
+                if old != tarball:
+                    old.unlink()
             log(f"root image cached ({tarball.stat().st_size // 2**20} MB) in {time.monotonic() - t0:.0f}s")
         finally:
             shutil.rmtree(build, ignore_errors=True)
