@@ -15,10 +15,12 @@ import time
 import pytest
 
 from tests.deploystack import DOMAIN, DeployStack
+from tests.testhost import NATIVE_ARCH, TestHost
 
 pytestmark = pytest.mark.deploy
 
 APP_USER = "seatwatch"
+ORACLE = TestHost("probe").arch == NATIVE_ARCH
 TIMINGS: dict[str, float] = {}
 
 
@@ -44,7 +46,8 @@ def stack(pytestconfig):
     _config = pytestconfig
     t0 = time.monotonic()
     # The host starts like an Oracle Cloud image: an iptables REJECT-all but SSH in rules.v4.
-    with DeployStack(oracle_firewall=True) as s:
+    # (Not under qemu emulation, SEATWATCH_TEST_ARCH=arm64: qemu-user cannot speak nf_tables netlink.)
+    with DeployStack(oracle_firewall=ORACLE) as s:
         TIMINGS["host up"] = time.monotonic() - t0
         res = s.deploy()
         TIMINGS["fresh deploy"] = res.seconds
@@ -108,6 +111,10 @@ def test_caddy_answers_on_80_and_443_and_proxies_the_service(stack):
 
 
 def test_firewall_opens_web_ports_before_the_reject_and_persists_them(stack):
+    if not ORACLE:  # a host without Oracle's rules.v4: the role leaves its firewall alone
+        assert stack.host.ssh("test -e /etc/iptables/rules.v4", check=False).returncode != 0
+        assert stack.host.ssh("dpkg -s iptables-persistent", check=False).returncode != 0
+        return
     rules = stack.host.ssh("sudo iptables -S INPUT").stdout.splitlines()
     reject = next(i for i, r in enumerate(rules) if "-j REJECT" in r)
     for proto, port in (("tcp", 80), ("tcp", 443), ("udp", 443)):
@@ -194,7 +201,8 @@ def test_stack_comes_back_after_a_reboot(stack):
     report(f"host rebooted; stack healthy again {TIMINGS['reboot to healthy']:.1f}s after poweroff")
     assert stack.host.ssh("systemctl is-active redis-server caddy").stdout.split() == ["active", "active"]
     # the firewall rules came back with the host (netfilter-persistent), or Caddy would not answer
-    assert "--dport 443" in stack.host.ssh("sudo iptables -S INPUT").stdout
+    if ORACLE:
+        assert "--dport 443" in stack.host.ssh("sudo iptables -S INPUT").stdout
 
 
 def test_unhealthy_release_rolls_back(stack):
