@@ -261,6 +261,16 @@ class TestHost:
         extra = Path("/usr/local/share/ca-certificates")
         if extra.is_dir():
             shutil.copytree(extra, self.root / "usr/local/share/ca-certificates", dirs_exist_ok=True)
+        if self.arch != NATIVE_ARCH:
+            # qemu-user translates code (needs W+X memory), issues this machine's own syscalls and
+            # has no user namespaces: hardened units (redis-server's MemoryDenyWriteExecute,
+            # SystemCallArchitectures=native, SystemCallFilter, PrivateUsers) die under emulation.
+            # An emulation artefact, not the deploy's: relax them for every service of the emulated
+            # host (a top-level service.d drop-in). A native arm64 VPS runs them as shipped.
+            dropin = self.root / "etc/systemd/system/service.d"
+            dropin.mkdir(parents=True, exist_ok=True)
+            (dropin / "qemu-emulation.conf").write_text(
+                "[Service]\nMemoryDenyWriteExecute=no\nSystemCallArchitectures=\nSystemCallFilter=\nPrivateUsers=no\n")
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"testhost-{self.name}", "-f", str(self.key)])
         ssh_dir = self.root / f"home/{LOGIN_USER}/.ssh"
         ssh_dir.mkdir(mode=0o700, exist_ok=True)
