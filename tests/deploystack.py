@@ -136,7 +136,7 @@ class DeployStack:
             "SEATWATCH_DOMAIN": DOMAIN,
             "SEATWATCH_TLS": "internal",
             "SEATWATCH_BOOTSTRAP_SCHEMA": "1",  # an empty database here; never on production
-            "SEATWATCH_HEALTH_TIMEOUT": "60",
+            "SEATWATCH_HEALTH_TIMEOUT": str(60 * self.host.slowdown),
             "DATABASE_URL": f"postgresql://postgres@{self.host.gateway}:5432/{self.database}",
             "REDIS_PASSWORD": self.redis_password,
             "SCRAPER_URL": self.scraper.url,
@@ -200,7 +200,8 @@ class DeployStack:
         body, _, code = cp.stdout.rpartition("\n")
         return int(code or 0), body
 
-    def wait_healthy(self, timeout: float = 90) -> tuple[int, str]:
+    def wait_healthy(self, timeout: float | None = None) -> tuple[int, str]:
+        timeout = timeout or 90 * self.host.slowdown
         deadline = time.monotonic() + timeout
         code, body = 0, ""
         while time.monotonic() < deadline:

@@ -65,15 +65,15 @@ def pm2_processes(stack) -> dict[str, dict]:
 
 
 def assert_stack_runs(stack) -> None:
+    code, body = stack.wait_healthy()
+    assert code == 200, body
+    assert json.loads(body)["status"] == "healthy"
     procs = pm2_processes(stack)
     assert set(procs) == {"web", "worker"}, procs.keys()
     for name, proc in procs.items():
         assert proc["pm2_env"]["status"] == "online", (name, proc["pm2_env"]["status"])
         user = stack.host.ssh(f"ps -o user= -p {proc['pid']}").stdout.strip()
         assert user == APP_USER, (name, user)
-    code, body = stack.wait_healthy()
-    assert code == 200, body
-    assert json.loads(body)["status"] == "healthy"
 
 
 def test_pm2_runs_web_and_worker_as_the_app_user(stack):

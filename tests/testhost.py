@@ -196,6 +196,11 @@ class TestHost:
         self.proc: subprocess.Popen | None = None
         self.state: dict = {}
 
+    @property
+    def slowdown(self) -> int:
+        """How much longer to wait for things on this host (qemu emulation is about 8x slower)."""
+        return 1 if self.arch == NATIVE_ARCH else 6
+
     # addresses
     @property
     def gateway(self) -> str:
@@ -311,7 +316,8 @@ class TestHost:
                 # its own network namespace: let it manage its firewall (the firewall role)
                 "--capability=CAP_NET_ADMIN"]
 
-    def boot(self, timeout: float = 90) -> None:
+    def boot(self, timeout: float | None = None) -> None:
+        timeout = timeout or 90 * self.slowdown
         console = open(self.workdir / "console.log", "a")
         self.proc = subprocess.Popen(self.nspawn_cmd(), stdin=subprocess.DEVNULL, stdout=console,
                                      stderr=subprocess.STDOUT, start_new_session=True)
@@ -342,8 +348,9 @@ class TestHost:
                 "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
                 "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", f"{LOGIN_USER}@{self.address}"]
 
-    def ssh(self, command: str, check: bool = True, timeout: float = 120, quiet: bool = False,
+    def ssh(self, command: str, check: bool = True, timeout: float | None = None, quiet: bool = False,
             input: str | None = None) -> subprocess.CompletedProcess:
+        timeout = timeout or 120 * self.slowdown
         try:
             cp = subprocess.run([*self.ssh_base(), command], capture_output=True, text=True,
                                 timeout=timeout, input=input)
@@ -355,8 +362,9 @@ class TestHost:
             raise TestHostError(f"ssh {command!r} failed ({cp.returncode}):\n{cp.stdout}\n{cp.stderr}")
         return cp
 
-    def reboot(self, timeout: float = 90) -> float:
+    def reboot(self, timeout: float | None = None) -> float:
         """Power the host off from inside, wait for nspawn to exit, boot it again. Returns seconds."""
+        timeout = timeout or 90 * self.slowdown
         t0 = time.monotonic()
         self.ssh("sudo systemctl poweroff", check=False, timeout=30)
         self._wait_exit(timeout)
