@@ -179,6 +179,8 @@ def _used_subnets() -> set[int]:
 class TestHost:
     """One booted Debian host. Context manager; `up()`/`down()` for the CLI."""
 
+    __test__ = False  # not a pytest test class
+
     def __init__(self, name: str = "swtest", subnet: int | None = None, arch: str | None = None):
         self.arch = arch or os.environ.get("SEATWATCH_TEST_ARCH") or NATIVE_ARCH
         if not name.isalnum() or len(name) > 12:
