@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 
 from tests.fakes import RESEND_KEY, SCRAPER_TOKEN, FakeResend, FakeScraper
-from tests.testhost import NATIVE_ARCH, REPO, TcpForwarder, TestHost, log, unique_name
+from tests.testhost import NATIVE_ARCH, REPO, TcpForwarder, TestHost, UpDown, log, unique_name
 
 PG_ADMIN = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 DOMAIN = "seatwatch.test"
@@ -67,7 +67,7 @@ class DeployResult:
         return "\n".join(self.output.splitlines()[-n:])
 
 
-class DeployStack:
+class DeployStack(UpDown):
     def __init__(self, name: str | None = None, database: str | None = None, oracle_firewall: bool = False):
         self.oracle_firewall = oracle_firewall
         self.host = TestHost(name or unique_name())
@@ -79,17 +79,6 @@ class DeployStack:
         self.resend: FakeResend | None = None
 
     # ------------------------------------------------------------------ lifecycle
-    def __enter__(self) -> "DeployStack":
-        try:
-            self.up()
-        except BaseException:
-            self.down()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.down()
-
     def up(self) -> None:
         # Deploy a snapshot: the work tree may change under a long test, and the release id
         # (a hash of the sources) must stay the same between the deploys this stack compares.

@@ -176,7 +176,28 @@ def _used_subnets() -> set[int]:
     return used
 
 
-class TestHost:
+class UpDown:
+    """A context manager over `up()` and `down()`: a failed `up()` still undoes what it made."""
+
+    def up(self) -> None:
+        raise NotImplementedError
+
+    def down(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+
+class TestHost(UpDown):
     """One booted Debian host. Context manager; `up()`/`down()` for the CLI."""
 
     __test__ = False  # not a pytest test class
@@ -214,17 +235,6 @@ class TestHost:
         return f"10.99.{self.subnet}.2"
 
     # ------------------------------------------------------------------ lifecycle
-    def __enter__(self) -> "TestHost":
-        try:
-            self.up()
-        except BaseException:
-            self.down()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.down()
-
     def _save(self) -> None:
         self.state_file.write_text(json.dumps(self.state, indent=2))
 
