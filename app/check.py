@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from app import db
 from app.changes import NOTIFYING, Change, detect, state_values
@@ -31,7 +31,7 @@ class CheckResult:
     instructor: str | None = None
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        return asdict(self)
 
 
 def scrape(services, term: str, class_nbr: str) -> SectionInfo:
@@ -62,20 +62,20 @@ def check_section(services, term: str, class_nbr: str) -> CheckResult:
         notifying = [c for c in changes if c in NOTIFYING]
         watchers = db.watchers_for_section(conn, class_nbr) if notifying else []
         for kind in notifying:
-            claimed = [(w, nid) for w in watchers
-                       if (nid := db.claim_notification(conn, w.watch_id, kind.value))]
+            ids = db.claim_notifications(conn, [w.watch_id for w in watchers], kind.value)
+            claimed = [(w, nid) for w, nid in zip(watchers, ids) if nid]
             result.claimed += len(claimed)
             for start in range(0, len(claimed), MAX_BATCH):
                 chunk = claimed[start:start + MAX_BATCH]
                 # Deterministic and unique: derived from the first claim's id, stored with the rows.
                 batch_key = f"seatwatch-{kind.value}-{chunk[0][1]}"
-                for position, (watcher, nid) in enumerate(chunk):
-                    payload = build_email(
+                db.add_deliveries(conn, batch_key, [
+                    (nid, build_email(
                         kind, to=watcher.email, user_id=watcher.user_id, term=term,
                         class_nbr=class_nbr, info=info, site_url=services.settings.site_url,
                         sender=services.settings.notification_from_email,
-                        unsubscribe_secret=services.settings.unsubscribe_secret)
-                    db.add_delivery(conn, nid, batch_key, position, payload)
+                        unsubscribe_secret=services.settings.unsubscribe_secret))
+                    for watcher, nid in chunk])
                 batch_keys.append(batch_key)
         db.upsert_state(conn, term, class_nbr, state_values(info))
     # Claims and state are committed: from here a crash leaves work for the sweep, never a loss.

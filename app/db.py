@@ -94,12 +94,22 @@ def upsert_state(conn, term: str, class_nbr: str, values: dict) -> None:
 
 # --- notifications -----------------------------------------------------------------------------
 
-def claim_notification(conn, watch_id: str, kind: str) -> str | None:
-    """The new notification's id, or None when a live one already exists for this watch."""
-    row = conn.execute(
-        "select public.claim_notification(%s, %s) as id", (watch_id, kind)
-    ).fetchone()
-    return str(row["id"]) if row["id"] else None
+def claim_notifications(conn, watch_ids: Sequence[str], kind: str) -> list[str | None]:
+    """Per watch, the new notification's id, or None where a live one already exists.
+
+    One pipelined round trip for the lot (executemany), not one per watcher.
+    """
+    if not watch_ids:
+        return []
+    with conn.cursor() as cur:
+        cur.executemany("select public.claim_notification(%s, %s) as id",
+                        [(w, kind) for w in watch_ids], returning=True)
+        ids = []
+        while True:
+            row = cur.fetchone()
+            ids.append(str(row["id"]) if row and row["id"] else None)
+            if not cur.nextset():
+                return ids
 
 
 def clear_seat_notifications(conn, class_nbr: str) -> int:
@@ -118,12 +128,14 @@ def clear_seat_notifications(conn, class_nbr: str) -> int:
     return cur.rowcount
 
 
-def add_delivery(conn, notification_id: str, batch_key: str, position: int, payload: dict) -> None:
-    conn.execute(
-        """insert into public.notification_deliveries (notification_id, batch_key, position, payload)
-           values (%s, %s, %s, %s)""",
-        (notification_id, batch_key, position, Jsonb(payload)),
-    )
+def add_deliveries(conn, batch_key: str, rows: Sequence[tuple[str, dict]]) -> None:
+    """Store a batch: (notification id, email payload) in send order, one pipelined round trip."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            """insert into public.notification_deliveries (notification_id, batch_key, position, payload)
+               values (%s, %s, %s, %s)""",
+            [(nid, batch_key, position, Jsonb(payload)) for position, (nid, payload) in enumerate(rows)],
+        )
 
 
 def lock_undelivered_batch(conn, batch_key: str) -> list[dict]:
@@ -148,13 +160,14 @@ def undelivered_batch_keys(conn, older_than_seconds: float, limit: int = 50) -> 
 
 
 def mark_delivered(conn, ids: Sequence[str], resend_ids: Sequence[str | None]) -> None:
-    for nid, rid in zip(ids, resend_ids):
-        conn.execute(
-            """update public.notification_deliveries
-               set delivered_at = now(), resend_id = %s, attempts = attempts + 1, last_error = null
-               where notification_id = %s""",
-            (rid, nid),
-        )
+    conn.execute(
+        """update public.notification_deliveries d
+           set delivered_at = now(), resend_id = sent.resend_id, attempts = d.attempts + 1,
+               last_error = null
+           from unnest(%s::uuid[], %s::text[]) as sent(notification_id, resend_id)
+           where d.notification_id = sent.notification_id""",
+        (list(ids), list(resend_ids)),
+    )
 
 
 def mark_attempt_failed(conn, ids: Sequence[str], error: str, permanent: bool) -> None:
