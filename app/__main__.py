@@ -87,6 +87,13 @@ def cmd_dead_letters(args) -> int:
     return 0
 
 
+def cmd_heartbeat(args) -> int:
+    from app.services import get_services
+
+    _print({"beats": get_services().heartbeat.beats()})
+    return 0
+
+
 def cmd_web(args) -> int:
     from app import web
 
@@ -141,6 +148,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("dead-letters", help="checks that failed every retry")
     s.add_argument("--requeue", action="store_true", help="enqueue them again and clear the list")
     s.set_defaults(func=cmd_dead_letters)
+
+    s = sub.add_parser("heartbeat", help="each host's last consumer heartbeat (release, pid, age)")
+    s.set_defaults(func=cmd_heartbeat)
 
     s = sub.add_parser("web", help="serve the HTTP endpoints with waitress")
     s.add_argument("--host", default="127.0.0.1")

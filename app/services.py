@@ -36,7 +36,7 @@ class Services:
         self.slots = SlotMarkers(self.redis, self.keys)
         self.pending = PendingChecks(self.redis, self.keys)
         self.dead_letters = DeadLetters(self.redis, self.keys)
-        self.heartbeat = Heartbeat(self.redis, self.keys)
+        self.heartbeat = Heartbeat(self.redis, self.keys, release=settings.release)
         self.scraper = ScraperClient(settings.scraper_url, settings.scraper_secret_token,
                                      settings.scraper_timeout)
         self.mailer = Mailer(settings.resend_api_key, settings.resend_api_url)

@@ -33,6 +33,7 @@ OPTIONAL = {
     "SCRAPER_TIMEOUT_SECONDS": "30",
     "HUEY_READ_TIMEOUT_SECONDS": "60",
     "SEATWATCH_NAME": "seatwatch",
+    "SEATWATCH_RELEASE": "dev",
 }
 
 
@@ -61,6 +62,7 @@ class Settings:
     scraper_timeout: float = 30.0
     huey_read_timeout: int = 60
     name: str = OPTIONAL["SEATWATCH_NAME"]
+    release: str = OPTIONAL["SEATWATCH_RELEASE"]  # the deploy's release id, named in heartbeats
 
     @property
     def key_prefix(self) -> str:
@@ -112,6 +114,7 @@ class Settings:
             scraper_timeout=scraper_timeout,
             huey_read_timeout=read_timeout,
             name=opt("SEATWATCH_NAME"),
+            release=opt("SEATWATCH_RELEASE"),
         )
 
     def secret_values(self) -> list[str]:
