@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 
 from app import db
 from app.changes import NOTIFYING, Change, detect, state_values
@@ -29,6 +30,7 @@ class CheckResult:
     delivered: int = 0
     open_seats: int | None = None
     instructor: str | None = None
+    stale: bool = False  # an older scrape than the stored state: ignored
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -49,18 +51,26 @@ def scrape(services, term: str, class_nbr: str) -> SectionInfo:
 
 def check_section(services, term: str, class_nbr: str) -> CheckResult:
     info = scrape(services, term, class_nbr)
+    scraped_at = datetime.now(timezone.utc)
     result = CheckResult(term, class_nbr, open_seats=info.open_seats, instructor=info.instructor)
     batch_keys: list[str] = []
     with db.transaction(services.pool) as conn:
-        previous = db.get_state(conn, class_nbr, lock=True)
+        # State per (term, class_nbr), locked: of two overlapping checks of one section, the
+        # second waits here, and a scrape older than the stored one changes nothing.
+        previous = db.lock_section_state(conn, term, class_nbr)
+        if previous is not None and previous["scraped_at"] >= scraped_at:
+            result.stale = True
+            log.info("checked %s/%s: a newer scrape is already stored, this one is ignored",
+                     term, class_nbr)
+            return result
         result.baseline = previous is None
         changes = detect(previous, info)
         result.changes = [c.value for c in changes]
         if Change.SEATS_FILLED in changes:
-            cleared = db.clear_seat_notifications(conn, class_nbr)
+            cleared = db.clear_seat_notifications(conn, term, class_nbr)
             log.info("%s/%s filled: %d seat notifications cleared", term, class_nbr, cleared)
         notifying = [c for c in changes if c in NOTIFYING]
-        watchers = db.watchers_for_section(conn, class_nbr) if notifying else []
+        watchers = db.watchers_for_section(conn, term, class_nbr) if notifying else []
         for kind in notifying:
             ids = db.claim_notifications(conn, [w.watch_id for w in watchers], kind.value)
             claimed = [(w, nid) for w, nid in zip(watchers, ids) if nid]
@@ -69,7 +79,7 @@ def check_section(services, term: str, class_nbr: str) -> CheckResult:
                 chunk = claimed[start:start + MAX_BATCH]
                 # Deterministic and unique: derived from the first claim's id, stored with the rows.
                 batch_key = f"seatwatch-{kind.value}-{chunk[0][1]}"
-                db.add_deliveries(conn, batch_key, [
+                db.add_batch(conn, batch_key, [
                     (nid, build_email(
                         kind, to=watcher.email, user_id=watcher.user_id, term=term,
                         class_nbr=class_nbr, info=info, site_url=services.settings.site_url,
@@ -77,7 +87,9 @@ def check_section(services, term: str, class_nbr: str) -> CheckResult:
                         unsubscribe_secret=services.settings.unsubscribe_secret))
                     for watcher, nid in chunk])
                 batch_keys.append(batch_key)
-        db.upsert_state(conn, term, class_nbr, state_values(info))
+        values = state_values(info)
+        db.save_section_state(conn, term, class_nbr, values, scraped_at)
+        db.upsert_state(conn, term, class_nbr, values)  # the site's dashboard row
     # Claims and state are committed: from here a crash leaves work for the sweep, never a loss.
     for key in batch_keys:
         result.delivered += deliver_batch(services, key)

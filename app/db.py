@@ -6,6 +6,7 @@ Prepared statements are off (`prepare_threshold=None`) so Supabase's transaction
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -22,15 +23,20 @@ CONNECT_KWARGS = {"prepare_threshold": None, "connect_timeout": 10, "application
 MIGRATION_LOCK = 7_231_004  # pg_advisory_lock id: one migrator at a time
 
 
-def make_pool(dsn: str, max_size: int = 6) -> ConnectionPool:
-    """A small pool: 4 check workers, the sweep and a spare. Opens lazily on first use."""
+def make_pool(dsn: str, max_size: int = 6, timeout: float = 30) -> ConnectionPool:
+    """A small pool: 4 check workers, the sweep and a spare. Opens lazily on first use.
+
+    Each connection is checked (a cheap round trip) when it leaves the pool, so the first use
+    after a database or pooler restart gets a fresh connection instead of an error.
+    """
     return ConnectionPool(
         dsn,
         min_size=1,
         max_size=max_size,
         kwargs={**CONNECT_KWARGS, "row_factory": dict_row},
         open=False,
-        timeout=30,
+        timeout=timeout,
+        check=ConnectionPool.check_connection,
         name="seatwatch",
     )
 
@@ -60,26 +66,73 @@ class Watcher:
     watch_id: str
 
 
-def watchers_for_section(conn, class_nbr: str) -> list[Watcher]:
+def watchers_for_section(conn, term: str, class_nbr: str) -> list[Watcher]:
+    """Eligible watchers of one section of one term.
+
+    Eligibility stays the site's own function; it selects by class number only (it predates
+    overlapping terms), so the watches are narrowed to the term here.
+    """
     rows = conn.execute(
-        "select user_id, email, watch_id from public.get_watchers_for_sections(%s) order by watch_id",
-        ([class_nbr],),
+        """select w.user_id, w.email, w.watch_id
+           from public.get_watchers_for_sections(%s) w
+           join public.class_watches cw on cw.id = w.watch_id
+           where cw.term = %s
+           order by w.watch_id""",
+        ([class_nbr], term),
     ).fetchall()
     return [Watcher(str(r["user_id"]), r["email"], str(r["watch_id"])) for r in rows]
 
 
-# --- class state ---------------------------------------------------------------------------------
+# --- section state -------------------------------------------------------------------------------
 
 STATE_COLUMNS = ("subject", "catalog_nbr", "title", "instructor_name", "seats_available",
                  "seats_capacity", "non_reserved_seats", "location", "meeting_times")
 
 
-def get_state(conn, class_nbr: str, lock: bool = False) -> dict | None:
-    sql = "select * from public.class_states where class_nbr = %s"
-    return conn.execute(sql + (" for update" if lock else ""), (class_nbr,)).fetchone()
+def lock_section_state(conn, term: str, class_nbr: str) -> dict | None:
+    """This service's state of one section of one term, locked until the transaction ends."""
+    return conn.execute(
+        """select * from public.seatwatch_section_states
+           where term = %s and class_nbr = %s for update""",
+        (term, class_nbr),
+    ).fetchone()
+
+
+def save_section_state(conn, term: str, class_nbr: str, values: dict, scraped_at) -> bool:
+    """Store a scrape as the section's state unless a newer scrape is already stored."""
+    cur = conn.execute(
+        """insert into public.seatwatch_section_states as s
+               (term, class_nbr, instructor_name, seats_available, seats_capacity,
+                non_reserved_seats, scraped_at, changed_at)
+           values (%(term)s, %(class_nbr)s, %(instructor_name)s, %(seats_available)s,
+                   %(seats_capacity)s, %(non_reserved_seats)s, %(scraped_at)s, now())
+           on conflict (term, class_nbr) do update
+           set instructor_name = excluded.instructor_name,
+               seats_available = excluded.seats_available,
+               seats_capacity = excluded.seats_capacity,
+               non_reserved_seats = excluded.non_reserved_seats,
+               scraped_at = excluded.scraped_at,
+               changed_at = case
+                   when (s.seats_available, s.non_reserved_seats, s.instructor_name)
+                        is distinct from
+                        (excluded.seats_available, excluded.non_reserved_seats, excluded.instructor_name)
+                   then now() else s.changed_at end
+           where s.scraped_at < excluded.scraped_at""",
+        {"term": term, "class_nbr": class_nbr, "scraped_at": scraped_at,
+         **{c: values.get(c) for c in ("instructor_name", "seats_available", "seats_capacity",
+                                       "non_reserved_seats")}},
+    )
+    return cur.rowcount == 1
+
+
+def get_state(conn, class_nbr: str) -> dict | None:
+    """The site's class_states row (one per class number, whatever the term)."""
+    return conn.execute("select * from public.class_states where class_nbr = %s",
+                        (class_nbr,)).fetchone()
 
 
 def upsert_state(conn, term: str, class_nbr: str, values: dict) -> None:
+    """Write the site's class_states row (its dashboard reads it), as the old worker did."""
     cols = ", ".join(STATE_COLUMNS)
     params = ", ".join(f"%({c})s" for c in STATE_COLUMNS)
     updates = ", ".join(f"{c} = excluded.{c}" for c in STATE_COLUMNS)
@@ -112,85 +165,185 @@ def claim_notifications(conn, watch_ids: Sequence[str], kind: str) -> list[str |
                 return ids
 
 
-def clear_seat_notifications(conn, class_nbr: str) -> int:
-    """Seats filled: forget seat notifications so the next opening notifies again.
+def clear_seat_notifications(conn, term: str, class_nbr: str) -> int:
+    """Seats filled: forget the section's seat notifications so the next opening notifies again.
 
-    Undelivered ones go too (their delivery rows cascade): an email about a seat that is no longer
-    open would mislead the student.
+    Ones not yet attempted go too (their delivery rows cascade): an email about a seat that is no
+    longer open would mislead the student. A batch already attempted is resent as attempted (its
+    payload is frozen on delivery_batches), so Resend's idempotency still holds.
     """
     cur = conn.execute(
         """delete from public.notifications_sent ns
            using public.class_watches cw
-           where ns.class_watch_id = cw.id and cw.class_nbr = %s
+           where ns.class_watch_id = cw.id and cw.class_nbr = %s and cw.term = %s
              and ns.notification_type = 'seat_available'""",
-        (class_nbr,),
+        (class_nbr, term),
     )
     return cur.rowcount
 
 
-def add_deliveries(conn, batch_key: str, rows: Sequence[tuple[str, dict]]) -> None:
-    """Store a batch: (notification id, email payload) in send order, one pipelined round trip."""
+def add_batch(conn, batch_key: str, rows: Sequence[tuple[str, dict]]) -> None:
+    """Store a batch: its row, and (notification id, email payload) in send order."""
+    conn.execute("insert into public.delivery_batches (batch_key) values (%s)", (batch_key,))
     with conn.cursor() as cur:
         cur.executemany(
-            """insert into public.notification_deliveries (notification_id, batch_key, position, payload)
-               values (%s, %s, %s, %s)""",
-            [(nid, batch_key, position, Jsonb(payload)) for position, (nid, payload) in enumerate(rows)],
+            """insert into public.notification_deliveries
+                   (notification_id, batch_key, position, payload, recipient)
+               values (%s, %s, %s, %s, %s)""",
+            [(nid, batch_key, position, Jsonb(payload), (payload.get("to") or [None])[0])
+             for position, (nid, payload) in enumerate(rows)],
         )
 
 
-def lock_undelivered_batch(conn, batch_key: str) -> list[dict]:
-    """The batch's undelivered rows in order, locked; empty when another sender holds them."""
+def lease_batch(conn, batch_key: str, owner: str, lease_seconds: float) -> dict | None:
+    """Take the batch's lease if it is open and nobody holds a live lease; None otherwise.
+
+    One row is the unit: of two senders racing, the second waits for the first's row lock, then
+    re-reads the row and finds the lease taken (READ COMMITTED re-checks the WHERE clause).
+    """
     return conn.execute(
-        """select notification_id, payload, created_at from public.notification_deliveries
+        """update public.delivery_batches
+           set lease_owner = %s, lease_until = now() + make_interval(secs => %s),
+               attempts = attempts + 1, last_attempt_at = now(),
+               first_attempt_at = coalesce(first_attempt_at, now())
            where batch_key = %s and delivered_at is null and failed_at is null
-           order by position for update skip locked""",
+             and (lease_until is null or lease_until < now())
+           returning batch_key, created_at, attempts, payload, notification_ids""",
+        (owner, lease_seconds, batch_key),
+    ).fetchone()
+
+
+def freeze_batch(conn, batch_key: str) -> tuple[list[str], list[dict]]:
+    """Fix a batch's payload at its first attempt: (notification ids, emails) in send order."""
+    rows = conn.execute(
+        """select notification_id, payload from public.notification_deliveries
+           where batch_key = %s and delivered_at is null and failed_at is null
+             and payload is not null
+           order by position""",
         (batch_key,),
     ).fetchall()
+    ids = [str(r["notification_id"]) for r in rows]
+    emails = [r["payload"] for r in rows]
+    if rows:
+        conn.execute(
+            """update public.delivery_batches set payload = %s, notification_ids = %s::uuid[]
+               where batch_key = %s""",
+            (Jsonb(emails), ids, batch_key),
+        )
+    return ids, emails
 
 
-def undelivered_batch_keys(conn, older_than_seconds: float, limit: int = 50) -> list[str]:
-    rows = conn.execute(
-        """select batch_key from public.notification_deliveries
-           where delivered_at is null and failed_at is null
-             and created_at < now() - make_interval(secs => %s)
-           group by batch_key order by min(created_at) limit %s""",
-        (older_than_seconds, limit),
-    ).fetchall()
-    return [r["batch_key"] for r in rows]
+def close_batch(conn, batch_key: str, *, delivered: bool, error: str | None = None,
+                status: int | None = None) -> None:
+    """A batch is done: delivered (its answer recorded) or given up. Its payload is dropped."""
+    conn.execute(
+        f"""update public.delivery_batches
+            set {"delivered_at" if delivered else "failed_at"} = now(), lease_owner = null,
+                lease_until = null, payload = null, last_status = %s, last_error = %s
+            where batch_key = %s""",
+        (status, None if error is None else error[:500], batch_key),
+    )
+
+
+def release_batch(conn, batch_key: str, owner: str, status: int | None, error: str) -> None:
+    """An attempt failed for now: drop the lease (if still ours) and say why; the sweep retries."""
+    conn.execute(
+        """update public.delivery_batches
+           set lease_owner = null, lease_until = null, last_status = %s, last_error = %s
+           where batch_key = %s and lease_owner = %s""",
+        (status, error[:500], batch_key, owner),
+    )
 
 
 def mark_delivered(conn, ids: Sequence[str], resend_ids: Sequence[str | None]) -> None:
+    if not ids:
+        return
     conn.execute(
         """update public.notification_deliveries d
            set delivered_at = now(), resend_id = sent.resend_id, attempts = d.attempts + 1,
-               last_error = null
+               last_error = null, payload = null
            from unnest(%s::uuid[], %s::text[]) as sent(notification_id, resend_id)
            where d.notification_id = sent.notification_id""",
         (list(ids), list(resend_ids)),
     )
 
 
-def mark_attempt_failed(conn, ids: Sequence[str], error: str, permanent: bool) -> None:
+def mark_failed(conn, failures: dict[str, str]) -> None:
+    """Emails given up for good, each with its own reason (an invalid address, say)."""
+    if not failures:
+        return
     conn.execute(
-        """update public.notification_deliveries
-           set attempts = attempts + 1, last_error = %s,
-               failed_at = case when %s then now() else failed_at end
-           where notification_id = any(%s)""",
-        (error[:500], permanent, list(ids)),
+        """update public.notification_deliveries d
+           set failed_at = now(), attempts = d.attempts + 1, last_error = f.reason, payload = null
+           from unnest(%s::uuid[], %s::text[]) as f(notification_id, reason)
+           where d.notification_id = f.notification_id""",
+        (list(failures), [r[:500] for r in failures.values()]),
     )
 
 
+def note_attempt(conn, ids: Sequence[str], error: str) -> None:
+    """A failed attempt that will be retried, recorded on each email's audit row."""
+    conn.execute(
+        """update public.notification_deliveries
+           set attempts = attempts + 1, last_error = %s
+           where notification_id = any(%s::uuid[])""",
+        (error[:500], list(ids)),
+    )
+
+
+def open_batch_keys(conn, older_than_seconds: float, limit: int = 50) -> list[str]:
+    """Open batches nobody is sending, oldest first, leaving fresh ones to their check."""
+    rows = conn.execute(
+        """select batch_key from public.delivery_batches
+           where delivered_at is null and failed_at is null
+             and (lease_until is null or lease_until < now())
+             and created_at < now() - make_interval(secs => %s)
+           order by created_at limit %s""",
+        (older_than_seconds, limit),
+    ).fetchall()
+    return [r["batch_key"] for r in rows]
+
+
+def prune_payloads(conn, keep_hours: int = 24) -> int:
+    """Drop email payloads past Resend's idempotency window (they can no longer be resent);
+    the audit row (recipient, type, times, Resend id, error) stays."""
+    cur = conn.execute(
+        """update public.notification_deliveries set payload = null
+           where payload is not null and created_at < now() - make_interval(hours => %s)""",
+        (keep_hours,),
+    )
+    conn.execute(
+        """update public.delivery_batches set payload = null
+           where payload is not null and created_at < now() - make_interval(hours => %s)""",
+        (keep_hours,),
+    )
+    return cur.rowcount
+
+
 def delivery_counts(conn, overdue_after_seconds: float = 900) -> dict:
-    """Undelivered (`pending`; `overdue` when older than the given age) and given-up emails."""
+    """Emails waiting (`pending`; `overdue` past the given age), given up in the last 24 h
+    (`failed`), and the newest reason Resend refused our credentials (401/403), if any batch is
+    waiting on that. Each figure reads a partial index, never the whole audit table."""
     row = conn.execute(
-        """select count(*) filter (where delivered_at is null and failed_at is null) as pending,
-                  count(*) filter (where delivered_at is null and failed_at is null
-                                   and created_at < now() - make_interval(secs => %s)) as overdue,
-                  count(*) filter (where failed_at is not null) as failed
-           from public.notification_deliveries""",
+        """select
+             (select count(*) from public.notification_deliveries
+              where delivered_at is null and failed_at is null) as pending,
+             (select count(*) from public.notification_deliveries
+              where delivered_at is null and failed_at is null
+                and created_at < now() - make_interval(secs => %s)) as overdue,
+             (select count(*) from public.notification_deliveries
+              where failed_at > now() - interval '24 hours') as failed""",
         (overdue_after_seconds,),
     ).fetchone()
-    return {"pending": row["pending"], "overdue": row["overdue"], "failed": row["failed"]}
+    refused = conn.execute(
+        """select last_status, last_error from public.delivery_batches
+           where delivered_at is null and failed_at is null and last_status in (401, 403)
+           order by last_attempt_at desc limit 1""",
+    ).fetchone()
+    out = {"pending": row["pending"], "overdue": row["overdue"], "failed": row["failed"]}
+    if refused:
+        out["refused"] = {"status": refused["last_status"], "error": refused["last_error"]}
+    return out
 
 
 # --- migrations ----------------------------------------------------------------------------------
@@ -204,31 +357,48 @@ def migration_names() -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
 
 
-def migrate(dsn: str, bootstrap: bool = False) -> list[str]:
+class MigrationLockTimeout(RuntimeError):
+    """Another migrator held the migration lock for longer than we wait."""
+
+
+def _take_migration_lock(conn, wait_seconds: float) -> None:
+    """A transaction-scoped advisory lock: released at commit on the same server connection, so
+    it works through a transaction-mode pooler (a session lock and its unlock could land on two
+    different server connections there and stay held forever)."""
+    deadline = time.monotonic() + wait_seconds
+    while not conn.execute("select pg_try_advisory_xact_lock(%s)", (MIGRATION_LOCK,)).fetchone()[0]:
+        if time.monotonic() > deadline:
+            raise MigrationLockTimeout(
+                f"another migration has held the migration lock ({MIGRATION_LOCK}) for over "
+                f"{wait_seconds:.0f} s; is a deploy still running? (pg_locks, objid {MIGRATION_LOCK})")
+        time.sleep(0.2)
+
+
+def migrate(dsn: str, bootstrap: bool = False, lock_wait_seconds: float = 60) -> list[str]:
     """Apply this service's migrations (and, with bootstrap, the Supabase-equivalent schema).
 
-    Returns the names applied now. Safe to run concurrently and repeatedly.
+    Returns the names applied now. Safe to run concurrently and repeatedly, directly or through a
+    transaction-mode pooler: each step is one transaction holding a transaction-scoped lock.
     """
     applied: list[str] = []
     with psycopg.connect(dsn, autocommit=True, **CONNECT_KWARGS) as conn:
-        conn.execute("select pg_advisory_lock(%s)", (MIGRATION_LOCK,))
-        try:
+        with conn.transaction():
+            _take_migration_lock(conn, lock_wait_seconds)
             if bootstrap:
-                with conn.transaction():
-                    conn.execute(_sql("bootstrap.sql"))
+                conn.execute(_sql("bootstrap.sql"))
             conn.execute(
                 """create table if not exists public.seatwatch_migrations (
                        name text primary key, applied_at timestamptz not null default now())"""
             )
-            done = {r[0] for r in conn.execute("select name from public.seatwatch_migrations")}
-            for name in migration_names():
-                if name in done:
+        for name in migration_names():
+            with conn.transaction():
+                _take_migration_lock(conn, lock_wait_seconds)
+                done = conn.execute("select 1 from public.seatwatch_migrations where name = %s",
+                                    (name,)).fetchone()
+                if done:
                     continue
-                with conn.transaction():
-                    conn.execute(_sql(f"migrations/{name}"))
-                    conn.execute("insert into public.seatwatch_migrations (name) values (%s)", (name,))
-                log.info("applied migration %s", name)
-                applied.append(name)
-        finally:
-            conn.execute("select pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+                conn.execute(_sql(f"migrations/{name}"))
+                conn.execute("insert into public.seatwatch_migrations (name) values (%s)", (name,))
+            log.info("applied migration %s", name)
+            applied.append(name)
     return applied

@@ -208,7 +208,15 @@ def _cron(probe: Probe) -> dict:
 def _deliveries(probe: Probe) -> dict:
     with probe.postgres() as conn:
         out = db.delivery_counts(conn, overdue_after_seconds=OVERDUE_DELIVERY_SECONDS)
-    if out["overdue"]:
+    refused = out.pop("refused", None)
+    if refused:
+        # A key being rotated or a domain not verified: emails wait (the sweep retries them within
+        # Resend's idempotency window), someone has to fix the account.
+        out["refused_status"] = refused["status"]
+        out.update(status=DEGRADED, reason=f"Resend refuses our requests (HTTP {refused['status']}): "
+                                           f"{out['pending']} email(s) waiting; check RESEND_API_KEY "
+                                           "and the sending domain")
+    elif out["overdue"]:
         out.update(status=DEGRADED, reason=f"{out['overdue']} email(s) undelivered for over "
                                            f"{OVERDUE_DELIVERY_SECONDS // 60} min")
     return out

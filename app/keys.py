@@ -31,5 +31,9 @@ class Keys:
         return f"{self.prefix}dead-letters"
 
     @property
+    def sweep_lock(self) -> str:
+        return f"{self.prefix}sweep-lock"
+
+    @property
     def heartbeat(self) -> str:
         return f"{self.prefix}heartbeat"

@@ -1,14 +1,22 @@
-"""Sending through Resend's batch API with the resend SDK, retrying what is worth retrying.
+"""Sending through Resend's batch API with the resend SDK, as Resend really answers.
 
-429 and 5xx (and network errors, which the SDK reports as 500) are retried with exponential
-backoff, honouring `retry-after`; 400/401/403/409/422 are not. The caller passes a deterministic
-Idempotency-Key, so a retry after a lost answer never sends twice.
+- Batches go out with permissive validation (`x-batch-validation: permissive`): an invalid address
+  costs that one email (Resend names it by index in `errors`), not the whole batch of up to 100.
+- Retried here with exponential backoff, honouring `retry-after`: 429, 5xx, network errors (the
+  SDK reports them as 500) and 409 `concurrent_idempotent_requests` (our earlier attempt with this
+  key is still in flight at Resend, say after a client timeout: its outcome is replayed once done).
+- Not retried here, but not given up either (`SendFailed.permanent` False): 401/403 (a key being
+  rotated, a domain not yet verified) and whatever is still failing after the last attempt. The
+  batch stays undelivered and the sweep tries again with the same key and payload.
+- Given up (`permanent` True): 400/422 and 409 `invalid_idempotent_request`, which the delivery
+  flow rules out by construction (a batch's payload is frozen at its first attempt).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import resend
@@ -17,12 +25,23 @@ from resend.exceptions import ResendError
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 100
+CONCURRENT_KEY = "concurrent_idempotent_requests"
+AUTH_STATUSES = (401, 403)
 
 
 class SendFailed(Exception):
-    def __init__(self, message: str, permanent: bool):
+    def __init__(self, message: str, permanent: bool, status: int | None = None):
         super().__init__(message)
         self.permanent = permanent
+        self.status = status
+
+
+@dataclass
+class SendResult:
+    """Resend's answer per email, in the batch's order: an id, or the reason it was refused."""
+
+    ids: list[str | None]
+    errors: dict[int, str] = field(default_factory=dict)
 
 
 def _status(exc: ResendError) -> int:
@@ -40,6 +59,29 @@ def _retry_after(exc: ResendError) -> float | None:
         return None
 
 
+def _retryable(status: int, error_type: str) -> bool:
+    return status == 429 or status >= 500 or (status == 409 and error_type == CONCURRENT_KEY)
+
+
+def parse_answer(answer, count: int) -> SendResult:
+    """Map a (permissive) batch answer onto the batch: `data` lists the accepted emails in order,
+    `errors` names the refused ones by index."""
+    errors: dict[int, str] = {}
+    raw_errors = answer.get("errors") if isinstance(answer, dict) else None
+    for err in raw_errors or []:
+        try:
+            index = int(err["index"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if 0 <= index < count:
+            errors[index] = str(err.get("message") or "refused by Resend")
+    data = answer.get("data") if isinstance(answer, dict) else None
+    accepted = iter([d.get("id") if isinstance(d, dict) else None for d in data]
+                    if isinstance(data, list) else [])
+    ids = [None if i in errors else next(accepted, None) for i in range(count)]
+    return SendResult(ids=ids, errors=errors)
+
+
 class Mailer:
     def __init__(self, api_key: str, api_url: str, *, attempts: int = 4, base_delay: float = 1.0,
                  max_delay: float = 20.0, timeout: int = 15,
@@ -53,20 +95,23 @@ class Mailer:
         self.max_delay = max_delay
         self.sleep = sleep
 
-    def send_batch(self, emails: Sequence[dict], idempotency_key: str) -> list[str | None]:
-        """Send up to 100 emails in one request; the Resend ids in order, or SendFailed."""
+    def send_batch(self, emails: Sequence[dict], idempotency_key: str) -> SendResult:
+        """Send up to 100 emails in one request; per email an id or a reason, or SendFailed."""
         if not 0 < len(emails) <= MAX_BATCH:
             raise ValueError(f"a batch holds 1 to {MAX_BATCH} emails, not {len(emails)}")
+        options = {"idempotency_key": idempotency_key, "batch_validation": "permissive"}
         for attempt in range(1, self.attempts + 1):
             try:
-                answer = resend.Batch.send(list(emails), {"idempotency_key": idempotency_key})
+                answer = resend.Batch.send(list(emails), options)
             except ResendError as exc:
                 status = _status(exc)
                 reason = f"HTTP {status} {exc.error_type}: {exc.message}"
-                if status != 429 and status < 500:
-                    raise SendFailed(reason, permanent=True) from None
+                if status in AUTH_STATUSES:
+                    raise SendFailed(reason, permanent=False, status=status) from None
+                if not _retryable(status, exc.error_type):
+                    raise SendFailed(reason, permanent=True, status=status) from None
                 if attempt == self.attempts:
-                    raise SendFailed(reason, permanent=False) from None
+                    raise SendFailed(reason, permanent=False, status=status) from None
                 delay = _retry_after(exc)
                 if delay is None:
                     delay = self.base_delay * 2 ** (attempt - 1)
@@ -75,7 +120,5 @@ class Mailer:
                             self.attempts, delay)
                 self.sleep(delay)
                 continue
-            data = answer.get("data") if isinstance(answer, dict) else None
-            ids = [d.get("id") for d in data] if isinstance(data, list) else []
-            return ids + [None] * (len(emails) - len(ids))
+            return parse_answer(answer, len(emails))
         raise AssertionError("unreachable")

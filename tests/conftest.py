@@ -74,17 +74,14 @@ def services(database):
     svc = get_services()
     svc.redis.flushdb()
     with psycopg.connect(database, autocommit=True) as conn:
-        conn.execute("truncate auth.users, public.class_states cascade")
+        conn.execute("truncate auth.users, public.class_states, public.seatwatch_section_states, "
+                     "public.delivery_batches cascade")
     SCRAPER.sections.clear()
     SCRAPER.raw.clear()
     SCRAPER.calls.clear()
     SCRAPER.delay = 0
     SCRAPER._failures.clear()
-    RESEND.emails.clear()
-    RESEND.requests.clear()
-    RESEND._failures.clear()
-    RESEND._idempotency.clear()
-    RESEND._lose_next = 0
+    RESEND.reset()
     return svc
 
 

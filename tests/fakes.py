@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 import uuid
@@ -167,66 +168,162 @@ class FakeScraper(_Server):
         return 200, {}, {"success": True, "data": data}
 
 
+_ADDRESS = re.compile(r"^[^@\s<>\"(),;:]+@[^@\s<>\"(),;:]+\.[A-Za-z]{2,}$")
+
+
+def valid_address(value) -> bool:
+    """Resend accepts `a@b.tld` or `Name <a@b.tld>`."""
+    if not isinstance(value, str):
+        return False
+    m = re.fullmatch(r"[^<>]*<([^<>]+)>", value.strip())
+    return bool(_ADDRESS.match(m.group(1) if m else value.strip()))
+
+
 class FakeResend(_Server):
-    """Resend's email API, with its idempotency-key semantics."""
+    """Resend's email API as it really answers (DESIGN.md section 4), not as we would like it to.
+
+    - Auth: no key 401 `missing_api_key`; a wrong key (one being rotated) 403 `invalid_api_key`;
+      a sender whose domain is in `unverified_domains` 403 `validation_error`.
+    - Idempotency-Key, kept for the life of the server: the same key and body replays the first
+      successful answer without sending; the same key while the first request is still being
+      processed answers 409 `concurrent_idempotent_requests`; the same key with another body
+      answers 409 `invalid_idempotent_request`. Failed requests do not store their key.
+    - Batches: at most 100; validation is strict by default (one invalid email fails the whole
+      batch with 422), or permissive with `x-batch-validation: permissive` (the valid emails go,
+      `errors` lists the others by index).
+    - Trouble on demand: `fail_next(n, status, body, headers)` (429 with `retry-after`, 5xx, any),
+      `lose_next_answers(n)` (sent, but the answer is a 500), `hang_next(n, seconds, outcome)`
+      (the request is held, as by a slow Resend, past the client's timeout; then it is sent, or
+      fails with 500 when outcome="fail").
+    """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, api_key: str = RESEND_KEY):
         super().__init__(host, port)
         self.api_key = api_key
         self.emails: list[dict] = []  # every email actually accepted for delivery
+        self.unverified_domains: set[str] = set()
         self._idempotency: dict[str, tuple[str, int, Any]] = {}
+        self._in_flight: set[str] = set()
+        self._hangs: list[tuple[float, str]] = []
         self._lose_next = 0
+
+    def reset(self) -> None:
+        with self._lock:
+            self.emails.clear()
+            self.requests.clear()
+            self._failures.clear()
+            self._idempotency.clear()
+            self._in_flight.clear()
+            self._hangs.clear()
+            self._lose_next = 0
+            self.unverified_domains.clear()
+            self.api_key = RESEND_KEY
 
     def lose_next_answers(self, n: int) -> None:
         """Accept the next n sends but answer 500, as if the answer were lost on the way back."""
         with self._lock:
             self._lose_next += n
 
+    def hang_next(self, n: int, seconds: float, outcome: str = "send") -> None:
+        """Hold the next n requests for `seconds`; then send them ("send") or fail them ("fail")."""
+        with self._lock:
+            self._hangs.extend([(seconds, outcome)] * n)
+
     def to(self, address: str) -> list[dict]:
         return [e for e in self.emails if address in e.get("to", [])]
 
     @staticmethod
-    def _error(status: int, name: str, message: str):
-        return status, {}, {"statusCode": status, "name": name, "message": message}
+    def _error(status: int, name: str, message: str, headers: dict | None = None):
+        return status, headers or {}, {"statusCode": status, "name": name, "message": message}
 
     def handle(self, method, path, headers, body):
         path = path.split("?")[0].rstrip("/")
         if method != "POST" or path not in ("/emails", "/emails/batch"):
             return self._error(404, "not_found", "The requested endpoint does not exist.")
-        if headers.get("Authorization") != f"Bearer {self.api_key}":
-            return self._error(401, "invalid_api_key", "API key is invalid")
+        auth = headers.get("Authorization") or ""
+        if not auth.startswith("Bearer ") or not auth[7:].strip():
+            return self._error(401, "missing_api_key", "Missing API key in the authorization header")
+        if auth != f"Bearer {self.api_key}":
+            return self._error(403, "invalid_api_key", "API key is invalid")
         try:
             payload = json.loads(body)
         except ValueError:
             return self._error(422, "validation_error", "Invalid JSON")
-        emails = payload if path == "/emails/batch" else [payload]
-        if path == "/emails/batch" and not isinstance(payload, list):
+        batch = path == "/emails/batch"
+        if batch and not isinstance(payload, list):
             return self._error(422, "validation_error", "Batch must be a list")
-        if len(emails) > 100:
-            return self._error(422, "validation_error", "Too many emails in batch (max 100)")
-        for e in emails:
-            if not isinstance(e, dict) or not all(e.get(f) for f in ("from", "to", "subject")):
-                return self._error(422, "validation_error", "Missing `from`, `to` or `subject`")
+        emails = payload if batch else [payload]
 
         key = headers.get("Idempotency-Key")
         digest = hashlib.sha256(body).hexdigest()
         with self._lock:
-            self.requests.append({"path": path, "key": key, "count": len(emails)})
+            self.requests.append({"path": path, "key": key, "count": len(emails),
+                                  "validation": headers.get("x-batch-validation") or "strict"})
+            if key and key in self._in_flight:
+                return self._error(409, "concurrent_idempotent_requests",
+                                   "Same idempotency key used while original request is still in progress")
             if key and key in self._idempotency:
                 seen_digest, status, answer = self._idempotency[key]
                 if seen_digest != digest:
                     return self._error(409, "invalid_idempotent_request",
                                        "Same idempotency key used with a different request payload")
                 return status, {}, answer
+            if key:
+                self._in_flight.add(key)
+            hang = self._hangs.pop(0) if self._hangs else None
+        try:
+            if hang:
+                time.sleep(hang[0])
+                if hang[1] == "fail":
+                    return self._error(500, "application_error", "Internal server error")
+            return self._process(path, batch, emails, headers, key, digest)
+        finally:
+            with self._lock:
+                self._in_flight.discard(key)
+
+    def _invalid(self, email) -> str | None:
+        if not isinstance(email, dict) or not all(email.get(f) for f in ("from", "to", "subject")):
+            return "Missing `from`, `to` or `subject` field."
+        if not valid_address(email["from"]):
+            return "Invalid `from` field."
+        to = email["to"] if isinstance(email["to"], list) else [email["to"]]
+        bad = [a for a in to if not valid_address(a)]
+        if bad:
+            return f"Invalid `to` field. The email address needs to follow the `email@example.com` format: {bad[0]}"
+        return None
+
+    def _process(self, path, batch, emails, headers, key, digest):
+        if len(emails) > 100:
+            return self._error(422, "validation_error", "Too many emails in batch (max 100)")
+        permissive = batch and (headers.get("x-batch-validation") or "").lower() == "permissive"
+        errors = []
+        for index, email in enumerate(emails):
+            reason = self._invalid(email)
+            if reason and not permissive:
+                return self._error(422, "validation_error", reason if not batch else f"emails[{index}]: {reason}")
+            if reason:
+                errors.append({"index": index, "message": reason})
+        failed_indexes = {e["index"] for e in errors}
+        for index, email in enumerate(emails):
+            if index in failed_indexes:
+                continue
+            domain = str(email["from"]).rsplit("@", 1)[-1].rstrip(">").lower()
+            if domain in self.unverified_domains:
+                return self._error(403, "validation_error",
+                                   f"The {domain} domain is not verified. Please, add and verify your domain.")
         failure = self._take_failure()
         if failure:
             status, hdrs, fbody = failure
             return status, hdrs, fbody if fbody is not None else {
                 "statusCode": status, "name": "application_error", "message": "Internal server error"}
-        ids = [{"id": str(uuid.uuid4())} for _ in emails]
-        answer = {"data": ids} if path == "/emails/batch" else ids[0]
+        accepted = [e for i, e in enumerate(emails) if i not in failed_indexes]
+        ids = [{"id": str(uuid.uuid4())} for _ in accepted]
+        if batch:
+            answer = {"data": ids, "errors": errors} if permissive else {"data": ids}
+        else:
+            answer = ids[0]
         with self._lock:
-            self.emails.extend(emails)
+            self.emails.extend(accepted)
             if key:
                 self._idempotency[key] = (digest, 200, answer)
             if self._lose_next:

@@ -1,12 +1,32 @@
 -- The Supabase-equivalent schema this service reads, for tests, the sandbox and local runs.
--- Mirrors the running PickMyClass database (including its defective try_record_notification,
--- which migration 0002 replaces). Idempotent; never needed against the real Supabase project.
+-- Mirrors the running PickMyClass database as the site's own migrations leave it: the same column
+-- types and constraints, row-level security on every public table, and Supabase's roles with its
+-- default grants (anon and authenticated get every privilege on public tables and functions, so a
+-- table without RLS is open to anyone holding the site's public key). Its defective
+-- try_record_notification is kept too (migration 0002 replaces it). Idempotent; never needed
+-- against the real Supabase project.
+
+do $$
+begin
+    if not exists (select 1 from pg_roles where rolname = 'anon') then
+        create role anon nologin noinherit;
+    end if;
+    if not exists (select 1 from pg_roles where rolname = 'authenticated') then
+        create role authenticated nologin noinherit;
+    end if;
+end $$;
+
+grant usage on schema public to anon, authenticated;
+-- Supabase's defaults for objects the owner creates later (this service's migrations included).
+alter default privileges in schema public grant all on tables to anon, authenticated;
+alter default privileges in schema public grant all on sequences to anon, authenticated;
+alter default privileges in schema public grant all on functions to anon, authenticated;
 
 create schema if not exists auth;
 
 create table if not exists auth.users (
     id uuid primary key default gen_random_uuid(),
-    email text
+    email varchar(255)
 );
 
 create table if not exists public.class_watches (
@@ -23,13 +43,13 @@ create table if not exists public.class_watches (
 create table if not exists public.class_states (
     id uuid primary key default gen_random_uuid(),
     term text not null,
-    subject text,
-    catalog_nbr text,
+    subject text not null,
+    catalog_nbr text not null,
     class_nbr text not null unique,
     title text,
     instructor_name text,
-    seats_available integer,
-    seats_capacity integer,
+    seats_available integer not null default 0,
+    seats_capacity integer not null default 0,
     non_reserved_seats integer,
     location text,
     meeting_times text,
@@ -71,7 +91,15 @@ create table if not exists public.user_profiles (
     email_bounced boolean not null default false,
     spam_complained boolean not null default false,
     is_disabled boolean not null default false,
-    created_at timestamptz not null default now()
+    is_admin boolean not null default false,
+    unsubscribed_at timestamptz,
+    email_bounced_at timestamptz,
+    spam_complained_at timestamptz,
+    disabled_at timestamptz,
+    agreed_to_terms_at timestamptz,
+    age_verified_at timestamptz,
+    created_at timestamptz not null default now(),
+    updated_at timestamptz not null default now()
 );
 
 create or replace function public.get_sections_to_check(stagger_type text)
@@ -117,3 +145,12 @@ begin
         end $f$;
     end if;
 end $$;
+
+-- Every table the site created has RLS on (with policies for signed-in users, not needed here), and
+-- the default grants above apply to them as well.
+alter table public.class_watches enable row level security;
+alter table public.class_states enable row level security;
+alter table public.notifications_sent enable row level security;
+alter table public.user_profiles enable row level security;
+grant all on public.class_watches, public.class_states, public.notifications_sent,
+    public.user_profiles to anon, authenticated;
