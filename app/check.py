@@ -79,7 +79,7 @@ def check_section(services, term: str, class_nbr: str) -> CheckResult:
                 chunk = claimed[start:start + MAX_BATCH]
                 # Deterministic and unique: derived from the first claim's id, stored with the rows.
                 batch_key = f"seatwatch-{kind.value}-{chunk[0][1]}"
-                db.add_batch(conn, batch_key, [
+                db.add_batch(conn, batch_key, kind.value, [
                     (nid, build_email(
                         kind, to=watcher.email, user_id=watcher.user_id, term=term,
                         class_nbr=class_nbr, info=info, site_url=services.settings.site_url,

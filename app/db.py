@@ -182,15 +182,15 @@ def clear_seat_notifications(conn, term: str, class_nbr: str) -> int:
     return cur.rowcount
 
 
-def add_batch(conn, batch_key: str, rows: Sequence[tuple[str, dict]]) -> None:
+def add_batch(conn, batch_key: str, kind: str, rows: Sequence[tuple[str, dict]]) -> None:
     """Store a batch: its row, and (notification id, email payload) in send order."""
     conn.execute("insert into public.delivery_batches (batch_key) values (%s)", (batch_key,))
     with conn.cursor() as cur:
         cur.executemany(
             """insert into public.notification_deliveries
-                   (notification_id, batch_key, position, payload, recipient)
-               values (%s, %s, %s, %s, %s)""",
-            [(nid, batch_key, position, Jsonb(payload), (payload.get("to") or [None])[0])
+                   (notification_id, batch_key, position, payload, recipient, notification_type)
+               values (%s, %s, %s, %s, %s, %s)""",
+            [(nid, batch_key, position, Jsonb(payload), (payload.get("to") or [None])[0], kind)
              for position, (nid, payload) in enumerate(rows)],
         )
 
@@ -208,25 +208,33 @@ def lease_batch(conn, batch_key: str, owner: str, lease_seconds: float) -> dict 
                first_attempt_at = coalesce(first_attempt_at, now())
            where batch_key = %s and delivered_at is null and failed_at is null
              and (lease_until is null or lease_until < now())
-           returning batch_key, created_at, attempts, payload, notification_ids""",
+           returning batch_key, created_at, attempts, payload, delivery_ids""",
         (owner, lease_seconds, batch_key),
     ).fetchone()
 
 
 def freeze_batch(conn, batch_key: str) -> tuple[list[str], list[dict]]:
-    """Fix a batch's payload at its first attempt: (notification ids, emails) in send order."""
+    """Fix a batch's payload at its first attempt: (delivery row ids, emails) in send order.
+
+    Rows whose claim is gone (seats filled again, watch deleted) are cancelled, never sent."""
+    conn.execute(
+        """update public.notification_deliveries set cancelled_at = now(), payload = null
+           where batch_key = %s and notification_id is null and delivered_at is null
+             and failed_at is null and cancelled_at is null""",
+        (batch_key,),
+    )
     rows = conn.execute(
-        """select notification_id, payload from public.notification_deliveries
+        """select id, payload from public.notification_deliveries
            where batch_key = %s and delivered_at is null and failed_at is null
-             and payload is not null
+             and cancelled_at is null and payload is not null
            order by position""",
         (batch_key,),
     ).fetchall()
-    ids = [str(r["notification_id"]) for r in rows]
+    ids = [str(r["id"]) for r in rows]
     emails = [r["payload"] for r in rows]
     if rows:
         conn.execute(
-            """update public.delivery_batches set payload = %s, notification_ids = %s::uuid[]
+            """update public.delivery_batches set payload = %s, delivery_ids = %s::uuid[]
                where batch_key = %s""",
             (Jsonb(emails), ids, batch_key),
         )
@@ -256,14 +264,15 @@ def release_batch(conn, batch_key: str, owner: str, status: int | None, error: s
 
 
 def mark_delivered(conn, ids: Sequence[str], resend_ids: Sequence[str | None]) -> None:
+    """Delivery rows (by id) accepted by Resend, with its ids."""
     if not ids:
         return
     conn.execute(
         """update public.notification_deliveries d
            set delivered_at = now(), resend_id = sent.resend_id, attempts = d.attempts + 1,
                last_error = null, payload = null
-           from unnest(%s::uuid[], %s::text[]) as sent(notification_id, resend_id)
-           where d.notification_id = sent.notification_id""",
+           from unnest(%s::uuid[], %s::text[]) as sent(id, resend_id)
+           where d.id = sent.id""",
         (list(ids), list(resend_ids)),
     )
 
@@ -275,8 +284,8 @@ def mark_failed(conn, failures: dict[str, str]) -> None:
     conn.execute(
         """update public.notification_deliveries d
            set failed_at = now(), attempts = d.attempts + 1, last_error = f.reason, payload = null
-           from unnest(%s::uuid[], %s::text[]) as f(notification_id, reason)
-           where d.notification_id = f.notification_id""",
+           from unnest(%s::uuid[], %s::text[]) as f(id, reason)
+           where d.id = f.id""",
         (list(failures), [r[:500] for r in failures.values()]),
     )
 
@@ -286,7 +295,7 @@ def note_attempt(conn, ids: Sequence[str], error: str) -> None:
     conn.execute(
         """update public.notification_deliveries
            set attempts = attempts + 1, last_error = %s
-           where notification_id = any(%s::uuid[])""",
+           where id = any(%s::uuid[])""",
         (error[:500], list(ids)),
     )
 
@@ -327,9 +336,10 @@ def delivery_counts(conn, overdue_after_seconds: float = 900) -> dict:
     row = conn.execute(
         """select
              (select count(*) from public.notification_deliveries
-              where delivered_at is null and failed_at is null) as pending,
+              where delivered_at is null and failed_at is null and notification_id is not null
+             ) as pending,
              (select count(*) from public.notification_deliveries
-              where delivered_at is null and failed_at is null
+              where delivered_at is null and failed_at is null and notification_id is not null
                 and created_at < now() - make_interval(secs => %s)) as overdue,
              (select count(*) from public.notification_deliveries
               where failed_at > now() - interval '24 hours') as failed""",

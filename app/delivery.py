@@ -54,7 +54,7 @@ def deliver_batch(services, batch_key: str) -> int:
             return 0  # delivered already, given up, or another sender holds the lease
         if datetime.now(timezone.utc) - batch["created_at"] > IDEMPOTENCY_WINDOW:
             reason = "undelivered past Resend's idempotency window; not resent to avoid a duplicate"
-            ids = [str(i) for i in batch["notification_ids"] or []]
+            ids = [str(i) for i in batch["delivery_ids"] or []]
             db.mark_failed(conn, dict.fromkeys(ids, reason))
             db.close_batch(conn, batch_key, delivered=False, error=reason)
             log.error("batch %s given up: past the idempotency window", batch_key)
@@ -65,7 +65,7 @@ def deliver_batch(services, batch_key: str) -> int:
                 db.close_batch(conn, batch_key, delivered=True, error="nothing left to send")
                 return 0
         else:
-            ids, emails = [str(i) for i in batch["notification_ids"]], batch["payload"]
+            ids, emails = [str(i) for i in batch["delivery_ids"]], batch["payload"]
     # The lease is committed: no transaction or row lock is held while Resend answers.
     try:
         result = services.mailer.send_batch(emails, batch_key)

@@ -38,3 +38,40 @@ if ! pg_up; then
   pg_up || { echo "services: PostgreSQL did not start on 127.0.0.1:5432" >&2; exit 1; }
 fi
 echo "services: postgresql ok"
+
+# PgBouncer in transaction mode on 127.0.0.1:6543 (the port of Supabase's transaction pooler; not
+# the packaged PgBouncer's 6432), behaving as that pooler does: consecutive transactions of one
+# client may run on different server connections, so session state (advisory locks, SET, prepared
+# statements) does not survive between them. A small server pool makes clients share connections.
+PGB_DIR=/var/lib/postgresql/seatwatch-pgbouncer
+pgb_up() { pg_isready -q -h 127.0.0.1 -p 6543 2>/dev/null; }
+if ! pgb_up; then
+  command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || need_pkg pgbouncer
+  as_root mkdir -p "$PGB_DIR"
+  as_root tee "$PGB_DIR/userlist.txt" >/dev/null <<'USERS'
+"postgres" ""
+USERS
+  as_root tee "$PGB_DIR/pgbouncer.ini" >/dev/null <<INI
+[databases]
+* = host=127.0.0.1 port=5432
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = 6543
+unix_socket_dir =
+auth_type = trust
+auth_file = $PGB_DIR/userlist.txt
+pool_mode = transaction
+default_pool_size = 4
+max_client_conn = 500
+ignore_startup_parameters = extra_float_digits
+logfile = $PGB_DIR/pgbouncer.log
+pidfile = $PGB_DIR/pgbouncer.pid
+INI
+  as_root chown -R postgres:postgres "$PGB_DIR"
+  # PgBouncer refuses to run as root.
+  as_root runuser -u postgres -- /usr/sbin/pgbouncer -d -q "$PGB_DIR/pgbouncer.ini"
+  for _ in $(seq 50); do pgb_up && break; sleep 0.1; done
+  pgb_up || { echo "services: PgBouncer did not start on 127.0.0.1:6543" >&2; exit 1; }
+fi
+echo "services: pgbouncer ok (transaction mode)"

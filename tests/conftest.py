@@ -20,6 +20,9 @@ PG_ADMIN = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:
 TEST_DB = os.environ.get("SEATWATCH_TEST_DB", "seatwatch_test")
 TEST_DSN = PG_ADMIN.rsplit("/", 1)[0] + f"/{TEST_DB}"
 TEST_REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# PgBouncer in transaction mode (scripts/services.sh), standing in for Supabase's pooler.
+PGBOUNCER = os.environ.get("TEST_PGBOUNCER_URL", "postgresql://postgres@127.0.0.1:6543")
+PGBOUNCER_DSN = f"{PGBOUNCER}/{TEST_DB}"
 
 SCRAPER = FakeScraper().start()
 RESEND = FakeResend().start()
@@ -52,6 +55,10 @@ def _require_servers() -> None:
         psycopg.connect(PG_ADMIN, connect_timeout=3).close()
     except psycopg.Error as exc:
         raise pytest.UsageError(f"PostgreSQL is not reachable at {PG_ADMIN} ({exc}); run `make services`")
+    try:
+        psycopg.connect(f"{PGBOUNCER}/postgres", connect_timeout=3).close()
+    except psycopg.Error as exc:
+        raise pytest.UsageError(f"PgBouncer is not reachable at {PGBOUNCER} ({exc}); run `make services`")
 
 
 @pytest.fixture(scope="session")

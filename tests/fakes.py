@@ -240,6 +240,10 @@ class FakeResend(_Server):
         path = path.split("?")[0].rstrip("/")
         if method != "POST" or path not in ("/emails", "/emails/batch"):
             return self._error(404, "not_found", "The requested endpoint does not exist.")
+        with self._lock:
+            self.requests.append({"path": path, "key": headers.get("Idempotency-Key"), "count": None,
+                                  "validation": headers.get("x-batch-validation") or "strict"})
+            record = self.requests[-1]
         auth = headers.get("Authorization") or ""
         if not auth.startswith("Bearer ") or not auth[7:].strip():
             return self._error(401, "missing_api_key", "Missing API key in the authorization header")
@@ -257,8 +261,7 @@ class FakeResend(_Server):
         key = headers.get("Idempotency-Key")
         digest = hashlib.sha256(body).hexdigest()
         with self._lock:
-            self.requests.append({"path": path, "key": key, "count": len(emails),
-                                  "validation": headers.get("x-batch-validation") or "strict"})
+            record["count"] = len(emails)
             if key and key in self._in_flight:
                 return self._error(409, "concurrent_idempotent_requests",
                                    "Same idempotency key used while original request is still in progress")

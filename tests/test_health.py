@@ -177,7 +177,7 @@ def test_overdue_delivery_backlog_is_degraded(alive, make_watch, sql):
     _, watch_id = make_watch("a@asu.edu", "12430")
     with db.transaction(alive.pool) as conn:
         [nid] = db.claim_notifications(conn, [watch_id], "seat_available")
-        db.add_batch(conn, "batch-1", [(nid, {"to": ["a@asu.edu"]})])
+        db.add_batch(conn, "batch-1", "seat_available", [(nid, {"to": ["a@asu.edu"]})])
     report = run(alive)
     assert report["checks"]["deliveries"] == {"status": "healthy", "pending": 1, "overdue": 0, "failed": 0}
     sql("update notification_deliveries set created_at = now() - interval '1 hour'")

@@ -18,7 +18,7 @@ create table if not exists public.delivery_batches (
     last_status integer,
     last_error text,
     payload jsonb,
-    notification_ids uuid[],
+    delivery_ids uuid[],
     delivered_at timestamptz,
     failed_at timestamptz
 );
@@ -34,11 +34,29 @@ where delivered_at is null and failed_at is null
 group by batch_key
 on conflict do nothing;
 
--- Payloads are kept only while they can be resent (Resend keeps a key 24 h); the audit row stays.
+-- Each delivery row becomes an audit row that outlives its claim: who (recipient), what
+-- (notification_type), when, and Resend's id. When the claim goes (seats filled again, a watch
+-- deleted) the row stays with notification_id null; one not yet attempted is then cancelled.
+-- Payloads are kept only while they can be resent (Resend keeps a key 24 h).
+alter table public.notification_deliveries add column if not exists id uuid not null default gen_random_uuid();
+alter table public.notification_deliveries drop constraint if exists notification_deliveries_pkey;
+alter table public.notification_deliveries add primary key (id);
+alter table public.notification_deliveries alter column notification_id drop not null;
+alter table public.notification_deliveries
+    drop constraint if exists notification_deliveries_notification_id_fkey;
+alter table public.notification_deliveries
+    add constraint notification_deliveries_notification_id_fkey foreign key (notification_id)
+    references public.notifications_sent (id) on delete set null;
+create unique index if not exists notification_deliveries_notification
+    on public.notification_deliveries (notification_id) where notification_id is not null;
 alter table public.notification_deliveries alter column payload drop not null;
 alter table public.notification_deliveries add column if not exists recipient text;
-update public.notification_deliveries set recipient = payload -> 'to' ->> 0
-where recipient is null and payload is not null;
+alter table public.notification_deliveries add column if not exists notification_type text;
+alter table public.notification_deliveries add column if not exists cancelled_at timestamptz;
+update public.notification_deliveries d set recipient = d.payload -> 'to' ->> 0,
+    notification_type = ns.notification_type
+from public.notifications_sent ns
+where ns.id = d.notification_id and d.recipient is null;
 
 -- What health counts and what the pruning sweep looks for, without scanning the table.
 create index if not exists notification_deliveries_failed
