@@ -81,9 +81,7 @@ def cmd_dead_letters(args) -> int:
         return 0
     from app import tasks
 
-    entries = letters.take_all()
-    sections = [(e["term"], e["class_nbr"]) for e in entries]
-    _print({"dead_letters": len(entries), "requeued": tasks.enqueue_checks(sections)})
+    _print(letters.requeue(tasks.enqueue_checks))
     return 0
 
 

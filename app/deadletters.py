@@ -34,10 +34,15 @@ class DeadLetters:
     def count(self) -> int:
         return int(self.client.llen(self.key))
 
-    def take_all(self) -> list[dict]:
-        """Remove and return every entry (for requeueing), atomically."""
+    def requeue(self, enqueue) -> dict:
+        """Hand every entry to `enqueue` (a list of (term, class_nbr)), then remove exactly those
+        entries. If enqueueing fails, nothing is removed: the entries stay for the next try, and
+        entries added meanwhile are never touched."""
+        raw = self.client.lrange(self.key, 0, -1)
+        entries = [json.loads(x) for x in raw]
+        requeued = enqueue([(e["term"], e["class_nbr"]) for e in entries])
         with self.client.pipeline() as pipe:
-            pipe.lrange(self.key, 0, -1)
-            pipe.delete(self.key)
-            entries, _ = pipe.execute()
-        return [json.loads(x) for x in entries]
+            for value in raw:
+                pipe.lrem(self.key, 1, value)
+            pipe.execute()
+        return {"dead_letters": len(entries), "requeued": requeued}

@@ -36,5 +36,10 @@ class PendingChecks:
     def release(self, term: str, class_nbr: str) -> None:
         self.client.delete(self.keys.pending(term, class_nbr))
 
+    def release_many(self, sections: Iterable[tuple[str, str]]) -> None:
+        keys = [self.keys.pending(term, nbr) for term, nbr in sections]
+        if keys:
+            self.client.delete(*keys)
+
     def is_pending(self, term: str, class_nbr: str) -> bool:
         return bool(self.client.exists(self.keys.pending(term, class_nbr)))

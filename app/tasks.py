@@ -55,7 +55,13 @@ def enqueue_checks(sections: Iterable[tuple[str, str]]) -> int:
     payloads = [huey.serialize_task(check_section.s(term, nbr, now)) for term, nbr in fresh]
     storage = huey.storage
     for start in range(0, len(payloads), ENQUEUE_CHUNK):
-        storage.conn.lpush(storage.queue_key, *payloads[start:start + ENQUEUE_CHUNK])
+        try:
+            storage.conn.lpush(storage.queue_key, *payloads[start:start + ENQUEUE_CHUNK])
+        except Exception:
+            # Nothing from here on reached the queue: give those sections back, or a retried run
+            # would skip them as "already waiting" until their markers lapse (50 minutes).
+            services.pending.release_many(fresh[start:])
+            raise
     return len(payloads)
 
 

@@ -33,7 +33,8 @@ def verify_token(token: str, secret: str, now: float | None = None) -> str | Non
         expires = int(expires_ms)
     except (ValueError, UnicodeDecodeError):
         return None
-    if not hmac.compare_digest(signature, _sign(f"{user_id}:{expires_ms}", secret)):
+    # As bytes: compare_digest refuses str with non-ASCII characters (a forged token could carry them).
+    if not hmac.compare_digest(signature.encode(), _sign(f"{user_id}:{expires_ms}", secret).encode()):
         return None
     if expires < (time.time() if now is None else now) * 1000:
         return None
