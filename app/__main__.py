@@ -110,6 +110,16 @@ def cmd_health(args) -> int:
     return 0 if report["status"] == "healthy" else 1
 
 
+def cmd_preview_emails(args) -> int:
+    from pathlib import Path
+
+    from app import preview
+
+    for path in preview.write_previews(Path(args.directory)):
+        print(path)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m app", description="seat-watch backend")
     sub = p.add_subparsers(dest="command", required=True)
@@ -156,6 +166,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.set_defaults(func=cmd_web)
+
+    s = sub.add_parser("preview-emails", help="render both emails for a sample section as .html/.txt")
+    s.add_argument("directory")
+    s.set_defaults(func=cmd_preview_emails)
 
     s = sub.add_parser("health", help="print the health report; exit 0 only when healthy")
     s.set_defaults(func=cmd_health)
