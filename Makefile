@@ -47,6 +47,7 @@ sandbox-down:
 bench: install services
 	$(BIN)/python bench/enqueue.py
 	$(BIN)/python bench/idle_redis.py
+	$(BIN)/python bench/health_load.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

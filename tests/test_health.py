@@ -241,3 +241,25 @@ def test_cli_exits_zero_only_when_healthy(alive):
     assert degraded.returncode == 1 and json.loads(degraded.stdout)["status"] == "degraded"
     for out in (done, down, degraded):
         assert_no_secrets(out.stdout + out.stderr, alive)
+
+
+def test_concurrent_reports_share_a_bounded_pool_of_sessions(alive, sql):
+    """Uncached, 40 reports at once: PostgreSQL sees at most the health pool's sessions, and
+    callers beyond the pool's waiting bound are refused at once instead of queueing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def health_sessions() -> int:
+        return sql("select count(*) as n from pg_stat_activity where application_name = 'seatwatch-health' "
+                   "and datname = current_database()")[0]["n"]
+
+    seen = []
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        reports = [pool.submit(health.run_checks, alive) for _ in range(40)]
+        while not all(r.done() for r in reports):
+            seen.append(health_sessions())
+            time.sleep(0.01)
+    results = [r.result()["checks"]["database"] for r in reports]
+    assert any(r["status"] == "healthy" for r in results)
+    assert all(r["status"] == "healthy" or r["error"].startswith("TooManyRequests") for r in results), results
+    assert seen and max(seen) <= health.HEALTH_POOL_SIZE, seen
+    assert health_sessions() <= health.HEALTH_POOL_SIZE
