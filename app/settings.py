@@ -8,6 +8,7 @@ operator's existing secrets carry over.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -35,6 +36,13 @@ OPTIONAL = {
     "SEATWATCH_NAME": "seatwatch",
     "SEATWATCH_RELEASE": "dev",
 }
+
+
+log = logging.getLogger(__name__)
+
+# Used exactly as given, never stripped: the site signs and verifies unsubscribe tokens with the raw
+# value, so a stripped key would make tokens the site rejects. Surrounding whitespace only warns.
+VERBATIM = ("SUPABASE_SERVICE_ROLE_KEY",)
 
 
 class SettingsError(RuntimeError):
@@ -96,6 +104,10 @@ class Settings:
         for name, url in (("SCRAPER_URL", scraper_url), ("NEXT_PUBLIC_SITE_URL", site_url)):
             if not url.startswith(("http://", "https://")):
                 raise SettingsError(f"{name} must start with http:// or https://")
+        for name in VERBATIM:
+            if env[name] != env[name].strip():
+                log.warning("%s has leading or trailing whitespace; it is used as given, byte for "
+                            "byte, as the site uses it (fix it in both places if it is a mistake)", name)
         sender = env["NOTIFICATION_FROM_EMAIL"].strip()
         if "@" not in sender:
             raise SettingsError("NOTIFICATION_FROM_EMAIL must be an email address")
@@ -108,7 +120,7 @@ class Settings:
             notification_from_email=sender,
             site_url=site_url,
             cron_secret=env["CRON_SECRET"].strip(),
-            unsubscribe_secret=env["SUPABASE_SERVICE_ROLE_KEY"].strip(),
+            unsubscribe_secret=env["SUPABASE_SERVICE_ROLE_KEY"],
             redis_url=opt("REDIS_URL"),
             resend_api_url=opt("RESEND_API_URL").rstrip("/"),
             scraper_timeout=scraper_timeout,
