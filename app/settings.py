@@ -188,9 +188,8 @@ def _dev_choices(opt) -> dict:
     when the environment is explicitly marked development."""
     choices = {"environment": opt("SEATWATCH_ENV"), "scraper": opt("SEATWATCH_SCRAPER"),
                "mailer": opt("SEATWATCH_MAILER")}
-    for (field_name, value), allowed, name in zip(
-            choices.items(), (ENVIRONMENTS, SCRAPERS, MAILERS),
-            ("SEATWATCH_ENV", "SEATWATCH_SCRAPER", "SEATWATCH_MAILER")):
+    for value, allowed, name in zip(choices.values(), (ENVIRONMENTS, SCRAPERS, MAILERS),
+                                    ("SEATWATCH_ENV", "SEATWATCH_SCRAPER", "SEATWATCH_MAILER")):
         if value not in allowed:
             raise SettingsError(f"{name} must be one of: {', '.join(allowed)}")
     stand_ins = [f"SEATWATCH_SCRAPER={choices['scraper']}"] if choices["scraper"] != "http" else []
