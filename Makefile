@@ -4,13 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install services test test-fast deploy dry-run sandbox sandbox-down bench clean
+.PHONY: help install services test test-fast dev deploy dry-run sandbox sandbox-down bench clean
 
 help:
 	@echo "make deploy      provision the VPS and deploy (pyinfra inventory.py deploy.py)"
 	@echo "make dry-run     show what a deploy would change, change nothing"
 	@echo "make test        everything: unit, Redis/PostgreSQL integration, deploy to a booted Debian host"
 	@echo "make test-fast   the same without the deploy test"
+	@echo "make dev         web + worker locally: simulated scraper, emails to ./dev-outbox"
 	@echo "make sandbox     deploy into a local throwaway Debian host (root needed)"
 	@echo "make bench       benchmarks that print figures"
 
@@ -31,6 +32,10 @@ test: install services
 test-fast: install services
 	$(BIN)/pytest -m 'not deploy'
 
+# Local Redis/PostgreSQL as `make test` uses them; DEV_ARGS passes options, e.g. DEV_ARGS='--cycle 5'.
+dev: install services
+	$(BIN)/python -m app dev $(DEV_ARGS)
+
 deploy: install
 	$(BIN)/pyinfra -y inventory.py deploy.py
 
@@ -47,6 +52,7 @@ sandbox-down:
 bench: install services
 	$(BIN)/python bench/enqueue.py
 	$(BIN)/python bench/idle_redis.py
+	$(BIN)/python bench/health_load.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

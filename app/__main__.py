@@ -108,6 +108,22 @@ def cmd_health(args) -> int:
     return 0 if report["status"] == "healthy" else 1
 
 
+def cmd_preview_emails(args) -> int:
+    from pathlib import Path
+
+    from app import preview
+
+    for path in preview.write_previews(Path(args.directory)):
+        print(path)
+    return 0
+
+
+def cmd_dev(args) -> int:
+    from app import dev
+
+    return dev.run(args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m app", description="seat-watch backend")
     sub = p.add_subparsers(dest="command", required=True)
@@ -154,6 +170,22 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.set_defaults(func=cmd_web)
+
+    s = sub.add_parser("preview-emails", help="render both emails for a sample section as .html/.txt")
+    s.add_argument("directory")
+    s.set_defaults(func=cmd_preview_emails)
+
+    s = sub.add_parser("dev", help="web + worker locally: simulated scraper, emails to a folder")
+    s.add_argument("--cycle", type=float, default=30.0, help="seconds between cron cycles (30)")
+    s.add_argument("--sim-period", type=float, default=120.0,
+                   help="seconds between the simulated sections' seat changes (120)")
+    s.add_argument("--outbox", default="dev-outbox", help="folder for the emails (./dev-outbox)")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/seatwatch_dev")
+    s.add_argument("--redis-url", default="redis://127.0.0.1:6379/2")
+    s.add_argument("--name", default="seatwatch-dev", help="queue name and Redis key prefix")
+    s.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: Ctrl-C)")
+    s.set_defaults(func=cmd_dev)
 
     s = sub.add_parser("health", help="print the health report; exit 0 only when healthy")
     s.set_defaults(func=cmd_health)

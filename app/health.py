@@ -19,8 +19,15 @@ A check that raises or misses the deadline counts as failed: "unhealthy" for the
 (the ones that decide "unhealthy" above), "degraded" for the others, with `"error"` saying why
 ("timeout" for the deadline). Every dependency call is bounded twice: clients with short timeouts
 (the process's own clients wait 5 to 10 s and retry), and an overall deadline on the pool, so a hung
-Redis or PostgreSQL costs DEADLINE_SECONDS, never a hung request. No secret reaches the report:
-error texts pass through `Settings.redact`, and email reports only whether it is configured.
+Redis or PostgreSQL costs DEADLINE_SECONDS, never a hung request. PostgreSQL is reached through one
+small pool per process (HEALTH_POOL_SIZE connections, kept open): the URL is public, so requests
+must never turn into new database sessions. No secret reaches the report: error texts pass through
+`Settings.redact`, and email reports only whether it is configured.
+
+Field names and values keep the old service's (docs/health.md lists them): breaker state upper
+case with `type`, `cron_lock.time_held_ms`, `configuration.missing_vars` only when something is
+missing, timestamps ending in `Z`, integer milliseconds. `@check(..., public=(...))` names the
+fields an anonymous caller may see (app.healthview); everything else is for the cron secret's holder.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from typing import Callable, Iterator
 import psycopg
 import redis
 from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -48,7 +56,7 @@ from app.keys import Keys
 from app.lock import CronLock
 from app.queue import huey
 from app.settings import Settings, missing_variables
-from app.timeutil import iso_from_epoch
+from app.timeutil import iso, iso_from_epoch
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 _RANK = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
@@ -57,6 +65,12 @@ DEADLINE_SECONDS = 2.0  # the whole report; checks run in parallel
 REDIS_TIMEOUT_SECONDS = 1.0
 PG_CONNECT_TIMEOUT_SECONDS = 2  # libpq's minimum
 PG_STATEMENT_TIMEOUT_MS = 1000
+# Health's own PostgreSQL connections: two checks use one each at once. A caller waits at most
+# PG_POOL_WAIT_SECONDS for one (under the deadline, so the error says why), and at most
+# PG_POOL_MAX_WAITING callers wait at all: the rest fail at once instead of queueing.
+HEALTH_POOL_SIZE = 2
+PG_POOL_WAIT_SECONDS = 1.5
+PG_POOL_MAX_WAITING = 8
 # The consumer beats at start and every INTERVAL_SECONDS: two missed beats and a minute of slack.
 STALE_HEARTBEAT_SECONDS = 2 * INTERVAL_SECONDS + 60
 # Each group runs hourly: one missed run plus ten minutes of slack.
@@ -92,13 +106,27 @@ class Probe:
 
     @contextmanager
     def postgres(self) -> Iterator[psycopg.Connection]:
-        """A fresh connection (the pool would measure itself, not the database), in a
-        transaction whose statements time out (SET LOCAL: safe behind a transaction pooler)."""
-        kwargs = {**db.CONNECT_KWARGS, "connect_timeout": PG_CONNECT_TIMEOUT_SECONDS,
-                  "application_name": "seatwatch-health", "row_factory": dict_row}
-        with psycopg.connect(self.settings.database_url, **kwargs) as conn:
-            conn.execute(f"set local statement_timeout = {PG_STATEMENT_TIMEOUT_MS}")
-            yield conn
+        """A connection of the health pool, in a transaction whose statements time out
+        (SET LOCAL: safe behind a transaction pooler). The pool checks a connection before
+        lending it, so a database that went away is reported, not a stale socket."""
+        pool = _health_pool(self.settings.database_url)
+        try:
+            with pool.connection(timeout=PG_POOL_WAIT_SECONDS) as conn:
+                conn.execute(f"set local statement_timeout = {PG_STATEMENT_TIMEOUT_MS}")
+                yield conn
+        except PoolTimeout:
+            raise TimeoutError(f"no database connection within {PG_POOL_WAIT_SECONDS:g} s "
+                               "(unreachable or refusing us; the web log has the reason)") from None
+
+
+@lru_cache(maxsize=8)
+def _health_pool(dsn: str) -> ConnectionPool:
+    # Its own pool, not the workers': health can neither starve checks nor be starved by them.
+    kwargs = {**db.CONNECT_KWARGS, "connect_timeout": PG_CONNECT_TIMEOUT_SECONDS,
+              "application_name": "seatwatch-health", "row_factory": dict_row}
+    return ConnectionPool(dsn, min_size=1, max_size=HEALTH_POOL_SIZE, kwargs=kwargs,
+                          check=ConnectionPool.check_connection, timeout=PG_POOL_WAIT_SECONDS,
+                          max_waiting=PG_POOL_MAX_WAITING, name="seatwatch-health", open=True)
 
 
 @lru_cache(maxsize=8)
@@ -113,29 +141,35 @@ def _bounded_redis(url: str) -> redis.Redis:
 
 Check = Callable[[Probe], dict]
 CHECKS: dict[str, tuple[Check, bool]] = {}  # name -> (function, critical)
+PUBLIC: dict[str, tuple[str, ...]] = {}  # name -> fields an anonymous caller sees besides status
 
 
-def check(name: str, critical: bool):
+def check(name: str, critical: bool, public: tuple[str, ...] = ()):
+    """Register a check. `public`: its fields safe for anyone (no hostnames, holders or counts);
+    by default an anonymous caller sees only the check's status."""
     def register(fn: Check) -> Check:
         CHECKS[name] = (fn, critical)
+        PUBLIC[name] = tuple(public)
         return fn
     return register
 
 
-def _ms_since(started: float) -> float:
-    return round((time.monotonic() - started) * 1000, 1)
+def _ms_since(started: float) -> int:
+    # Integer milliseconds, as the old service gave them.
+    return round((time.monotonic() - started) * 1000)
 
 
-@check("database", critical=True)
+@check("database", critical=True, public=("latency_ms",))
 def _database(probe: Probe) -> dict:
     started = time.monotonic()
     with probe.postgres() as conn:
         connected = time.monotonic()
         conn.execute("select 1").fetchone()
-    return {"latency_ms": _ms_since(connected), "connect_ms": round((connected - started) * 1000, 1)}
+    # connect_ms: waiting for a pooled connection (near 0 unless the pool had to reconnect).
+    return {"latency_ms": _ms_since(connected), "connect_ms": round((connected - started) * 1000)}
 
 
-@check("redis", critical=True)
+@check("redis", critical=True, public=("latency_ms",))
 def _redis(probe: Probe) -> dict:
     started = time.monotonic()
     probe.redis.ping()
@@ -157,7 +191,7 @@ def _queue(probe: Probe) -> dict:
     return out
 
 
-@check("scheduler", critical=True)
+@check("scheduler", critical=True, public=("alive", "last_heartbeat", "age_seconds", "reason"))
 def _scheduler(probe: Probe) -> dict:
     host, beat = probe.heartbeat.latest()
     if beat is None:
@@ -171,21 +205,31 @@ def _scheduler(probe: Probe) -> dict:
     return out
 
 
-@check("circuit_breaker", critical=False)
+@check("circuit_breaker", critical=False,
+       public=("type", "state", "failure_count", "success_count", "last_failure",
+               "last_state_change", "reason"))
 def _circuit_breaker(probe: Probe) -> dict:
-    out = probe.breaker.status()
-    if out["state"] != "closed":
+    # The old service's values: upper-case state and the store's type (its Redis port said "redis").
+    out = {"type": "redis", **probe.breaker.status()}
+    out["state"] = out["state"].upper()
+    if out["state"] != "CLOSED":
         # Checks are paused and retried later, not lost: the service is slowed, not down.
         out.update(status=DEGRADED, reason=f"scraper breaker {out['state']}")
     return out
 
 
-@check("cron_lock", critical=False)
+@check("cron_lock", critical=False,
+       public=("type", "locked", "time_held_ms", "lock_acquired_at", "expires_at"))
 def _cron_lock(probe: Probe) -> dict:
-    return probe.cron_lock.status()  # held is normal during a run; the TTL bounds a stuck one
+    # Held is normal during a run; the TTL bounds a stuck one.
+    out = {"type": "redis", **probe.cron_lock.status()}
+    acquired = out["lock_acquired_at"]
+    out["time_held_ms"] = (round((time.time() - datetime.fromisoformat(acquired).timestamp()) * 1000)
+                           if out["locked"] and acquired else None)
+    return out
 
 
-@check("cron", critical=False)
+@check("cron", critical=False, public=("reason",))
 def _cron(probe: Probe) -> dict:
     out: dict = {}
     overdue = []
@@ -194,7 +238,7 @@ def _cron(probe: Probe) -> dict:
             out[group] = None  # a fresh install: the scheduler check vouches for the schedule
             continue
         age = round(time.time() - datetime.fromisoformat(run["at"]).timestamp())
-        out[group] = {"at": run["at"], "age_seconds": age,
+        out[group] = {"at": iso(datetime.fromisoformat(run["at"])), "age_seconds": age,
                       "sections_enqueued": run.get("sections_enqueued"),
                       "duration_ms": run.get("duration_ms")}
         if age > OVERDUE_CRON_SECONDS:
@@ -222,16 +266,17 @@ def _deliveries(probe: Probe) -> dict:
     return out
 
 
-@check("configuration", critical=True)
+@check("configuration", critical=True, public=("missing_vars", "missing", "reason"))
 def _configuration(probe: Probe) -> dict:
     missing = missing_variables()
     out = {"missing": missing}
     if missing:
-        out.update(status=UNHEALTHY, reason="missing required variables")
+        # missing_vars: the old service's field, present only when something is missing.
+        out.update(status=UNHEALTHY, reason="missing required variables", missing_vars=missing)
     return out
 
 
-@check("email", critical=True)
+@check("email", critical=True, public=("configured", "provider", "reason"))
 def _email(probe: Probe) -> dict:
     s = probe.settings
     configured = bool(s.resend_api_key and s.notification_from_email)
@@ -261,7 +306,7 @@ def _run_one(fn: Check, probe: Probe, critical: bool) -> dict:
 def run_checks(services, deadline: float = DEADLINE_SECONDS) -> dict:
     """Every check, concurrently, each bounded by `deadline` seconds from the start."""
     started = time.monotonic()
-    timestamp = iso_from_epoch(time.time())
+    timestamp = iso_from_epoch(time.time())  # when the checks ran (a cached report keeps it)
     probe = Probe.of(services)
     futures = {name: _pool.submit(_run_one, fn, probe, critical)
                for name, (fn, critical) in CHECKS.items()}
@@ -276,6 +321,19 @@ def run_checks(services, deadline: float = DEADLINE_SECONDS) -> dict:
     status = max((c["status"] for c in checks.values()), key=_RANK.__getitem__, default=HEALTHY)
     return {"timestamp": timestamp, "status": status, "checks": checks,
             "response_time_ms": _ms_since(started)}
+
+
+def database_error(services, deadline: float = DEADLINE_SECONDS) -> str | None:
+    """None when PostgreSQL answers the database check within `deadline`, else why not
+    (for /api/cron: fail in seconds instead of waiting on the workers' pool)."""
+    fn, critical = CHECKS["database"]
+    future = _pool.submit(_run_one, fn, Probe.of(services), critical)
+    try:
+        result = future.result(timeout=deadline)
+    except TimeoutError:
+        future.cancel()
+        return "timeout"
+    return result.get("error")
 
 
 # --- the IETF draft's format --------------------------------------------------------------------
@@ -313,7 +371,8 @@ def as_health_json(report: dict) -> dict:
     "component:measurement", each a list of observations."""
     checks: dict[str, list] = {}
     for name, result in report["checks"].items():
-        ctype, measurements = _MEASUREMENTS[name]
+        # A check without measurements here (a new one) still shows up, as its status.
+        ctype, measurements = _MEASUREMENTS.get(name, ("component", [(f"{name}:status", "status", None, None)]))
         for key, path, unit, component_id in measurements:
             entry = {"componentType": ctype, "status": DRAFT_STATUS[result["status"]],
                      "time": report["timestamp"]}

@@ -1,9 +1,17 @@
-"""Building notification emails: subject, escaped HTML, a text part and one-click unsubscribe."""
+"""Building notification emails: subject, escaped HTML, a text part and one-click unsubscribe.
+
+The bodies are Jinja2 templates under app/templates/ (a designer can open them), laid out like the
+emails students already get from the running site. HTML templates are autoescaped: everything the
+scraper says (titles, instructor names, rooms) is text, never markup. The text part is rendered
+from the same values without escaping.
+"""
 
 from __future__ import annotations
 
-from html import escape
+from functools import lru_cache
 from urllib.parse import urlencode
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from app.changes import Change
 from app.scraper import SectionInfo
@@ -14,11 +22,56 @@ SUBJECTS = {
     Change.INSTRUCTOR_ASSIGNED: "👨‍🏫 Instructor Assigned: {subject} {catalog_nbr} ({class_nbr})",
 }
 
+# Change -> template basename; `.html.j2` and `.txt.j2` of each exist under app/templates/.
+TEMPLATES = {
+    Change.SEAT_AVAILABLE: "seat_available",
+    Change.INSTRUCTOR_ASSIGNED: "instructor_assigned",
+}
 
-def _headline(kind: Change, info: SectionInfo) -> str:
-    if kind is Change.SEAT_AVAILABLE:
-        return f"A seat opened up: {info.open_seats} of {info.seats_capacity} seats available."
-    return f"An instructor has been named: {info.instructor}."
+# The card's accent colours, as the site's emails have them (header gradient, card border, button).
+COLOURS = {
+    Change.SEAT_AVAILABLE: ("#667eea", "#764ba2"),
+    Change.INSTRUCTOR_ASSIGNED: ("#f59e0b", "#ea580c"),
+}
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    # StrictUndefined: a typo in a template fails the test suite instead of sending a blank.
+    return Environment(
+        loader=PackageLoader("app", "templates"),
+        autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+
+
+def template_values(kind: Change, *, term: str, class_nbr: str, info: SectionInfo,
+                    class_link: str, unsubscribe_url: str) -> dict:
+    """What the templates see: raw values (escaping is the template engine's job)."""
+    colour_from, colour_to = COLOURS[kind]
+    return {
+        "subject": info.subject, "catalog_nbr": info.catalog_nbr, "title": info.title,
+        "class_nbr": class_nbr, "term": term,
+        "instructor": info.instructor or "Staff",
+        "location": info.location, "meeting_times": info.meeting_times,
+        "open_seats": info.open_seats,
+        "non_reserved_known": info.non_reserved_seats is not None,
+        "seats_available": info.seats_available, "seats_capacity": info.seats_capacity,
+        "class_link": class_link, "unsubscribe_url": unsubscribe_url,
+        "colour_from": colour_from, "colour_to": colour_to,
+    }
+
+
+def render(kind: Change, values: dict) -> tuple[str, str]:
+    """(html, text) of one email."""
+    env = environment()
+    name = TEMPLATES[kind]
+    html = env.get_template(f"{name}.html.j2").render(values).strip() + "\n"
+    text = env.get_template(f"{name}.txt.j2").render(values).strip() + "\n"
+    return html, text
 
 
 def build_email(kind: Change, *, to: str, user_id: str, term: str, class_nbr: str,
@@ -29,31 +82,8 @@ def build_email(kind: Change, *, to: str, user_id: str, term: str, class_nbr: st
                                     class_nbr=class_nbr)
     class_link = f"{site_url}/go/asu?{urlencode({'classNbr': class_nbr, 'term': term})}"
     unsubscribe = f"{site_url}/api/unsubscribe?{urlencode({'token': make_token(user_id, unsubscribe_secret, now)})}"
-    headline = _headline(kind, info)
-    details = [
-        ("Class", f"{info.subject} {info.catalog_nbr}: {info.title}"),
-        ("Section", class_nbr),
-        ("Instructor", info.instructor or "Staff"),
-        ("Seats", f"{info.open_seats} open of {info.seats_capacity}"),
-        ("When", info.meeting_times or "TBA"),
-        ("Where", info.location or "TBA"),
-    ]
-    rows = "".join(
-        f"<tr><td style=\"padding:2px 12px 2px 0;color:#555\">{escape(k)}</td><td>{escape(v)}</td></tr>"
-        for k, v in details
-    )
-    html = (
-        "<!doctype html><html><body style=\"font-family:system-ui,sans-serif;line-height:1.5\">"
-        f"<h2>{escape(subject)}</h2><p>{escape(headline)}</p><table>{rows}</table>"
-        f"<p><a href=\"{escape(class_link)}\">Open the class in the ASU catalog</a></p>"
-        "<p style=\"font-size:12px;color:#777\">You get this because you watch this section. "
-        f"<a href=\"{escape(unsubscribe)}\">Unsubscribe</a></p></body></html>"
-    )
-    text = "\n".join(
-        [subject, "", headline, ""]
-        + [f"{k}: {v}" for k, v in details]
-        + ["", f"Open the class: {class_link}", "", f"Unsubscribe: {unsubscribe}"]
-    )
+    html, text = render(kind, template_values(kind, term=term, class_nbr=class_nbr, info=info,
+                                              class_link=class_link, unsubscribe_url=unsubscribe))
     return {
         "from": sender,
         "to": [to],

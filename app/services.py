@@ -14,9 +14,11 @@ from app.heartbeat import Heartbeat
 from app.keys import Keys
 from app.lock import CronLock
 from app.mailer import Mailer
+from app.outbox import Outbox
 from app.pending import PendingChecks
 from app.scraper import ScraperClient
 from app.settings import Settings, get_settings
+from app.simscraper import SimulatedScraper
 from app.slots import SlotMarkers
 
 
@@ -37,9 +39,17 @@ class Services:
         self.pending = PendingChecks(self.redis, self.keys)
         self.dead_letters = DeadLetters(self.redis, self.keys)
         self.heartbeat = Heartbeat(self.redis, self.keys, release=settings.release)
-        self.scraper = ScraperClient(settings.scraper_url, settings.scraper_secret_token,
-                                     settings.scraper_timeout)
-        self.mailer = Mailer(settings.resend_api_key, settings.resend_api_url)
+        # The dev stand-ins only when the settings ask for them (Settings refuses them outside
+        # SEATWATCH_ENV=development).
+        if settings.scraper == "simulated":
+            self.scraper = SimulatedScraper(settings.sim_period)
+        else:
+            self.scraper = ScraperClient(settings.scraper_url, settings.scraper_secret_token,
+                                         settings.scraper_timeout)
+        if settings.mailer == "outbox":
+            self.mailer = Outbox(settings.outbox_dir)
+        else:
+            self.mailer = Mailer(settings.resend_api_key, settings.resend_api_url)
 
     def close(self) -> None:
         self.pool.close()

@@ -8,6 +8,7 @@ operator's existing secrets carry over.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -34,7 +35,24 @@ OPTIONAL = {
     "HUEY_READ_TIMEOUT_SECONDS": "60",
     "SEATWATCH_NAME": "seatwatch",
     "SEATWATCH_RELEASE": "dev",
+    # Dev mode (`make dev`, docs/dev.md). Anything but the defaults needs SEATWATCH_ENV=development:
+    # a simulated scraper or an outbox folder in production would silently stop real emails.
+    "SEATWATCH_ENV": "production",
+    "SEATWATCH_SCRAPER": "http",
+    "SEATWATCH_MAILER": "resend",
+    "SEATWATCH_OUTBOX_DIR": "outbox",
+    "SEATWATCH_SIM_PERIOD_SECONDS": "120",
 }
+ENVIRONMENTS = ("production", "development")
+SCRAPERS = ("http", "simulated")
+MAILERS = ("resend", "outbox")
+
+
+log = logging.getLogger(__name__)
+
+# Used exactly as given, never stripped: the site signs and verifies unsubscribe tokens with the raw
+# value, so a stripped key would make tokens the site rejects. Surrounding whitespace only warns.
+VERBATIM = ("SUPABASE_SERVICE_ROLE_KEY",)
 
 
 class SettingsError(RuntimeError):
@@ -63,6 +81,11 @@ class Settings:
     huey_read_timeout: int = 60
     name: str = OPTIONAL["SEATWATCH_NAME"]
     release: str = OPTIONAL["SEATWATCH_RELEASE"]  # the deploy's release id, named in heartbeats
+    environment: str = OPTIONAL["SEATWATCH_ENV"]
+    scraper: str = OPTIONAL["SEATWATCH_SCRAPER"]  # "simulated": app.simscraper (development only)
+    mailer: str = OPTIONAL["SEATWATCH_MAILER"]  # "outbox": app.outbox, files not emails (development only)
+    outbox_dir: str = OPTIONAL["SEATWATCH_OUTBOX_DIR"]
+    sim_period: float = 120.0  # the simulated scraper's seats flip every this many seconds
 
     @property
     def key_prefix(self) -> str:
@@ -91,11 +114,23 @@ class Settings:
         if not 1 <= read_timeout <= 300:
             raise SettingsError("HUEY_READ_TIMEOUT_SECONDS must be in [1, 300]")
 
+        dev = _dev_choices(opt)
+        try:
+            sim_period = float(opt("SEATWATCH_SIM_PERIOD_SECONDS"))
+        except ValueError as exc:
+            raise SettingsError(f"invalid number in environment: {exc}") from None
+        if not 1 <= sim_period <= 86400:
+            raise SettingsError("SEATWATCH_SIM_PERIOD_SECONDS must be in [1, 86400]")
+
         scraper_url = env["SCRAPER_URL"].strip().rstrip("/")
         site_url = env["NEXT_PUBLIC_SITE_URL"].strip().rstrip("/")
         for name, url in (("SCRAPER_URL", scraper_url), ("NEXT_PUBLIC_SITE_URL", site_url)):
             if not url.startswith(("http://", "https://")):
                 raise SettingsError(f"{name} must start with http:// or https://")
+        for name in VERBATIM:
+            if env[name] != env[name].strip():
+                log.warning("%s has leading or trailing whitespace; it is used as given, byte for "
+                            "byte, as the site uses it (fix it in both places if it is a mistake)", name)
         sender = env["NOTIFICATION_FROM_EMAIL"].strip()
         if "@" not in sender:
             raise SettingsError("NOTIFICATION_FROM_EMAIL must be an email address")
@@ -108,13 +143,16 @@ class Settings:
             notification_from_email=sender,
             site_url=site_url,
             cron_secret=env["CRON_SECRET"].strip(),
-            unsubscribe_secret=env["SUPABASE_SERVICE_ROLE_KEY"].strip(),
+            unsubscribe_secret=env["SUPABASE_SERVICE_ROLE_KEY"],
             redis_url=opt("REDIS_URL"),
             resend_api_url=opt("RESEND_API_URL").rstrip("/"),
             scraper_timeout=scraper_timeout,
             huey_read_timeout=read_timeout,
             name=opt("SEATWATCH_NAME"),
             release=opt("SEATWATCH_RELEASE"),
+            **dev,
+            outbox_dir=opt("SEATWATCH_OUTBOX_DIR"),
+            sim_period=sim_period,
         )
 
     def secret_values(self) -> list[str]:
@@ -145,6 +183,26 @@ class Settings:
         return text
 
 
+def _dev_choices(opt) -> dict:
+    """SEATWATCH_ENV, SEATWATCH_SCRAPER and SEATWATCH_MAILER, validated: the dev stand-ins only
+    when the environment is explicitly marked development."""
+    choices = {"environment": opt("SEATWATCH_ENV"), "scraper": opt("SEATWATCH_SCRAPER"),
+               "mailer": opt("SEATWATCH_MAILER")}
+    for value, allowed, name in zip(choices.values(), (ENVIRONMENTS, SCRAPERS, MAILERS),
+                                    ("SEATWATCH_ENV", "SEATWATCH_SCRAPER", "SEATWATCH_MAILER")):
+        if value not in allowed:
+            raise SettingsError(f"{name} must be one of: {', '.join(allowed)}")
+    stand_ins = [f"SEATWATCH_SCRAPER={choices['scraper']}"] if choices["scraper"] != "http" else []
+    if choices["mailer"] != "resend":
+        stand_ins.append(f"SEATWATCH_MAILER={choices['mailer']}")
+    if stand_ins and choices["environment"] != "development":
+        raise SettingsError(
+            f"refusing dev settings ({', '.join(stand_ins)}) in the {choices['environment']} "
+            "environment: they would stop real checks or emails; set SEATWATCH_ENV=development "
+            "only on a development machine")
+    return choices
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
@@ -154,3 +212,13 @@ def get_settings() -> Settings:
 def hostname() -> str:
     """This host's name, for lock holders and heartbeats (not a secret)."""
     return os.uname().nodename
+
+
+def environment_with(changes: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment with `changes` on top, for a child process (`make dev`)."""
+    return {**os.environ, **changes}
+
+
+def declared_environment() -> str:
+    """SEATWATCH_ENV as set ("" when unset): `make dev` refuses to start where it says production."""
+    return os.environ.get("SEATWATCH_ENV", "").strip()

@@ -1,11 +1,15 @@
 """The HTTP face: an explicit Bottle app with the two endpoints monitors and scripts already call.
 
-- `GET /api/monitoring/health`: app.health's report; 200 healthy, 503 degraded, 500 unhealthy.
-  `Accept: application/health+json` gets the IETF draft's format and its status codes
-  (pass and warn 200, fail 503).
+- `GET /api/monitoring/health`: app.health's report, computed at most every few seconds
+  (app.healthcache) and shown in full only to a caller with the cron secret (app.healthview);
+  200 healthy, 503 degraded, 500 unhealthy. `Accept: application/health+json` gets the IETF
+  draft's format and its status codes (pass and warn 200, fail 503).
 - `GET|POST /api/cron` with `Authorization: Bearer <CRON_SECRET>`: one cron run now
   (app.tasks.run_cron_now); 401 without the token, 400 for a bad `group`, 409 while another run
-  holds the lock, 500 when the run fails.
+  holds the lock, 500 when the run fails. PostgreSQL is tried first within the health deadline, so
+  a database outage answers 500 in seconds, not after the workers' pool gives up (30 s).
+
+Bodies keep the old service's fields and texts (docs/health.md); ours are added beside them.
 
 Every answer is JSON, unknown routes included. waitress serves it on 127.0.0.1 behind Caddy
 (app.serving); the cron endpoint enqueues on the shared queue like the periodic task does.
@@ -16,10 +20,12 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import time
 
 from bottle import Bottle, HTTPResponse, request, response
 
-from app import cron, health, serving, tasks
+from app import cron, health, healthview, serving, tasks
+from app.healthcache import TTL_SECONDS as HEALTH_CACHE_SECONDS, HealthCache
 from app.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -27,6 +33,7 @@ log = logging.getLogger(__name__)
 HEALTH_STATUS = {health.HEALTHY: 200, health.DEGRADED: 503, health.UNHEALTHY: 500}
 DRAFT_HTTP_STATUS = {"pass": 200, "warn": 200, "fail": 503}
 HEALTH_JSON = "application/health+json"
+UNAUTHORIZED = "Unauthorized - this endpoint requires authentication"  # the old service's text
 
 
 def _json(status: int, payload: dict, content_type: str = "application/json",
@@ -44,14 +51,20 @@ def _authorized(secret: str) -> bool:
         token.strip().encode("utf-8", "surrogateescape"), secret.encode("utf-8"))
 
 
-def make_app(services) -> Bottle:
+def make_app(services, health_cache_seconds: float = HEALTH_CACHE_SECONDS) -> Bottle:
     """The Bottle app: health over `services`, the cron secret from its settings. A cron run goes
-    through app.tasks.run_cron_now, on the process-wide services and queue, like the periodic task."""
+    through app.tasks.run_cron_now, on the process-wide services and queue, like the periodic task.
+    `health_cache_seconds`: how long one health report is served (0: every request computes)."""
     app = Bottle()
+    cache = HealthCache(lambda: health.run_checks(services), ttl=health_cache_seconds)
 
     @app.get("/api/monitoring/health")
     def health_endpoint():
-        report = health.run_checks(services)
+        report = cache.get()
+        if _authorized(services.settings.cron_secret):
+            report = healthview.full_view(report)
+        else:
+            report = healthview.public_view(report)
         if HEALTH_JSON in request.get_header("Accept", "").lower():
             draft = health.as_health_json(report)
             return _json(DRAFT_HTTP_STATUS[draft["status"]], draft, HEALTH_JSON, Vary="Accept")
@@ -59,23 +72,35 @@ def make_app(services) -> Bottle:
 
     @app.route("/api/cron", method=["GET", "POST"])
     def cron_endpoint():
+        started = time.monotonic()
         if not _authorized(services.settings.cron_secret):
-            return _json(401, {"success": False, "error": "Unauthorized"},
+            return _json(401, {"success": False, "error": UNAUTHORIZED},
                          **{"WWW-Authenticate": "Bearer"})
         group = request.query.get("group") or cron.group_for(utcnow())
         if group not in cron.GROUPS:
             return _json(400, {"success": False,
                                "error": f"group must be one of: {', '.join(cron.GROUPS)}"})
+
+        def failed(error: str, detail: str) -> HTTPResponse:
+            return _json(500, {"success": False, "error": error, "detail": detail,
+                               "stagger_group": group,
+                               "duration": round((time.monotonic() - started) * 1000)})
+
+        unreachable = health.database_error(services)
+        if unreachable:
+            return failed("Database unavailable", unreachable)
         try:
             return _json(200, tasks.run_cron_now(group))
         except cron.CronLocked as exc:
-            return _json(409, {"success": False, "error": "Another cron run holds the lock",
-                               "stagger_group": group, "lock": exc.status})
+            lock = exc.status
+            return _json(409, {
+                "success": False, "error": "Another cron job is already running",
+                "details": f"Lock held by {lock.get('lock_holder')} since "
+                           f"{lock.get('lock_acquired_at')}, expires {lock.get('expires_at')}",
+                "current_holder": lock.get("lock_holder"), "stagger_group": group, "lock": lock})
         except Exception as exc:
             log.exception("cron run from /api/cron failed")
-            return _json(500, {"success": False, "error": "Cron run failed",
-                               "detail": health.error_text(services.settings, exc),
-                               "stagger_group": group})
+            return failed("Cron run failed", health.error_text(services.settings, exc))
 
     def error_page(err) -> str:
         # Bottle's own errors (404, 405, an unexpected exception) as JSON, never a traceback.

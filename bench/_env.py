@@ -17,7 +17,8 @@ from contextlib import contextmanager
 import psycopg
 
 PG_ADMIN = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-BENCH_DB = "seatwatch_bench"
+# Overridable so two people benchmarking on one machine do not drop each other's database.
+BENCH_DB = os.environ.get("SEATWATCH_BENCH_DB", "seatwatch_bench")
 
 
 def free_port() -> int:

@@ -130,6 +130,7 @@ def app_environment() -> dict[str, str]:
         password = quote(os.environ["REDIS_PASSWORD"].strip(), safe="")
         env["REDIS_URL"] = f"redis://:{password}@127.0.0.1:{cfg('redis_port')}/0"
     env = {k: v for k, v in env.items() if v}
+    env["SEATWATCH_ENV"] = "production"  # the server refuses the dev stand-ins, whatever the laptop had
     for name, value in env.items():
         if "\n" in value or "\r" in value:
             raise DeployError(f"{name} contains a newline")

@@ -66,3 +66,28 @@ def test_cli_stops_with_one_line_naming_them():
     assert len(lines) == 1 and lines[0].startswith("error: missing required environment variable(s):")
     for name in REQUIRED:
         assert name in lines[0]
+
+
+@pytest.mark.parametrize("raw", ["  service-role-key\n", "service-role-key\t", "ключ-😀 "])
+def test_service_role_key_is_used_byte_for_byte(raw, caplog):
+    import base64
+    import hashlib
+    import hmac
+
+    from app.unsubscribe import make_token, verify_token
+
+    with caplog.at_level("WARNING", logger="app.settings"):
+        s = Settings.from_env(env(SUPABASE_SERVICE_ROLE_KEY=raw))
+    assert s.unsubscribe_secret == raw  # not stripped: the site signs with the raw value
+    [warning] = [r for r in caplog.records if "SUPABASE_SERVICE_ROLE_KEY" in r.getMessage()]
+    assert "whitespace" in warning.getMessage() and raw.strip() not in warning.getMessage()
+    token = make_token("user-1", s.unsubscribe_secret, now=0)
+    user, expires, signature = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode().split(":")
+    assert signature == hmac.new(raw.encode(), f"{user}:{expires}".encode(), hashlib.sha256).hexdigest()
+    assert verify_token(token, raw.strip(), now=0) is None  # a stripped key would not verify
+
+
+def test_service_role_key_without_whitespace_does_not_warn(caplog):
+    with caplog.at_level("WARNING", logger="app.settings"):
+        s = Settings.from_env(env(SUPABASE_SERVICE_ROLE_KEY="clean-key"))
+    assert s.unsubscribe_secret == "clean-key" and not caplog.records

@@ -17,7 +17,7 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 
-from app import serving, web
+from app import health, serving, web
 from app.queue import huey
 from tests.deadends import HungServer, assert_no_secrets, closed_port, pg_url, redis_url, services_with
 
@@ -54,7 +54,7 @@ def call(app, method: str, path: str, headers: dict | None = None, query: str = 
 def app(services):
     services.heartbeat.beat()
     huey.storage.flush_queue()
-    return web.make_app(services)
+    return web.make_app(services, health_cache_seconds=0)  # each request sees the state it set up
 
 
 def bearer(services) -> dict:
@@ -71,9 +71,63 @@ def assert_clean(answer: Answer, *services) -> None:
 def test_health_200_when_healthy(app, services):
     answer = call(app, "GET", "/api/monitoring/health")
     assert answer.status == 200 and answer.json["status"] == "healthy"
-    assert set(answer.json) == {"timestamp", "status", "checks", "response_time_ms"}
+    assert set(answer.json) == {"timestamp", "status", "checks", "response_time_ms", "cache_age_ms", "view"}
+    assert answer.json["view"] == "public"
     assert answer.headers["cache-control"] == "no-store"
     assert_clean(answer, services)
+
+
+def test_anonymous_callers_see_less_than_the_cron_secret(app, services):
+    services.dead_letters.add("2261", "12430", reason="HTTP 500", attempts=4)
+    lock = services.cron_lock.acquire()
+    try:
+        anonymous = call(app, "GET", "/api/monitoring/health").json
+        wrong = call(app, "GET", "/api/monitoring/health", {"Authorization": "Bearer nope"}).json
+        full = call(app, "GET", "/api/monitoring/health", bearer(services)).json
+    finally:
+        services.cron_lock.release(lock)
+    assert (anonymous["view"], wrong["view"], full["view"]) == ("public", "public", "full")
+    assert anonymous["status"] == full["status"] == "degraded"
+    a, f = anonymous["checks"], full["checks"]
+    assert set(a) == set(f)  # every check is listed for everyone, with its status
+    assert all(a[name]["status"] == f[name]["status"] for name in f)
+    # Hostnames, the lock holder and counts: only with the secret.
+    assert f["scheduler"]["host"] and "host" not in a["scheduler"]
+    assert f["cron_lock"]["lock_holder"] and "lock_holder" not in a["cron_lock"]
+    assert a["cron_lock"]["locked"] is True and a["cron_lock"]["time_held_ms"] >= 0
+    assert f["queue"]["dead_letters"] == 1 and set(a["queue"]) == {"status"}
+    assert "pending" in f["deliveries"] and set(a["deliveries"]) == {"status"}
+    # The old service's public fields stay public.
+    assert a["circuit_breaker"]["state"] == "CLOSED" and "failure_count" in a["circuit_breaker"]
+    assert a["database"]["latency_ms"] >= 0 and a["email"]["configured"] is True
+    body = json.dumps(anonymous)
+    assert os.uname().nodename not in body
+    assert_no_secrets(body + json.dumps(full), services)
+
+
+def test_errors_shown_to_anonymous_callers_are_only_a_type(services):
+    services.heartbeat.beat()
+    bad = services_with(services, redis_url=redis_url(closed_port()))
+    app = web.make_app(bad, health_cache_seconds=0)
+    anonymous = call(app, "GET", "/api/monitoring/health").json["checks"]["redis"]
+    full = call(app, "GET", "/api/monitoring/health", bearer(bad)).json["checks"]["redis"]
+    assert anonymous["error"] == "ConnectionError" and full["error"].startswith("ConnectionError: ")
+    assert "127.0.0.1" in full["error"] and "127.0.0.1" not in json.dumps(anonymous)
+
+
+def test_health_report_is_cached_with_its_age(services):
+    services.heartbeat.beat()
+    app = web.make_app(services, health_cache_seconds=60)
+    first = call(app, "GET", "/api/monitoring/health").json
+    for _ in range(10):
+        services.breaker.record_failure()  # degraded now, but the cached report still says healthy
+    time.sleep(0.05)
+    again = call(app, "GET", "/api/monitoring/health").json
+    assert first["status"] == again["status"] == "healthy"
+    assert again["timestamp"] == first["timestamp"] and again["cache_age_ms"] >= 50
+    assert first["cache_age_ms"] < again["cache_age_ms"]
+    fresh = call(web.make_app(services, health_cache_seconds=0), "GET", "/api/monitoring/health").json
+    assert fresh["status"] == "degraded" and fresh["cache_age_ms"] == 0
 
 
 def test_health_503_when_degraded(app, services):
@@ -81,7 +135,7 @@ def test_health_503_when_degraded(app, services):
         services.breaker.record_failure()
     answer = call(app, "GET", "/api/monitoring/health")
     assert answer.status == 503 and answer.json["status"] == "degraded"
-    assert answer.json["checks"]["circuit_breaker"]["state"] == "open"
+    assert answer.json["checks"]["circuit_breaker"]["state"] == "OPEN"
     assert_clean(answer, services)
 
 
@@ -98,7 +152,7 @@ def test_health_500_when_a_store_is_down(services, down):
     change = ({"redis_url": redis_url(closed_port())} if down == "redis"
               else {"database_url": pg_url(closed_port())})
     bad = services_with(services, **change)
-    answer = call(web.make_app(bad), "GET", "/api/monitoring/health")
+    answer = call(web.make_app(bad, health_cache_seconds=0), "GET", "/api/monitoring/health")
     assert answer.status == 500 and answer.json["checks"][down]["status"] == "unhealthy"
     assert_clean(answer, services, bad)
 
@@ -126,7 +180,8 @@ def test_health_json_form(app, services):
 ])
 def test_cron_401_without_the_token(app, services, headers):
     answer = call(app, "POST", "/api/cron", headers)
-    assert answer.status == 401 and answer.json == {"success": False, "error": "Unauthorized"}
+    assert answer.status == 401 and answer.json == {
+        "success": False, "error": "Unauthorized - this endpoint requires authentication"}
     assert answer.headers["www-authenticate"] == "Bearer"
     assert huey.pending_count() == 0
 
@@ -174,7 +229,9 @@ def test_cron_409_while_a_run_holds_the_lock(app, services):
     finally:
         services.cron_lock.release(lock)
     assert answer.status == 409 and answer.json["success"] is False
+    assert answer.json["error"] == "Another cron job is already running"
     held = answer.json["lock"]
+    assert answer.json["current_holder"] == held["lock_holder"] and held["lock_holder"] in answer.json["details"]
     assert held["locked"] is True and held["lock_holder"] and held["expires_at"]
     assert_clean(answer, services)
     # The slot was given back: once the lock is free the same slot runs.
@@ -191,7 +248,24 @@ def test_cron_500_when_the_run_fails(app, services, sql):
     body = answer.json
     assert body["success"] is False and body["error"] == "Cron run failed"
     assert body["detail"].startswith("UndefinedFunction") and body["stagger_group"] == "odd"
+    assert isinstance(body["duration"], int)
     assert_clean(answer, services)
+
+
+@pytest.mark.parametrize("hung", [False, True])
+def test_cron_500_quickly_when_the_database_is_down(services, hung):
+    services.heartbeat.beat()
+    with HungServer() as server:
+        port = server.port if hung else closed_port()
+        bad = services_with(services, database_url=pg_url(port))
+        started = time.monotonic()
+        answer = call(web.make_app(bad), "POST", "/api/cron", bearer(bad), query="group=even")
+        took = time.monotonic() - started
+    assert answer.status == 500 and answer.json["error"] == "Database unavailable"
+    assert "timeout" in answer.json["detail"].lower() and answer.json["success"] is False
+    assert took < health.DEADLINE_SECONDS + 0.5, took  # the health deadline, not the 30 s pool wait
+    assert isinstance(answer.json["duration"], int)
+    assert_clean(answer, services, bad)
 
 
 # --- everything else ---------------------------------------------------------------------------

@@ -1,0 +1,128 @@
+"""Dev mode: the simulated scraper, the outbox, the refusal in production, and `python -m app dev`
+end to end (real web and worker processes, local Redis and PostgreSQL, a short cycle)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import psycopg
+import pytest
+
+from app.changes import Change
+from app.mail import build_email
+from app.outbox import Outbox
+from app.settings import Settings, SettingsError
+from app.simscraper import SimulatedScraper
+from tests.conftest import PG_ADMIN, TEST_DB, TEST_REDIS
+from tests.deadends import closed_port
+from tests.test_settings import env
+
+
+def test_simulated_seats_open_and_fill_as_time_passes():
+    now = [1_000_000.0]
+    sim = SimulatedScraper(period=10, clock=lambda: now[0])
+    seen = set()
+    for _ in range(8):
+        info = sim.fetch("2261", "12430")
+        seen.add((info.seats_available > 0, info.instructor != "Staff"))
+        assert info.open_seats == info.seats_available  # 12430 has a known non-reserved count
+        now[0] += 5
+    assert {True, False} == {open_ for open_, _ in seen} and {True, False} == {named for _, named in seen}
+    assert sim.fetch("2261", "12431").non_reserved_seats is None  # odd class numbers: unknown
+    assert SimulatedScraper(10, clock=lambda: 5.0).fetch("2261", "12430") == \
+        SimulatedScraper(10, clock=lambda: 5.0).fetch("2261", "12430")  # the same in every process
+
+
+def test_outbox_writes_each_email_once_per_key(tmp_path):
+    sim = SimulatedScraper(period=10, clock=lambda: 0.0)
+    emails = [build_email(Change.SEAT_AVAILABLE, to=to, user_id="u", term="2261", class_nbr="12430",
+                          info=sim.fetch("2261", "12430"), site_url="http://x", sender="a@b",
+                          unsubscribe_secret="k") for to in ("a@x.example", "b@x.example")]
+    box = Outbox(tmp_path / "out")
+    ids = box.send_batch(emails, "key-1")
+    assert len(ids) == 2 and len(set(ids)) == 2
+    assert box.send_batch(emails, "key-1") == ids  # replayed, like Resend's idempotency key
+    files = sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_file())
+    assert len(files) == 4 and sum(f.endswith(".html") for f in files) == 2
+    text = next((tmp_path / "out").glob("*a@x.example*.txt")).read_text(encoding="utf-8")
+    assert text.startswith("Subject: 🎉 Seat Available: CSE 110 (12430)\n") and "To: a@x.example" in text
+    assert box.send_batch(emails[:1], "key-2") != ids[:1]
+    with pytest.raises(ValueError):
+        box.send_batch([], "key-3")
+
+
+@pytest.mark.parametrize("changes", [
+    {"SEATWATCH_SCRAPER": "simulated"},
+    {"SEATWATCH_MAILER": "outbox"},
+    {"SEATWATCH_MAILER": "outbox", "SEATWATCH_ENV": "production"},
+])
+def test_dev_settings_are_refused_outside_development(changes):
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env(env(**changes))
+    assert "refusing dev settings" in str(err.value) and "SEATWATCH_ENV=development" in str(err.value)
+    ok = Settings.from_env(env(**{**changes, "SEATWATCH_ENV": "development"}))
+    assert ok.environment == "development"
+
+
+def test_bad_dev_values_are_named():
+    for name, value in (("SEATWATCH_ENV", "staging"), ("SEATWATCH_SCRAPER", "fake"), ("SEATWATCH_MAILER", "smtp")):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env(env(**{name: value}))
+    with pytest.raises(SettingsError, match="SEATWATCH_SIM_PERIOD_SECONDS"):
+        Settings.from_env(env(SEATWATCH_SIM_PERIOD_SECONDS="0"))
+
+
+def test_dev_command_refuses_a_production_machine():
+    done = subprocess.run([sys.executable, "-m", "app", "dev", "--duration", "1"],
+                          env={**os.environ, "SEATWATCH_ENV": "production"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "SEATWATCH_ENV=production" in done.stderr
+
+
+@pytest.fixture
+def dev_database():
+    name = f"{TEST_DB}_dev"
+    dsn = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f"drop database if exists {name} with (force)")
+    yield dsn  # dev mode creates it itself
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f"drop database if exists {name} with (force)")
+
+
+def test_dev_mode_sends_an_email_to_the_outbox(tmp_path, dev_database):
+    outbox, port = tmp_path / "outbox", closed_port()
+    log = open(tmp_path / "dev.out", "w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "dev", "--cycle", "1", "--sim-period", "2", "--outbox", str(outbox),
+         "--port", str(port), "--database-url", dev_database, "--redis-url", TEST_REDIS,
+         "--name", f"seatwatch-devtest-{os.getpid()}", "--duration", "120"],
+        stdout=log, stderr=subprocess.STDOUT, text=True, env={k: v for k, v in os.environ.items()
+                                                               if k != "SEATWATCH_ENV"})
+    try:
+        deadline = time.monotonic() + 90
+        while not list(outbox.glob("*.html")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        html = sorted(outbox.glob("*.html"))
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/monitoring/health", timeout=10) as answer:
+            health = json.load(answer)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+        log.seek(0)
+        output = log.read()
+    assert html, output
+    assert code == 0, output
+    body = html[0].read_text(encoding="utf-8")
+    assert "Seat Available!" in body or "Instructor Assigned!" in body
+    text = html[0].with_name(html[0].name[:-5] + ".txt").read_text(encoding="utf-8")
+    assert text.startswith("Subject: ") and "@dev.example" in text
+    assert health["view"] == "public" and "database" in health["checks"]
+    assert str(outbox) in output and f"http://127.0.0.1:{port}/api/monitoring/health" in output
+    assert "seeded" in output
