@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from app.mailer import MAX_BATCH
+from app.mailer import MAX_BATCH, SendResult
 
 
 class Outbox:
@@ -23,14 +23,14 @@ class Outbox:
         self.directory = Path(directory)
         self._lock = threading.Lock()  # one writer per process at a time: the replay check is racy otherwise
 
-    def send_batch(self, emails: Sequence[dict], idempotency_key: str) -> list[str]:
+    def send_batch(self, emails: Sequence[dict], idempotency_key: str) -> SendResult:
         if not 0 < len(emails) <= MAX_BATCH:
             raise ValueError(f"a batch holds 1 to {MAX_BATCH} emails, not {len(emails)}")
         digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]
         sent = self.directory / ".sent" / f"{digest}.json"
         with self._lock:
             if sent.exists():
-                return json.loads(sent.read_text())
+                return SendResult(ids=json.loads(sent.read_text()))
             self.directory.mkdir(parents=True, exist_ok=True)
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
             ids = []
@@ -44,4 +44,4 @@ class Outbox:
                 ids.append(email_id)
             sent.parent.mkdir(exist_ok=True)
             sent.write_text(json.dumps(ids))
-            return ids
+            return SendResult(ids=ids)

@@ -45,14 +45,14 @@ def test_outbox_writes_each_email_once_per_key(tmp_path):
                           info=sim.fetch("2261", "12430"), site_url="http://x", sender="a@b",
                           unsubscribe_secret="k") for to in ("a@x.example", "b@x.example")]
     box = Outbox(tmp_path / "out")
-    ids = box.send_batch(emails, "key-1")
+    ids = box.send_batch(emails, "key-1").ids
     assert len(ids) == 2 and len(set(ids)) == 2
-    assert box.send_batch(emails, "key-1") == ids  # replayed, like Resend's idempotency key
+    assert box.send_batch(emails, "key-1").ids == ids  # replayed, like Resend's idempotency key
     files = sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_file())
     assert len(files) == 4 and sum(f.endswith(".html") for f in files) == 2
     text = next((tmp_path / "out").glob("*a@x.example*.txt")).read_text(encoding="utf-8")
     assert text.startswith("Subject: 🎉 Seat Available: CSE 110 (12430)\n") and "To: a@x.example" in text
-    assert box.send_batch(emails[:1], "key-2") != ids[:1]
+    assert box.send_batch(emails[:1], "key-2").ids != ids[:1]
     with pytest.raises(ValueError):
         box.send_batch([], "key-3")
 
@@ -110,6 +110,12 @@ def test_dev_mode_sends_an_email_to_the_outbox(tmp_path, dev_database):
         while not list(outbox.glob("*.html")) and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.5)
         html = sorted(outbox.glob("*.html"))
+        delivered = 0
+        while html and not delivered and time.monotonic() < deadline:
+            with psycopg.connect(dev_database, autocommit=True) as conn:
+                delivered = conn.execute("select count(*) from notification_deliveries "
+                                         "where delivered_at is not null").fetchone()[0]
+            time.sleep(0.2)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/monitoring/health", timeout=10) as answer:
             health = json.load(answer)
     finally:
@@ -118,6 +124,7 @@ def test_dev_mode_sends_an_email_to_the_outbox(tmp_path, dev_database):
         log.seek(0)
         output = log.read()
     assert html, output
+    assert delivered, "the outbox wrote an email but the delivery was not recorded\n" + output
     assert code == 0, output
     body = html[0].read_text(encoding="utf-8")
     assert "Seat Available!" in body or "Instructor Assigned!" in body
