@@ -15,7 +15,7 @@ from huey.signals import SIGNAL_COMPLETE, SIGNAL_ERROR, SIGNAL_INTERRUPTED
 
 from app import check, cron, delivery
 from app.breaker import BreakerOpen
-from app.heartbeat import INTERVAL_SECONDS
+from app.heartbeat import INTERVAL_SECONDS, Heartbeat
 from app.queue import huey
 from app.services import get_services
 
@@ -85,14 +85,13 @@ def sweep_undelivered() -> None:
     delivery.sweep(get_services())
 
 
-@huey.periodic_task(crontab(minute=f"*/{INTERVAL_SECONDS // 60}"))
-def heartbeat() -> None:
-    get_services().heartbeat.beat()
-
-
-@huey.on_startup()
-def _startup_heartbeat() -> None:
-    get_services().heartbeat.beat()
+@huey.on_tick(every=INTERVAL_SECONDS)
+def heartbeat(now, scheduler: bool) -> None:
+    """Rides on the scheduler's tick on every host (a `-n` host too), at start and every
+    INTERVAL_SECONDS: one HSET, never queued behind checks."""
+    services = get_services()
+    Heartbeat(services.redis, services.keys, release=services.settings.release,
+              scheduler=scheduler).beat()
 
 
 # --- bookkeeping of checks that finish, for good or not -------------------------------------------

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -14,31 +16,74 @@ from app import tasks
 from app.queue import huey
 
 TERM = "2261"
+# The deploy's read timeout: a stop that waited for the blocking reads would take minutes.
+LONG_READ = "300"
+# Generous bounds against a hang; the figures themselves are printed (targets: 2 s and 1 s).
+STOP_BOUND_SECONDS = 10
+PICKUP_BOUND_SECONDS = 5
 
 
-def wait_for(predicate, timeout: float, what: str):
+def wait_for(predicate, timeout: float, what: str, step: float = 0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.1)
+        time.sleep(step)
     raise AssertionError(f"timed out waiting for {what}")
 
 
+class Worker:
+    """One `python -m app worker` process; its output goes to a file (a pipe could fill up)."""
+
+    def __init__(self, *args: str, **env: str):
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen([sys.executable, "-m", "app", "worker", *args],
+                                     env={**os.environ, **env}, stdout=self.log,
+                                     stderr=subprocess.STDOUT, text=True)
+
+    def beat(self, services) -> dict | None:
+        raw = services.redis.hget(services.keys.heartbeat, os.uname().nodename)
+        beat = json.loads(raw) if raw else None
+        return beat if beat and beat.get("pid") == self.proc.pid else None
+
+    def stop(self, timeout: float = 30) -> tuple[int, float]:
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(timeout=timeout)
+        return code, time.monotonic() - started
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.log.close()
+
+
 @pytest.fixture
-def worker(services):
+def start_worker(services):
     huey.storage.flush_all()
-    proc = subprocess.Popen([sys.executable, "-m", "app", "worker"], env=dict(os.environ),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for(lambda: services.heartbeat.latest()[1], 20, "the consumer's start-up heartbeat")
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        huey.storage.flush_all()
+    started: list[Worker] = []
+
+    def start(*args: str, **env: str) -> Worker:
+        w = Worker(*args, **env)
+        started.append(w)
+        wait_for(lambda: w.beat(services), 20, "the consumer's start-up heartbeat")
+        return w
+
+    yield start
+    for w in started:
+        w.kill()
+    huey.storage.flush_all()
+
+
+@pytest.fixture
+def worker(start_worker):
+    return start_worker().proc
 
 
 def test_cron_to_email_through_the_consumer(worker, services, scraper, resend_server, make_watch):
@@ -57,18 +102,78 @@ def test_cron_to_email_through_the_consumer(worker, services, scraper, resend_se
         "12430@asu.edu", "12432@asu.edu", "12434@asu.edu", "12436@asu.edu"]
 
 
-def test_sigint_lets_running_checks_finish(worker, services, scraper, make_watch, sql):
+def test_idle_worker_stops_on_sigint_without_waiting_for_its_reads(start_worker, services):
+    w = start_worker(HUEY_READ_TIMEOUT_SECONDS=LONG_READ)
+    time.sleep(3)  # idle: every worker thread is inside its 300 s blocking read
+    code, took = w.stop(timeout=60)
+    print(f"idle graceful stop: {took:.2f} s from SIGINT to exit (read timeout {LONG_READ} s)")
+    assert code == 0 and took < STOP_BOUND_SECONDS
+    assert not services.redis.exists(f"huey.wake.{huey.storage.name}.{os.uname().nodename}."
+                                      f"{w.proc.pid}")  # no token left behind
+
+
+def test_sigint_lets_running_checks_finish(start_worker, services, scraper, make_watch, sql):
+    w = start_worker(HUEY_READ_TIMEOUT_SECONDS=LONG_READ)
     make_watch("a@asu.edu", "12430")
     scraper.set_section(TERM, "12430", seats_available=1)
     scraper.delay = 1.5  # the check is mid-scrape when the stop arrives
     tasks.enqueue_checks([(TERM, "12430")])
     wait_for(lambda: scraper.calls, 10, "the check to start")
-    started = time.monotonic()
-    worker.send_signal(signal.SIGINT)
-    assert worker.wait(timeout=30) == 0
-    took = time.monotonic() - started
+    code, took = w.stop()
+    assert code == 0
     # The check finished: its state row was written before the process exited.
     assert sql("select seats_available from class_states where class_nbr = '12430'") == [
         {"seats_available": 1}]
     assert not services.pending.is_pending(TERM, "12430")
-    print(f"graceful stop took {took:.1f}s (read timeout {services.settings.huey_read_timeout}s)")
+    print(f"busy graceful stop: {took:.2f} s (the check had ~1.5 s of scraping left)")
+
+
+def test_a_stop_loses_no_queued_check_and_runs_none_twice(start_worker, services, scraper,
+                                                          make_watch):
+    nbrs = [f"1243{i}" for i in range(8)]
+    for nbr in nbrs:
+        scraper.set_section(TERM, nbr, seats_available=1)
+    scraper.delay = 1.0
+    w = start_worker(HUEY_READ_TIMEOUT_SECONDS=LONG_READ)
+    assert tasks.enqueue_checks([(TERM, n) for n in nbrs]) == 8
+    wait_for(lambda: len(scraper.calls) >= 4, 10, "four checks running")
+    assert w.stop()[0] == 0
+    first = list(scraper.calls)
+    assert len(first) == 4  # the 4 workers finished theirs and took nothing more
+    assert huey.pending_count() == 4  # the rest still waits on the queue, none dropped
+    scraper.delay = 0
+    start_worker(HUEY_READ_TIMEOUT_SECONDS=LONG_READ)
+    wait_for(lambda: len(scraper.calls) == 8 and not huey.pending_count(), 20, "the rest")
+    assert sorted(nbr for _, nbr in scraper.calls) == nbrs  # each exactly once
+
+
+def test_a_check_enqueued_while_idle_starts_within_a_second(start_worker, services, scraper):
+    start_worker(HUEY_READ_TIMEOUT_SECONDS=LONG_READ)
+    scraper.set_section(TERM, "12431", seats_available=0)
+    time.sleep(3)  # idle inside the long read
+    enqueued = time.monotonic()
+    tasks.enqueue_checks([(TERM, "12431")])
+    wait_for(lambda: scraper.calls, PICKUP_BOUND_SECONDS, "the check to start", step=0.005)
+    latency = time.monotonic() - enqueued
+    print(f"pickup latency of an idle worker: {latency * 1000:.0f} ms")
+    assert latency < PICKUP_BOUND_SECONDS
+
+
+def test_a_stop_on_one_host_does_not_disturb_another(start_worker, services, scraper):
+    """Two consumers on one Redis (the scale-out's shape: one with the scheduler, one `-n`)."""
+    main = start_worker(HUEY_READ_TIMEOUT_SECONDS=LONG_READ)
+    extra = Worker("--no-scheduler", HUEY_READ_TIMEOUT_SECONDS=LONG_READ)
+    try:
+        # A worker-only host beats too, and says it runs no scheduler.
+        beat = wait_for(lambda: extra.beat(services), 20, "the -n consumer's heartbeat")
+        assert beat["scheduler"] is False
+        time.sleep(1)
+        assert main.stop()[0] == 0
+        assert extra.proc.poll() is None  # its reads were not woken, it keeps working
+        scraper.set_section(TERM, "12433", seats_available=0)
+        tasks.enqueue_checks([(TERM, "12433")])
+        wait_for(lambda: scraper.calls, PICKUP_BOUND_SECONDS, "the other host to run the check")
+        code, took = extra.stop()
+        assert code == 0 and took < STOP_BOUND_SECONDS
+    finally:
+        extra.kill()
