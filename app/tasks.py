@@ -9,11 +9,10 @@ import logging
 import time
 from typing import Iterable
 
-from huey import crontab
 from huey.exceptions import RetryTask
 from huey.signals import SIGNAL_COMPLETE, SIGNAL_ERROR, SIGNAL_INTERRUPTED
 
-from app import check, cron, delivery
+from app import catchup, check, cron, delivery
 from app.breaker import BreakerOpen
 from app.heartbeat import INTERVAL_SECONDS, Heartbeat
 from app.queue import huey
@@ -26,10 +25,12 @@ CHECK_RETRIES = 3
 # hourly run has enqueued it again, so nothing is lost and the queue does not pile up.
 SUPERSEDED_AFTER_SECONDS = 50 * 60
 ENQUEUE_CHUNK = 1000
+SWEEP_INTERVAL_SECONDS = 300
 
 
 @huey.task(retries=CHECK_RETRIES, retry_delay=30, retry_backoff=2)
-def check_section(term: str, class_nbr: str, enqueued_at: float | None = None) -> None:
+def check_section(term: str, class_nbr: str, enqueued_at: float | None = None,
+                  slot: str | None = None) -> None:
     try:
         check.check_section(get_services(), term, class_nbr)
     except BreakerOpen as exc:
@@ -43,7 +44,7 @@ def check_section(term: str, class_nbr: str, enqueued_at: float | None = None) -
         raise RetryTask(str(exc), delay=max(5.0, exc.retry_in)) from None
 
 
-def enqueue_checks(sections: Iterable[tuple[str, str]]) -> int:
+def enqueue_checks(sections: Iterable[tuple[str, str]], slot: str | None = None) -> int:
     """Enqueue one check per section not already waiting or running; returns how many.
 
     Serialized tasks go onto huey's list in one LPUSH per 1,000 (measured in bench/enqueue.py:
@@ -52,43 +53,36 @@ def enqueue_checks(sections: Iterable[tuple[str, str]]) -> int:
     services = get_services()
     fresh = services.pending.claim(sections)
     now = time.time()
-    payloads = [huey.serialize_task(check_section.s(term, nbr, now)) for term, nbr in fresh]
+    payloads = [huey.serialize_task(check_section.s(term, nbr, now, slot)) for term, nbr in fresh]
     storage = huey.storage
     for start in range(0, len(payloads), ENQUEUE_CHUNK):
         storage.conn.lpush(storage.queue_key, *payloads[start:start + ENQUEUE_CHUNK])
     return len(payloads)
 
 
-def run_cron_now(group: str | None = None, force: bool = False) -> dict:
-    return cron.run_cron(get_services(), enqueue_checks, group=group, force=force)
+def run_cron_now(group: str | None = None, force: bool = False, now=None) -> dict:
+    return cron.run_cron(get_services(), enqueue_checks, group=group, force=force, now=now)
 
 
-@huey.periodic_task(crontab(minute="0"))
-def cron_even() -> None:
-    _periodic_cron("even")
+# --- housekeeping: rides on the consumer's scheduler tick (app.consumer), never on the queue ----
+
+_slots = catchup.SlotRunner(lambda group, now: run_cron_now(group, now=now))
 
 
-@huey.periodic_task(crontab(minute="30"))
-def cron_odd() -> None:
-    _periodic_cron("odd")
+@huey.on_tick(scheduler_only=True)
+def cron_slots(now, scheduler: bool) -> None:
+    """Each due slot of the hour once, caught up late if a restart spanned it (app.catchup)."""
+    _slots.tick(now)
 
 
-def _periodic_cron(group: str) -> None:
-    try:
-        run_cron_now(group)
-    except cron.CronLocked as exc:
-        log.warning("cron %s skipped: %s", group, exc)
-
-
-@huey.periodic_task(crontab(minute="*/5"))
-def sweep_undelivered() -> None:
+@huey.on_tick(every=SWEEP_INTERVAL_SECONDS, scheduler_only=True)
+def sweep_undelivered(now, scheduler: bool) -> None:
     delivery.sweep(get_services())
 
 
 @huey.on_tick(every=INTERVAL_SECONDS)
 def heartbeat(now, scheduler: bool) -> None:
-    """Rides on the scheduler's tick on every host (a `-n` host too), at start and every
-    INTERVAL_SECONDS: one HSET, never queued behind checks."""
+    """On every host (a `-n` host too), at start and every INTERVAL_SECONDS: one HSET."""
     services = get_services()
     Heartbeat(services.redis, services.keys, release=services.settings.release,
               scheduler=scheduler).beat()

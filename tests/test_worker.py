@@ -177,3 +177,39 @@ def test_a_stop_on_one_host_does_not_disturb_another(start_worker, services, scr
         assert code == 0 and took < STOP_BOUND_SECONDS
     finally:
         extra.kill()
+
+
+def test_housekeeping_is_on_time_behind_a_backlog_of_slow_checks(start_worker, services, scraper,
+                                                                 resend_server, make_watch, sql):
+    """60 checks of 1 s each wait for 4 workers (~15 s); the heartbeat, the cron run of the due
+    slot and the sweep still happen at start, and health is not unhealthy meanwhile."""
+    from app import cron, db, health
+
+    backlog = [(TERM, str(13000 + i)) for i in range(60)]
+    for term, nbr in backlog:
+        scraper.set_section(term, nbr, seats_available=0)
+    scraper.delay = 1.0
+    assert tasks.enqueue_checks(backlog) == 60
+    _, watch_id = make_watch("late@asu.edu", "12498")  # an email a crashed worker left unsent
+    scraper.set_section(TERM, "12498", seats_available=0)
+    with db.transaction(services.pool) as conn:
+        [nid] = db.claim_notifications(conn, [watch_id], "seat_available")
+        db.add_deliveries(conn, "batch-left-behind", [(nid, {
+            "from": "PickMyClass <alerts@example.test>", "to": ["late@asu.edu"],
+            "subject": "Seat Available", "html": "<p>seat</p>", "text": "seat"})])
+    sql("update notification_deliveries set created_at = now() - interval '10 minutes'")
+
+    start_worker(HUEY_READ_TIMEOUT_SECONDS=LONG_READ)  # returns once it has beaten
+    assert huey.pending_count() > 20  # the heartbeat did not wait for the backlog
+    wait_for(lambda: cron.last_runs(services)[cron.group_for(dt_now())], 10, "the due cron run")
+    wait_for(lambda: resend_server.emails, 10, "the sweep's delivery")
+    report = health.run_checks(services)
+    assert huey.pending_count() > 0, "the backlog drained before housekeeping was seen"
+    assert report["status"] != "unhealthy", report
+    assert report["checks"]["scheduler"]["alive"] is True
+
+
+def dt_now():
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc)
