@@ -12,7 +12,7 @@ from typing import Iterable
 from huey.exceptions import RetryTask
 from huey.signals import SIGNAL_COMPLETE, SIGNAL_ERROR, SIGNAL_INTERRUPTED
 
-from app import catchup, check, cron, delivery
+from app import capacity, catchup, check, cron, delivery
 from app.breaker import BreakerOpen
 from app.heartbeat import INTERVAL_SECONDS, Heartbeat
 from app.queue import huey
@@ -31,17 +31,27 @@ SWEEP_INTERVAL_SECONDS = 300
 @huey.task(retries=CHECK_RETRIES, retry_delay=30, retry_backoff=2)
 def check_section(term: str, class_nbr: str, enqueued_at: float | None = None,
                   slot: str | None = None) -> None:
+    services = get_services()
     try:
-        check.check_section(get_services(), term, class_nbr)
+        result = check.check_section(services, term, class_nbr)
     except BreakerOpen as exc:
         waited = 0.0 if enqueued_at is None else time.time() - enqueued_at
         if waited > SUPERSEDED_AFTER_SECONDS:
             log.warning("check %s/%s dropped: breaker still %s, the next run covers it",
                         term, class_nbr, exc.state)
-            get_services().pending.release(term, class_nbr)
+            services.pending.release(term, class_nbr)
+            _slot_outcome(slot, failed=1)
             return
         # Not a failure of the check: retry when the breaker may admit calls, without using a retry.
         raise RetryTask(str(exc), delay=max(5.0, exc.retry_in)) from None
+    _slot_outcome(slot, checked=1, changed=int(bool(result.changes)), emailed=result.delivered)
+
+
+def _slot_outcome(slot: str | None, **outcome: int) -> None:
+    """The check's part of its slot's figures (app.capacity); checks enqueued by hand have none."""
+    if slot:
+        services = get_services()
+        capacity.record(services.redis, services.keys, slot, **outcome)
 
 
 def enqueue_checks(sections: Iterable[tuple[str, str]], slot: str | None = None) -> int:
@@ -54,6 +64,9 @@ def enqueue_checks(sections: Iterable[tuple[str, str]], slot: str | None = None)
     fresh = services.pending.claim(sections)
     now = time.time()
     payloads = [huey.serialize_task(check_section.s(term, nbr, now, slot)) for term, nbr in fresh]
+    if slot:  # before the LPUSH: no check of the slot can finish before its count is known
+        capacity.open_slot(services.redis, services.keys, slot, slot.rsplit(":", 1)[-1],
+                           len(payloads), now)
     storage = huey.storage
     for start in range(0, len(payloads), ENQUEUE_CHUNK):
         storage.conn.lpush(storage.queue_key, *payloads[start:start + ENQUEUE_CHUNK])
@@ -98,6 +111,12 @@ def _is_check(task) -> bool:
 def _check_finished(signal, task, *args) -> None:
     if _is_check(task):
         get_services().pending.release(task.args[0], task.args[1])
+        if signal == SIGNAL_INTERRUPTED:
+            _slot_outcome(_slot_of(task), failed=1)
+
+
+def _slot_of(task) -> str | None:
+    return task.args[3] if len(task.args) > 3 else None
 
 
 @huey.signal(SIGNAL_ERROR)
@@ -109,5 +128,6 @@ def _check_failed(signal, task, exc=None) -> None:
     services.dead_letters.add(term, class_nbr, reason=str(exc) or type(exc).__name__,
                               attempts=CHECK_RETRIES + 1)
     services.pending.release(term, class_nbr)
+    _slot_outcome(_slot_of(task), failed=1)
     log.error("check %s/%s dead-lettered after %d attempts: %s", term, class_nbr,
               CHECK_RETRIES + 1, exc)
