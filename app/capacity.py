@@ -36,14 +36,16 @@ def open_slot(client, keys: Keys, slot: str, group: str, enqueued: int,
               now: float | None = None) -> None:
     """Called by the cron run before its checks go onto the queue (so none can finish first).
     An operator's forced second run of a slot adds to it."""
+    if not enqueued:
+        # Nothing to count (no sections, or all still pending from a slot not yet finished, which
+        # then stays the last slot health judges). Idle hours cost no commands here.
+        return
     now = time.time() if now is None else now
     key = keys.slot_stats(slot)
-    with client.pipeline(transaction=True) as pipe:
+    with client.pipeline(transaction=False) as pipe:
         pipe.hsetnx(key, "group", group)
         pipe.hsetnx(key, "started_at", now)
         pipe.hincrby(key, "enqueued", enqueued)
-        if enqueued == 0:
-            pipe.hsetnx(key, "finished_at", now)
         pipe.expire(key, STATS_TTL_SECONDS)
         pipe.execute()
 
