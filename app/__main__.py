@@ -146,7 +146,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("worker", help="run the Huey consumer with this project's flags")
     s.add_argument("--no-scheduler", action="store_true",
-                   help="extra worker host: no periodic tasks (huey -n)")
+                   help="extra worker host: no cron slots or sweep, only checks and its heartbeat (huey -n)")
     s.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("sweep", help="deliver claimed-but-undelivered notifications now")

@@ -1,6 +1,6 @@
 """Cron slot markers: each (hour, group) slot runs once, however many triggers fire.
 
-The periodic task on every scheduler and any /api/cron call race for SET NX on the slot's key;
+The scheduler's cron slots (app.catchup) and any /api/cron call race for SET NX on the slot's key;
 the loser skips. A run that could not proceed (lock held, database down) gives the slot back so
 a retry can still run it.
 """

@@ -8,7 +8,7 @@
   holds the lock, 500 when the run fails.
 
 Every answer is JSON, unknown routes included. waitress serves it on 127.0.0.1 behind Caddy
-(app.serving); the cron endpoint enqueues on the shared queue like the periodic task does.
+(app.serving); the cron endpoint enqueues on the shared queue like the scheduler's cron slots do.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _authorized(secret: str) -> bool:
 
 def make_app(services) -> Bottle:
     """The Bottle app: health over `services`, the cron secret from its settings. A cron run goes
-    through app.tasks.run_cron_now, on the process-wide services and queue, like the periodic task."""
+    through app.tasks.run_cron_now, on the process-wide services and queue, like the scheduler's cron slots."""
     app = Bottle()
 
     @app.get("/api/monitoring/health")
