@@ -30,12 +30,13 @@ NAME = "seatwatch-bench"  # app_env's SEATWATCH_NAME; huey's queue key drops the
 QUEUE_KEY = "huey.redis.seatwatchbench"
 BENCH_OWN = {"info", "config|resetstat", "config", "llen", "lpush"}  # this script's commands
 
-STOCK_HUEY = ("from huey.consumer import Consumer; from app.tasks import huey; "
-              "Consumer(huey, workers=4, worker_type='thread').run()")
+# huey as it comes: its RedisHuey and RedisStorage (1 s blocking reads, Lua schedule pop), its
+# Consumer (scheduler every second), on this project's queue name and Redis.
+STOCK_HUEY = ("from huey import RedisHuey; from huey.consumer import Consumer; "
+              "from app.settings import get_settings; s = get_settings(); "
+              "Consumer(RedisHuey(s.name, url=s.redis_url), workers=4, worker_type='thread').run()")
 CONFIGS = {
-    # huey's own consumer with its defaults: 1 s blocking reads, scheduler every second
-    "huey defaults (stock consumer, -w 4 -k thread)": (["-c", STOCK_HUEY],
-                                                       {"HUEY_READ_TIMEOUT_SECONDS": "1"}),
+    "huey defaults (RedisHuey, Consumer -w 4 -k thread)": (["-c", STOCK_HUEY], {}),
     # what PM2 runs: python -m app worker
     "this project (python -m app worker)": (["-m", "app", "worker"], {}),
 }
