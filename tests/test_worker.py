@@ -214,3 +214,15 @@ def test_housekeeping_is_on_time_behind_a_backlog_of_slow_checks(start_worker, s
     assert report["status"] != "unhealthy", report
     assert report["checks"]["scheduler"]["alive"] is True
 
+
+
+def test_the_stop_bound_follows_the_longest_check_not_the_read_timeout():
+    import dataclasses
+
+    from app.settings import get_settings
+    from app.worker import shutdown_timeout
+
+    base = dataclasses.replace(get_settings(), scraper_timeout=30.0)
+    bounds = {shutdown_timeout(dataclasses.replace(base, huey_read_timeout=t)) for t in (1, 60, 300)}
+    assert bounds == {120}  # 30 s scrape + 70 s of email retries + 20 s margin
+    assert shutdown_timeout(dataclasses.replace(base, scraper_timeout=60.0)) == 150
