@@ -226,3 +226,21 @@ def test_the_stop_bound_follows_the_longest_check_not_the_read_timeout():
     bounds = {shutdown_timeout(dataclasses.replace(base, huey_read_timeout=t)) for t in (1, 60, 300)}
     assert bounds == {120}  # 30 s scrape + 70 s of email retries + 20 s margin
     assert shutdown_timeout(dataclasses.replace(base, scraper_timeout=60.0)) == 150
+
+
+def test_two_consumers_started_together_run_a_missed_slot_once(start_worker, services, scraper,
+                                                               make_watch):
+    """Two schedulers (a misconfigured scale-out, or a deploy's old and new process overlapping)
+    both catch up this hour's :00 slot at start: the slot marker lets one of them run it."""
+    make_watch("a@asu.edu", "12430")
+    scraper.set_section(TERM, "12430", seats_available=0)
+    first = Worker(HUEY_READ_TIMEOUT_SECONDS=LONG_READ)
+    try:
+        # Started after `first`: once it has beaten, both schedulers have had their first tick.
+        start_worker(catch_up=True, HUEY_READ_TIMEOUT_SECONDS=LONG_READ)
+        assert first.proc.poll() is None
+        wait_for(lambda: scraper.calls, 20, "the caught-up slot's check")
+        time.sleep(2)  # room for a second run, if the slot were not kept to one
+        assert scraper.calls == [(TERM, "12430")]
+    finally:
+        first.kill()
