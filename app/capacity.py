@@ -62,8 +62,9 @@ def record(client, keys: Keys, slot: str, *, checked: int = 0, changed: int = 0,
                 pipe.hincrby(key, name, n)
         pipe.hincrby(key, "done", 1)
         pipe.hset(key, "last_at", now)
+        pipe.expire(key, STATS_TTL_SECONDS)  # also for a record whose slot's one has expired
         pipe.hmget(key, "enqueued", "started_at")
-        *_, done, _, (enqueued, started_at) = pipe.execute()
+        *_, done, _, _, (enqueued, _) = pipe.execute()
     if enqueued is None or int(done) != int(enqueued):
         return None  # not the slot's last check (or a slot this service did not open)
     client.hset(key, "finished_at", now)
