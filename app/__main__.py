@@ -92,6 +92,21 @@ def cmd_heartbeat(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    from app import capacity
+    from app.queue import huey
+    from app.services import get_services
+
+    services = get_services()
+    rep = capacity.report(services.redis, services.keys, huey.storage.queue_key)
+    breaker = services.breaker.status()["state"]
+    if args.json:
+        _print({**rep, "circuit_breaker": breaker})
+    else:
+        print(capacity.format_table(rep, breaker))
+    return 0
+
+
 def cmd_web(args) -> int:
     from app import web
 
@@ -145,7 +160,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("worker", help="run the Huey consumer with this project's flags")
     s.add_argument("--no-scheduler", action="store_true",
-                   help="extra worker host: no periodic tasks (huey -n)")
+                   help="extra worker host: no cron slots or sweep, only checks and its heartbeat (huey -n)")
     s.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("sweep", help="deliver claimed-but-undelivered notifications now")
@@ -165,6 +180,11 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("heartbeat", help="each host's last consumer heartbeat (release, pid, age)")
     s.set_defaults(func=cmd_heartbeat)
+
+    s = sub.add_parser("status", help="capacity table: per group last run, sections, done, "
+                                      "failed, drain time; throughput, backlog, breaker")
+    s.add_argument("--json", action="store_true", help="the same figures as JSON")
+    s.set_defaults(func=cmd_status)
 
     s = sub.add_parser("web", help="serve the HTTP endpoints with waitress")
     s.add_argument("--host", default="127.0.0.1")

@@ -10,11 +10,13 @@ from typing import Callable, Iterable
 
 from app import db
 from app.settings import hostname
-from app.slots import slot_name
+from app.slots import slot_name, slot_start
 
 log = logging.getLogger(__name__)
 
 GROUPS = ("even", "odd")
+# The scheduler ticks once a minute: a run up to this long after its slot's start is on time.
+LATE_AFTER_SECONDS = 90
 
 
 class CronLocked(Exception):
@@ -30,11 +32,15 @@ def group_for(now: datetime) -> str:
     return "even" if now.minute < 30 else "odd"
 
 
-def run_cron(services, enqueue: Callable[[Iterable[tuple[str, str]]], int], *,
+def run_cron(services, enqueue: Callable[..., int], *,
              group: str | None = None, now: datetime | None = None, force: bool = False) -> dict:
     """Enqueue the checks of one group; the result the /api/cron endpoint and the CLI print.
 
     `force` skips the slot marker (an operator's deliberate extra run), never the lock.
+    `enqueue(sections, slot=...)` tags each check with its slot, for the slot's figures
+    (app.capacity). A run more than LATE_AFTER_SECONDS after its slot's start (a catch-up after
+    a restart, a retry after a held lock) says so: `late_seconds` in the result, the log line
+    and the last-run record the health check shows.
     """
     started = time.monotonic()
     now = now or datetime.now(timezone.utc)
@@ -49,6 +55,8 @@ def run_cron(services, enqueue: Callable[[Iterable[tuple[str, str]]], int], *,
         return out
 
     slot = slot_name(now, group)
+    late_seconds = max(0, round((now - slot_start(now, group)).total_seconds()))
+    late = late_seconds > LATE_AFTER_SECONDS
     holder = f"{hostname()}:{time.time():.0f}"
     if not force and not services.slots.take(slot, holder):
         log.info("cron %s: slot %s already ran, skipping", group, slot)
@@ -62,7 +70,7 @@ def run_cron(services, enqueue: Callable[[Iterable[tuple[str, str]]], int], *,
     try:
         with db.transaction(services.pool) as conn:
             sections = db.sections_to_check(conn, group)
-        enqueued = enqueue(sections)
+        enqueued = enqueue(sections, slot=slot)
     except BaseException:
         if not force:
             services.slots.give_back(slot)  # let a retry run this slot
@@ -75,12 +83,15 @@ def run_cron(services, enqueue: Callable[[Iterable[tuple[str, str]]], int], *,
         extra["message"] = "No sections to check"
     elif enqueued == 0:
         extra["message"] = "Every section is already waiting or running"
-    out = result(enqueued, sections_found=len(sections), **extra)
+    if late:
+        extra["late_seconds"] = late_seconds
+    out = result(enqueued, sections_found=len(sections), slot=slot, **extra)
     services.redis.set(services.keys.last_cron(group), json.dumps(
-        {"at": now.isoformat(timespec="seconds"), "sections_enqueued": enqueued,
-         "sections_found": len(sections), "duration_ms": out["duration"]}))
-    log.info("cron %s: %d sections found, %d enqueued in %d ms", group, len(sections),
-             enqueued, out["duration"])
+        {"at": now.isoformat(timespec="seconds"), "slot": slot, "sections_enqueued": enqueued,
+         "sections_found": len(sections), "duration_ms": out["duration"],
+         "late_seconds": late_seconds if late else 0}))
+    log.info("cron run %s: found=%d enqueued=%d duration_ms=%d%s", slot, len(sections), enqueued,
+             out["duration"], f" ran late by {late_seconds} s" if late else "")
     return out
 
 

@@ -47,7 +47,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from app import db
+from app import capacity, db
 from app.breaker import CircuitBreaker
 from app.cron import last_runs
 from app.deadletters import DeadLetters
@@ -266,6 +266,12 @@ def _deliveries(probe: Probe) -> dict:
     return out
 
 
+@check("capacity", critical=False)
+def _capacity(probe: Probe) -> dict:
+    # Throughput, backlog, drain time, late slots; degraded when a slot overran its 30 min.
+    return capacity.report(probe.redis, probe.keys, huey.storage.queue_key)
+
+
 @check("configuration", critical=True, public=("missing_vars", "missing", "reason"))
 def _configuration(probe: Probe) -> dict:
     missing = missing_variables()
@@ -350,6 +356,8 @@ _MEASUREMENTS = {
     "scheduler": ("component", [("scheduler:heartbeatAge", "age_seconds", "s", None)]),
     "circuit_breaker": ("component", [("scraperCircuitBreaker:state", "state", None, None)]),
     "cron_lock": ("component", [("cronLock:locked", "locked", None, None)]),
+    "capacity": ("component", [("checks:throughput", "throughput_per_minute", "checks/min", None),
+                               ("checks:drainTime", "drain_seconds", "s", None)]),
     "cron": ("component", [("cron:lastRunAge", "even.age_seconds", "s", "even"),
                            ("cron:lastRunAge", "odd.age_seconds", "s", "odd")]),
     "deliveries": ("component", [("emailDeliveries:pending", "pending", None, None),

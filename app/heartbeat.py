@@ -17,7 +17,7 @@ import redis
 from app.keys import Keys
 from app.settings import hostname
 
-INTERVAL_SECONDS = 300  # the periodic task's period; the health check allows two of them
+INTERVAL_SECONDS = 300  # beat period on the scheduler tick; the health check allows two of them
 
 
 def _decode(value) -> dict | None:

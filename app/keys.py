@@ -20,6 +20,9 @@ class Keys:
     def cron_slot(self, slot: str) -> str:
         return f"{self.prefix}cron-slot:{slot}"
 
+    def slot_stats(self, slot: str) -> str:
+        return f"{self.prefix}slot-stats:{slot}"
+
     def last_cron(self, group: str) -> str:
         return f"{self.prefix}last-cron:{group}"
 

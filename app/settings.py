@@ -32,7 +32,7 @@ OPTIONAL = {
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "RESEND_API_URL": "https://api.resend.com",
     "SCRAPER_TIMEOUT_SECONDS": "30",
-    "HUEY_READ_TIMEOUT_SECONDS": "60",
+    "HUEY_READ_TIMEOUT_SECONDS": "300",
     "SEATWATCH_NAME": "seatwatch",
     "SEATWATCH_RELEASE": "dev",
     # Dev mode (`make dev`, docs/dev.md). Anything but the defaults needs SEATWATCH_ENV=development:
@@ -78,7 +78,7 @@ class Settings:
     redis_url: str = field(repr=False, default=OPTIONAL["REDIS_URL"])
     resend_api_url: str = OPTIONAL["RESEND_API_URL"]
     scraper_timeout: float = 30.0
-    huey_read_timeout: int = 60
+    huey_read_timeout: int = 300
     name: str = OPTIONAL["SEATWATCH_NAME"]
     release: str = OPTIONAL["SEATWATCH_RELEASE"]  # the deploy's release id, named in heartbeats
     environment: str = OPTIONAL["SEATWATCH_ENV"]

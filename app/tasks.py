@@ -9,13 +9,12 @@ import logging
 import time
 from typing import Iterable
 
-from huey import crontab
 from huey.exceptions import RetryTask
 from huey.signals import SIGNAL_COMPLETE, SIGNAL_ERROR, SIGNAL_INTERRUPTED
 
-from app import check, cron, delivery
+from app import capacity, catchup, check, cron, delivery
 from app.breaker import BreakerOpen
-from app.heartbeat import INTERVAL_SECONDS
+from app.heartbeat import INTERVAL_SECONDS, Heartbeat
 from app.queue import huey
 from app.services import get_services
 
@@ -26,24 +25,36 @@ CHECK_RETRIES = 3
 # hourly run has enqueued it again, so nothing is lost and the queue does not pile up.
 SUPERSEDED_AFTER_SECONDS = 50 * 60
 ENQUEUE_CHUNK = 1000
+SWEEP_INTERVAL_SECONDS = 300
 
 
 @huey.task(retries=CHECK_RETRIES, retry_delay=30, retry_backoff=2)
-def check_section(term: str, class_nbr: str, enqueued_at: float | None = None) -> None:
+def check_section(term: str, class_nbr: str, enqueued_at: float | None = None,
+                  slot: str | None = None) -> None:
+    services = get_services()
     try:
-        check.check_section(get_services(), term, class_nbr)
+        result = check.check_section(services, term, class_nbr)
     except BreakerOpen as exc:
         waited = 0.0 if enqueued_at is None else time.time() - enqueued_at
         if waited > SUPERSEDED_AFTER_SECONDS:
             log.warning("check %s/%s dropped: breaker still %s, the next run covers it",
                         term, class_nbr, exc.state)
-            get_services().pending.release(term, class_nbr)
+            services.pending.release(term, class_nbr)
+            _slot_outcome(slot, failed=1)
             return
         # Not a failure of the check: retry when the breaker may admit calls, without using a retry.
         raise RetryTask(str(exc), delay=max(5.0, exc.retry_in)) from None
+    _slot_outcome(slot, checked=1, changed=int(bool(result.changes)), emailed=result.delivered)
 
 
-def enqueue_checks(sections: Iterable[tuple[str, str]]) -> int:
+def _slot_outcome(slot: str | None, **outcome: int) -> None:
+    """The check's part of its slot's figures (app.capacity); checks enqueued by hand have none."""
+    if slot:
+        services = get_services()
+        capacity.record(services.redis, services.keys, slot, **outcome)
+
+
+def enqueue_checks(sections: Iterable[tuple[str, str]], slot: str | None = None) -> int:
     """Enqueue one check per section not already waiting or running; returns how many.
 
     Serialized tasks go onto huey's list in one LPUSH per 1,000 (measured in bench/enqueue.py:
@@ -52,7 +63,10 @@ def enqueue_checks(sections: Iterable[tuple[str, str]]) -> int:
     services = get_services()
     fresh = services.pending.claim(sections)
     now = time.time()
-    payloads = [huey.serialize_task(check_section.s(term, nbr, now)) for term, nbr in fresh]
+    payloads = [huey.serialize_task(check_section.s(term, nbr, now, slot)) for term, nbr in fresh]
+    if slot:  # before the LPUSH: no check of the slot can finish before its count is known
+        capacity.open_slot(services.redis, services.keys, slot, slot.rsplit(":", 1)[-1],
+                           len(payloads), now)
     storage = huey.storage
     for start in range(0, len(payloads), ENQUEUE_CHUNK):
         try:
@@ -65,40 +79,32 @@ def enqueue_checks(sections: Iterable[tuple[str, str]]) -> int:
     return len(payloads)
 
 
-def run_cron_now(group: str | None = None, force: bool = False) -> dict:
-    return cron.run_cron(get_services(), enqueue_checks, group=group, force=force)
+def run_cron_now(group: str | None = None, force: bool = False, now=None) -> dict:
+    return cron.run_cron(get_services(), enqueue_checks, group=group, force=force, now=now)
 
 
-@huey.periodic_task(crontab(minute="0"))
-def cron_even() -> None:
-    _periodic_cron("even")
+# --- housekeeping: rides on the consumer's scheduler tick (app.consumer), never on the queue ----
+
+_slots = catchup.SlotRunner(lambda group, now: run_cron_now(group, now=now))
 
 
-@huey.periodic_task(crontab(minute="30"))
-def cron_odd() -> None:
-    _periodic_cron("odd")
+@huey.on_tick(scheduler_only=True)
+def cron_slots(now, scheduler: bool) -> None:
+    """Each due slot of the hour once, caught up late if a restart spanned it (app.catchup)."""
+    _slots.tick(now)
 
 
-def _periodic_cron(group: str) -> None:
-    try:
-        run_cron_now(group)
-    except cron.CronLocked as exc:
-        log.warning("cron %s skipped: %s", group, exc)
-
-
-@huey.periodic_task(crontab(minute="*/5"))
-def sweep_undelivered() -> None:
+@huey.on_tick(every=SWEEP_INTERVAL_SECONDS, scheduler_only=True)
+def sweep_undelivered(now, scheduler: bool) -> None:
     delivery.sweep(get_services())
 
 
-@huey.periodic_task(crontab(minute=f"*/{INTERVAL_SECONDS // 60}"))
-def heartbeat() -> None:
-    get_services().heartbeat.beat()
-
-
-@huey.on_startup()
-def _startup_heartbeat() -> None:
-    get_services().heartbeat.beat()
+@huey.on_tick(every=INTERVAL_SECONDS)
+def heartbeat(now, scheduler: bool) -> None:
+    """On every host (a `-n` host too), at start and every INTERVAL_SECONDS: one HSET."""
+    services = get_services()
+    Heartbeat(services.redis, services.keys, release=services.settings.release,
+              scheduler=scheduler).beat()
 
 
 # --- bookkeeping of checks that finish, for good or not -------------------------------------------
@@ -111,6 +117,12 @@ def _is_check(task) -> bool:
 def _check_finished(signal, task, *args) -> None:
     if _is_check(task):
         get_services().pending.release(task.args[0], task.args[1])
+        if signal == SIGNAL_INTERRUPTED:
+            _slot_outcome(_slot_of(task), failed=1)
+
+
+def _slot_of(task) -> str | None:
+    return task.args[3] if len(task.args) > 3 else None
 
 
 @huey.signal(SIGNAL_ERROR)
@@ -122,5 +134,6 @@ def _check_failed(signal, task, exc=None) -> None:
     services.dead_letters.add(term, class_nbr, reason=str(exc) or type(exc).__name__,
                               attempts=CHECK_RETRIES + 1)
     services.pending.release(term, class_nbr)
+    _slot_outcome(_slot_of(task), failed=1)
     log.error("check %s/%s dead-lettered after %d attempts: %s", term, class_nbr,
               CHECK_RETRIES + 1, exc)

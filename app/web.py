@@ -12,7 +12,7 @@
 Bodies keep the old service's fields and texts (docs/health.md); ours are added beside them.
 
 Every answer is JSON, unknown routes included. waitress serves it on 127.0.0.1 behind Caddy
-(app.serving); the cron endpoint enqueues on the shared queue like the periodic task does.
+(app.serving); the cron endpoint enqueues on the shared queue like the scheduler's cron slots do.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _authorized(secret: str) -> bool:
 
 def make_app(services, health_cache_seconds: float = HEALTH_CACHE_SECONDS) -> Bottle:
     """The Bottle app: health over `services`, the cron secret from its settings. A cron run goes
-    through app.tasks.run_cron_now, on the process-wide services and queue, like the periodic task.
+    through app.tasks.run_cron_now, on the process-wide services and queue, like the scheduler's cron slots.
     `health_cache_seconds`: how long one health report is served (0: every request computes)."""
     app = Bottle()
     cache = HealthCache(lambda: health.run_checks(services), ttl=health_cache_seconds)

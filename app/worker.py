@@ -1,11 +1,13 @@
 """The Huey consumer with this project's flags.
 
 - 4 thread workers (`-w 4 -k thread`): checks wait on the network, not the CPU.
-- `-s 60`: the scheduler wakes once a minute (periodic tasks are minute-grained anyway),
-  the largest interval huey allows and the cheapest in Redis commands.
-- `-g INT`: SIGINT (what PM2 sends) is the graceful stop: running checks finish. `-t` bounds
-  that wait; PM2's kill_timeout must exceed it (see SHUTDOWN_TIMEOUT_SECONDS).
-- `-n` on extra worker hosts: exactly one host runs the periodic scheduler.
+- `-s 60`: the scheduler wakes once a minute (cron slots are minute-grained anyway), the largest
+  interval huey allows and the cheapest in Redis commands. Its tick also drives the housekeeping
+  (heartbeat, cron slots with catch-up, delivery sweep: app.consumer, app.tasks).
+- `-g INT`: SIGINT (what PM2 sends) is the graceful stop: running checks finish, idle workers are
+  woken at once (app.consumer). `-t` bounds that wait; PM2's kill_timeout and systemd's stop
+  timeout are derived from shutdown_timeout().
+- `-n` on extra worker hosts: exactly one host runs the periodic scheduler; every host beats.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ MARGIN_SECONDS = 20
 
 
 def shutdown_timeout(settings: Settings) -> int:
-    """Bound of a graceful stop: idle workers return from their blocking read within the read
-    timeout while busy ones finish their check (scraper timeout plus email), in parallel.
-    120 s with the defaults; PM2's kill_timeout (150 s) must exceed it."""
+    """Bound of a graceful stop, in seconds: busy workers finish their check (scraper timeout
+    plus email). Idle workers no longer count: the stop wakes them from their blocking read at
+    once (app.consumer), whatever the read timeout. 120 s with the defaults; an idle stop takes
+    well under 2 s."""
     longest_check = int(settings.scraper_timeout) + MAIL_BUDGET_SECONDS
-    return max(settings.huey_read_timeout, longest_check) + MARGIN_SECONDS
+    return longest_check + MARGIN_SECONDS
 
 
 def consumer_args(settings: Settings, scheduler: bool = True) -> list[str]:

@@ -109,7 +109,7 @@ def test_a_held_lock_refuses_and_gives_the_slot_back(services, queue, make_watch
 def test_a_failed_run_gives_the_slot_back_and_the_lock_up(services, queue, make_watch):
     make_watch("a@asu.edu", "12430")
 
-    def broken_enqueue(sections):
+    def broken_enqueue(sections, **kw):
         raise RuntimeError("redis went away")
 
     with pytest.raises(RuntimeError):
@@ -190,21 +190,14 @@ def test_dead_letters_can_be_requeued(services, queue):
     assert queued_sections(queue) == [("2261", "12431")]
 
 
-def test_periodic_schedule_even_at_00_odd_at_30():
-    def due(task, minute):
-        return task.s().validate_datetime(AT_00.replace(minute=minute, second=0, tzinfo=None))
-
-    assert due(tasks.cron_even, 0) and not due(tasks.cron_even, 30) and not due(tasks.cron_even, 1)
-    assert due(tasks.cron_odd, 30) and not due(tasks.cron_odd, 0)
-    assert due(tasks.sweep_undelivered, 5) and not due(tasks.sweep_undelivered, 7)
-
-
-def test_periodic_run_skips_quietly_when_locked(services, queue, make_watch):
-    make_watch("a@asu.edu", "12430")
-    held = services.cron_lock.acquire()
-    tasks.cron_even.call_local()  # logs and returns; the held lock is untouched
-    assert services.cron_lock.status()["locked"] and queued_sections(queue) == []
-    services.cron_lock.release(held)
+def test_housekeeping_rides_on_the_scheduler_not_the_queue():
+    """Cron slots and the sweep run on the scheduler host's tick, the heartbeat on every host;
+    none of them is a queued (or periodic) task that could wait behind checks."""
+    jobs = {j.name: j for j in huey.housekeeping}
+    assert jobs["cron_slots"].scheduler_only and jobs["cron_slots"].every == 0
+    assert jobs["sweep_undelivered"].scheduler_only and jobs["sweep_undelivered"].every == 300
+    assert not jobs["heartbeat"].scheduler_only
+    assert huey._registry.periodic_tasks == []
 
 
 def test_cli_cron_and_check_print_json(services, queue, make_watch, scraper, capsys):

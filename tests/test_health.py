@@ -15,7 +15,7 @@ from tests.deadends import (HungServer, assert_no_secrets, closed_port, pg_url, 
                             services_with)
 
 CHECKS = {"database", "redis", "queue", "scheduler", "circuit_breaker", "cron_lock", "cron",
-          "deliveries", "configuration", "email"}
+          "deliveries", "configuration", "email", "capacity"}
 
 
 @pytest.fixture
@@ -54,6 +54,8 @@ def test_healthy_report_has_every_check(alive):
     assert c["deliveries"] == {"status": "healthy", "pending": 0, "overdue": 0, "failed": 0}
     assert c["configuration"] == {"status": "healthy", "missing": []}
     assert c["email"] == {"status": "healthy", "configured": True, "provider": "resend"}
+    assert c["capacity"]["groups"] == {"even": None, "odd": None}
+    assert c["capacity"]["throughput_per_minute"] is None and "backlog" in c["capacity"]
     assert isinstance(report["response_time_ms"], int) and report["response_time_ms"] < 1000
     assert report["timestamp"].endswith("Z")
 

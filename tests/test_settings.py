@@ -29,7 +29,7 @@ def test_every_missing_variable_is_named_in_one_message():
 def test_defaults_and_trailing_slashes():
     s = Settings.from_env(env(SCRAPER_URL="https://scraper.example/", NEXT_PUBLIC_SITE_URL="https://x.example/"))
     assert s.redis_url == OPTIONAL["REDIS_URL"] and s.scraper_timeout == 30.0
-    assert s.huey_read_timeout == 60 and s.scraper_url == "https://scraper.example"
+    assert s.huey_read_timeout == 300 and s.scraper_url == "https://scraper.example"
     assert s.site_url == "https://x.example"
 
 
