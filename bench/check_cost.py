@@ -1,0 +1,130 @@
+"""Per-check cost with an instant scraper (item 2): CPU ms and wall ms per check, scraper excluded.
+
+The check runs in this process (app.check.check_section with the process's real Services), the
+stand-in scraper and Resend in another, so this process's CPU time is ours alone: the breaker's
+Redis calls, the HTTP client, the PostgreSQL transaction, change detection, and for a notifying
+check the claims, 100 emails rendered and stored, the Resend batch and its bookkeeping. Wall time
+excludes the time spent inside the scraper call (the client's own share of it is still counted as
+CPU). Quiet: a section whose stored state already matches. Notifying: 100 watchers, seats 0 -> 5.
+
+BENCH_PROFILE=1 also writes pyinstrument profiles (bench/results/profile_*.txt).
+Prints figures, writes bench/results/check_cost.json.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench import _stats as S  # noqa: E402
+from bench._env import StandIns, app_env, bench_database, migrate, redis_server, seed_watchers  # noqa: E402
+
+QUIET = 100 if S.QUICK else 300
+NOTIFYING = 3 if S.QUICK else 8
+WATCHERS = 100
+PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
+
+
+class TimedScraper:
+    """Wraps the scraper client to add up the wall time spent inside its calls."""
+
+    def __init__(self, inner):
+        self.inner, self.seconds = inner, 0.0
+
+    def fetch(self, term, class_nbr):
+        started = time.perf_counter()
+        try:
+            return self.inner.fetch(term, class_nbr)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+def measure(services, calls) -> tuple[float, float]:
+    """(CPU ms, wall ms without the scraper) per call of `calls` (a list of thunks)."""
+    timed = services.scraper
+    timed.seconds = 0.0
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for call in calls:
+        call()
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0 - timed.seconds
+    return cpu * 1000 / len(calls), wall * 1000 / len(calls)
+
+
+def profiled(name: str, fn):
+    if not PROFILE:
+        return fn()
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.0005)
+    profiler.start()
+    try:
+        return fn()
+    finally:
+        profiler.stop()
+        (S.RESULTS / f"profile_{name}.txt").write_text(
+            profiler.output_text(unicode=False, color=False, show_all=False))
+
+
+def main() -> None:
+    database_url = bench_database()
+    with redis_server() as redis_url, StandIns() as si:
+        env = app_env(redis_url, database_url, **si.env())
+        migrate(env)
+        os.environ.update(env)
+        from app import check
+        from app.services import get_services
+
+        services = get_services()
+        services.scraper = TimedScraper(services.scraper)
+        si.scraper("/_delay", seconds=0)
+
+        # quiet: baselines first (not measured), then checks that find nothing new
+        sections = [("2261", f"{30000 + i:05d}") for i in range(QUIET)]
+        for term, nbr in sections[:20]:
+            check.check_section(services, term, nbr)  # warm up: pools, templates, scripts
+        for term, nbr in sections:
+            check.check_section(services, term, nbr)
+        quiet = []
+        for rep in range(S.REPEATS):
+            calls = [lambda t=t, n=n: check.check_section(services, t, n) for t, n in sections]
+            quiet.append(profiled("quiet_check", lambda: measure(services, calls)) if rep == 0
+                         else measure(services, calls))
+        # notifying: 100 watchers of one section; each round fills the seats (not measured,
+        # it clears the notifications) and opens them again (measured)
+        term, nbr = "2262", "40000"
+        seed_watchers(database_url, term, [nbr], per_section=WATCHERS, prefix="n")
+        check.check_section(services, term, nbr)  # baseline, no seats
+        notifying, sent = [], 0
+        for rep in range(NOTIFYING):
+            si.scraper("/_section", sections=[[term, nbr]], seats=0)
+            check.check_section(services, term, nbr)
+            si.scraper("/_section", sections=[[term, nbr]], seats=5)
+
+            def one():
+                nonlocal sent
+                sent += check.check_section(services, term, nbr).delivered
+
+            notifying.append(profiled("notifying_check", lambda: measure(services, [one])) if rep == 0
+                             else measure(services, [one]))
+        assert sent == WATCHERS * NOTIFYING, sent
+        services.close()
+
+    figures = {
+        "quiet": {"checks": QUIET, "cpu_ms": S.summary([c for c, _ in quiet]),
+                  "wall_ms_excl_scraper": S.summary([w for _, w in quiet])},
+        "notifying": {"watchers": WATCHERS, "checks": NOTIFYING,
+                      "cpu_ms": S.summary([c for c, _ in notifying]),
+                      "wall_ms_excl_scraper": S.summary([w for _, w in notifying])},
+    }
+    print(f"per-check cost, instant scraper (load {S.loadavg():.2f}):")
+    for name, f in figures.items():
+        print(f"  {name:9s} CPU {S.fmt(f['cpu_ms'], ' ms')}, wall excl. scraper "
+              f"{S.fmt(f['wall_ms_excl_scraper'], ' ms')}")
+    S.write("check_cost", figures)
+
+
+if __name__ == "__main__":
+    main()
