@@ -34,9 +34,9 @@ CLIENTS = 16
 PATH = "/api/monitoring/health"
 
 
-def start_web(env: dict) -> tuple[subprocess.Popen, int]:
+def start_web(env: dict, python: str = sys.executable) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "app", "web", "--port", str(port)], env=env,
+    proc = subprocess.Popen([python, "-m", "app", "web", "--port", str(port)], env=env,
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(400):
         try:

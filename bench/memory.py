@@ -7,6 +7,10 @@
 - Import cost: `python -X importtime` of what each process imports (web: app.web; worker:
   app.tasks plus huey's consumer), self time summed per top-level package, and the RSS of a
   bare interpreter versus one that imported it.
+
+All of it in a virtualenv with the runtime dependencies only (.venv-runtime, made once with
+`pip install -e .`), as the server's release has: the development venv also holds pyinfra, whose
+gevent huey's consumer module then imports (+4 MB that production never has).
 Prints figures, writes bench/results/memory.json.
 """
 
@@ -23,7 +27,8 @@ from collections import Counter
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import _stats as S  # noqa: E402
-from bench._env import ROOT, app_env, bench_database, migrate, redis_server, stop  # noqa: E402
+from bench._stats import ROOT  # noqa: E402
+from bench._env import app_env, bench_database, migrate, redis_server, stop  # noqa: E402
 from bench.health_latency import open_loop, start_web  # noqa: E402
 
 IMPORTS = {
@@ -32,9 +37,23 @@ IMPORTS = {
 }
 
 
+RUNTIME = ROOT / ".venv-runtime"
+PY = str(RUNTIME / "bin" / "python")
+
+
+def runtime_venv() -> None:
+    """The runtime-only virtualenv, made (or brought up to date) with pip."""
+    stamp = RUNTIME / ".installed"
+    if stamp.exists() and stamp.stat().st_mtime >= (ROOT / "pyproject.toml").stat().st_mtime:
+        return
+    subprocess.run([sys.executable, "-m", "venv", str(RUNTIME)], check=True)
+    subprocess.run([PY, "-m", "pip", "install", "-q", "-e", str(ROOT)], check=True)
+    stamp.touch()
+
+
 def import_cost(env: dict, statement: str) -> dict:
     """Self import time per top-level package (ms), and the RSS the imports add (MB)."""
-    cp = subprocess.run([sys.executable, "-X", "importtime", "-c", statement], cwd=ROOT, env=env,
+    cp = subprocess.run([PY, "-X", "importtime", "-c", statement], cwd=ROOT, env=env,
                         capture_output=True, text=True, check=True)
     per_package: Counter = Counter()
     total = 0
@@ -46,7 +65,7 @@ def import_cost(env: dict, statement: str) -> dict:
                 total += int(m.group(2)) / 1000
     rss = {}
     for label, stmt in (("bare", "pass"), ("imported", statement)):
-        cp = subprocess.run([sys.executable, "-c", f"{stmt}\nimport os\nprint(open('/proc/self/status').read())"],
+        cp = subprocess.run([PY, "-c", f"{stmt}\nimport os\nprint(open('/proc/self/status').read())"],
                             cwd=ROOT, env=env, capture_output=True, text=True, check=True)
         rss[label] = int(re.search(r"VmRSS:\s+(\d+)", cp.stdout).group(1)) * 1024 / 1e6
     top = dict(sorted(per_package.items(), key=lambda kv: -kv[1])[:12])
@@ -61,6 +80,7 @@ def settle_rss(pid: int, seconds: float = 3) -> float:
 
 
 def main() -> None:
+    runtime_venv()
     database_url = bench_database()
     figures: dict = {}
     with redis_server() as redis_url:
@@ -68,9 +88,9 @@ def main() -> None:
         migrate(env)
         for name, stmt in IMPORTS.items():
             figures[f"{name}_imports"] = import_cost(env, stmt)
-        worker = subprocess.Popen([sys.executable, "-m", "app", "worker"], cwd=ROOT, env=env,
+        worker = subprocess.Popen([PY, "-m", "app", "worker"], cwd=ROOT, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        web, port = start_web(env)
+        web, port = start_web(env, python=PY)
         try:
             samples_web, samples_worker = [], []
             for _ in range(S.REPEATS):
