@@ -49,7 +49,7 @@ sandbox: install services
 sandbox-down:
 	$(BIN)/python -m tests.testhost down swsandbox
 
-# Every benchmark, then bench/results/README.md with the figures, targets and plots (~15 min;
+# The benchmarks, then bench/results/README.md with the figures, targets and plots (~15 min;
 # BENCH_QUICK=1 for a smoke run of a few minutes, BENCH_FULL=1 for the issue's whole grid, ~1 h more).
 bench: $(VENV)/.bench services
 	$(BIN)/python bench/run_all.py

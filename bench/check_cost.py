@@ -1,5 +1,8 @@
 """Per-check cost with an instant scraper (item 2): CPU ms and wall ms per check, scraper excluded.
 
+Also the same quiet checks as the code ran them before issue 11 (bench: as_before), interleaved
+with the current ones, so the saving is measured on the same machine at the same time.
+
 The check runs in this process (app.check.check_section with the process's real Services), the
 stand-in scraper and Resend in another, so this process's CPU time is ours alone: the breaker's
 Redis calls, the HTTP client, the PostgreSQL transaction, change detection, and for a notifying
@@ -7,7 +10,8 @@ check the claims, 100 emails rendered and stored, the Resend batch and its bookk
 excludes the time spent inside the scraper call (the client's own share of it is still counted as
 CPU). Quiet: a section whose stored state already matches. Notifying: 100 watchers, seats 0 -> 5.
 
-BENCH_PROFILE=1 also writes pyinstrument profiles (bench/results/profile_*.txt).
+BENCH_PROFILE=1 (as `make bench` runs it) also writes pyinstrument profiles of one extra,
+uncounted pass of each (bench/results/profile_*.txt).
 Prints figures, writes bench/results/check_cost.json.
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import contextmanager
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -53,6 +58,28 @@ def measure(services, calls) -> tuple[float, float]:
     return cpu * 1000 / len(calls), wall * 1000 / len(calls)
 
 
+@contextmanager
+def as_before(services):
+    """The quiet check's path as it was before issue 11: requests re-reading the environment
+    (proxies, CA bundle) on every call, and the two state rows in two statements."""
+    from app import db
+
+    client = services.scraper.inner
+    saved_env, saved_save_states = client._env, db.save_states
+
+    def two_statements(conn, term, class_nbr, values, scraped_at):
+        db.save_section_state(conn, term, class_nbr, values, scraped_at)
+        db.upsert_state(conn, term, class_nbr, values)
+
+    client.session.trust_env, client._env = True, {}
+    db.save_states = two_statements
+    try:
+        yield
+    finally:
+        client.session.trust_env, client._env = False, saved_env
+        db.save_states = saved_save_states
+
+
 def profiled(name: str, fn):
     if not PROFILE:
         return fn()
@@ -87,18 +114,22 @@ def main() -> None:
             check.check_section(services, term, nbr)  # warm up: pools, templates, scripts
         for term, nbr in sections:
             check.check_section(services, term, nbr)
-        quiet = []
+        quiet, before = [], []
+        calls = [lambda t=t, n=n: check.check_section(services, t, n) for t, n in sections]
         for rep in range(S.REPEATS):
-            calls = [lambda t=t, n=n: check.check_section(services, t, n) for t, n in sections]
-            quiet.append(profiled("quiet_check", lambda: measure(services, calls)) if rep == 0
-                         else measure(services, calls))
+            quiet.append(measure(services, calls))
+            # the same checks as the code was before issue 11, interleaved so that both see the
+            # same machine: what the changes saved, measured rather than remembered
+            with as_before(services):
+                before.append(measure(services, calls))
+        profiled("quiet_check", lambda: measure(services, calls))  # a pass of its own, not counted
         # notifying: 100 watchers of one section; each round fills the seats (not measured,
         # it clears the notifications) and opens them again (measured)
         term, nbr = "2262", "40000"
         seed_watchers(database_url, term, [nbr], per_section=WATCHERS, prefix="n")
         check.check_section(services, term, nbr)  # baseline, no seats
         notifying, sent = [], 0
-        for rep in range(NOTIFYING):
+        for rep in range(NOTIFYING + (1 if PROFILE else 0)):
             si.scraper("/_section", sections=[[term, nbr]], seats=0)
             check.check_section(services, term, nbr)
             si.scraper("/_section", sections=[[term, nbr]], seats=5)
@@ -107,21 +138,25 @@ def main() -> None:
                 nonlocal sent
                 sent += check.check_section(services, term, nbr).delivered
 
-            notifying.append(profiled("notifying_check", lambda: measure(services, [one])) if rep == 0
-                             else measure(services, [one]))
-        assert sent == WATCHERS * NOTIFYING, sent
+            if rep == NOTIFYING:  # the extra, profiled round: not counted
+                profiled("notifying_check", lambda: measure(services, [one]))
+            else:
+                notifying.append(measure(services, [one]))
+        assert sent == WATCHERS * (NOTIFYING + (1 if PROFILE else 0)), sent
         services.close()
 
     figures = {
         "quiet": {"checks": QUIET, "cpu_ms": S.summary([c for c, _ in quiet]),
                   "wall_ms_excl_scraper": S.summary([w for _, w in quiet])},
+        "quiet_before_issue_11": {"checks": QUIET, "cpu_ms": S.summary([c for c, _ in before]),
+                                  "wall_ms_excl_scraper": S.summary([w for _, w in before])},
         "notifying": {"watchers": WATCHERS, "checks": NOTIFYING,
                       "cpu_ms": S.summary([c for c, _ in notifying]),
                       "wall_ms_excl_scraper": S.summary([w for _, w in notifying])},
     }
     print(f"per-check cost, instant scraper (load {S.loadavg():.2f}):")
     for name, f in figures.items():
-        print(f"  {name:9s} CPU {S.fmt(f['cpu_ms'], ' ms')}, wall excl. scraper "
+        print(f"  {name:21s} CPU {S.fmt(f['cpu_ms'], ' ms')}, wall excl. scraper "
               f"{S.fmt(f['wall_ms_excl_scraper'], ' ms')}")
     S.write("check_cost", figures)
 

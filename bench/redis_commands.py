@@ -8,7 +8,7 @@ that bills per command sent counts the first; the second is given for one that b
 inner calls too. A check's figure includes its share of the cron run's enqueue (one marker
 SET NX, 1/1000 of an LPUSH).
 
-Idle: IDLE_SECONDS (default 150; 40 quick) of the idle consumer (INFO commandstats: MONITOR does
+Idle: IDLE_SECONDS (default 120; 40 quick) of the idle consumer (INFO commandstats: MONITOR does
 not show a blocking read that timed out), scaled to a day. The 5-minute heartbeat and sweep are
 measured separately (enqueued through the queue, as the scheduler does) and added 288 times a
 day; any that fired inside the idle window are taken out of it.
@@ -32,7 +32,7 @@ from bench import _stats as S  # noqa: E402
 from bench._env import (StandIns, app_env, bench_database, migrate, redis_server,  # noqa: E402
                         seed_watchers, start_consumer, stop)
 
-IDLE_SECONDS = float(os.environ.get("IDLE_SECONDS", "40" if S.QUICK else "150"))
+IDLE_SECONDS = float(os.environ.get("IDLE_SECONDS", "40" if S.QUICK else "120"))
 CHECKS = 20 if S.QUICK else 100
 FREE_MONTH = 500_000
 STOP = "bench-monitor-stop"

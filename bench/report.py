@@ -106,6 +106,9 @@ def main() -> str:
                 f"({spread(p['seconds'], 2, ' s')} vs {p['limit_s']:.2f} s)", "≥ 95 %", p["ratio"]["median"] >= 0.95)
     if cc:
         row("2 quiet check CPU", spread(cc["quiet"]["cpu_ms"], 2, " ms"), "≤ 2 ms", cc["quiet"]["cpu_ms"]["median"] <= 2)
+        if "quiet_before_issue_11" in cc:
+            row("2 quiet check CPU, code before issue 11 (same run)",
+                spread(cc["quiet_before_issue_11"]["cpu_ms"], 2, " ms"), "", None)
         row("2 quiet check wall excl. scraper", spread(cc["quiet"]["wall_ms_excl_scraper"], 2, " ms"), "–", None)
         row("2 notifying check (100 watchers) CPU", spread(cc["notifying"]["cpu_ms"], 1, " ms"), "–", None)
         row("2 notifying check wall excl. scraper", spread(cc["notifying"]["wall_ms_excl_scraper"], 1, " ms"), "–", None)
@@ -113,7 +116,7 @@ def main() -> str:
         row("2 consumer CPU per check (in the drain, queue included)",
             f"{tp['drain'][0]['consumer_cpu_ms_per_check']['median']:.2f} ms", "–", None)
         q = tp["queue_overhead"]
-        row("3 queue: 10,000 no-ops, 4 workers", f"{spread(q['seconds'], 2, ' s')}, "
+        row(f"3 queue: {q['tasks']:,} no-ops, 4 workers", f"{spread(q['seconds'], 2, ' s')}, "
             f"{q['redis_commands_per_task']['median']:.2f} Redis commands/task", "≤ 2.0 s", q["seconds"]["median"] <= 2.0)
     if cr:
         row(f"4 cron run, {cr['sections']} sections", spread(cr["seconds"], 3, " s") + "; " + ", ".join(
