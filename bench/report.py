@@ -177,6 +177,15 @@ def main() -> str:
         *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
         "",
     ]
+    profiles = sorted(p.name for p in S.RESULTS.glob("profile_*.txt"))
+    lines += ["## Missed targets", "",
+              "Why each missed target is missed and what would close it: the README's "
+              "[Performance](../../README.md#performance) section. Profiles of the check "
+              "(pyinstrument, wall time, one uncounted pass): "
+              + (", ".join(f"[{p}]({p})" for p in profiles) or "none (run with BENCH_PROFILE=1)") + ". "
+              "Items 6 (whole stack) and 7 (through Caddy) on the test host: bench/on_host.py, "
+              "run from the deploy test harness; its figures appear here once on_host.json exists.",
+              ""]
     if tp:
         made = plots(tp)
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in made] + [""]
