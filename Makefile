@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install services test test-fast dev deploy dry-run sandbox sandbox-down bench clean
+.PHONY: help install services test test-fast dev deploy dry-run sandbox sandbox-down bench bench-idle clean
 
 help:
 	@echo "make deploy      provision the VPS and deploy (pyinfra inventory.py deploy.py)"
@@ -13,7 +13,7 @@ help:
 	@echo "make test-fast   the same without the deploy test"
 	@echo "make dev         web + worker locally: simulated scraper, emails to ./dev-outbox"
 	@echo "make sandbox     deploy into a local throwaway Debian host (root needed)"
-	@echo "make bench       benchmarks that print figures"
+	@echo "make bench       every benchmark; report in bench/results/README.md (BENCH_QUICK=1: smoke run)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,10 +49,18 @@ sandbox: install services
 sandbox-down:
 	$(BIN)/python -m tests.testhost down swsandbox
 
-bench: install services
-	$(BIN)/python bench/enqueue.py
+# The benchmarks, then bench/results/README.md with the figures, targets and plots (~15 min;
+# BENCH_QUICK=1 for a smoke run of a few minutes, BENCH_FULL=1 for the issue's whole grid, ~1 h more).
+bench: $(VENV)/.bench services
+	$(BIN)/python bench/run_all.py
+
+$(VENV)/.bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $(VENV)/.bench
+
+# Idle Redis traffic of the consumer, huey's defaults versus ours, at its full length (two 180 s runs).
+bench-idle: install services
 	$(BIN)/python bench/idle_redis.py
-	$(BIN)/python bench/health_load.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -88,8 +88,8 @@ def check_section(services, term: str, class_nbr: str) -> CheckResult:
                     for watcher, nid in chunk])
                 batch_keys.append(batch_key)
         values = state_values(info)
-        db.save_section_state(conn, term, class_nbr, values, scraped_at)
-        db.upsert_state(conn, term, class_nbr, values)  # the site's dashboard row
+        # this service's state and the site's dashboard row, in one round trip
+        db.save_states(conn, term, class_nbr, values, scraped_at)
     # Claims and state are committed: from here a crash leaves work for the sweep, never a loss.
     for key in batch_keys:
         result.delivered += deliver_batch(services, key)

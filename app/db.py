@@ -98,30 +98,44 @@ def lock_section_state(conn, term: str, class_nbr: str) -> dict | None:
     ).fetchone()
 
 
+_SAVE_SECTION_STATE = """
+    insert into public.seatwatch_section_states as s
+        (term, class_nbr, instructor_name, seats_available, seats_capacity,
+         non_reserved_seats, scraped_at, changed_at)
+    values (%(term)s, %(class_nbr)s, %(instructor_name)s, %(seats_available)s,
+            %(seats_capacity)s, %(non_reserved_seats)s, %(scraped_at)s, now())
+    on conflict (term, class_nbr) do update
+    set instructor_name = excluded.instructor_name,
+        seats_available = excluded.seats_available,
+        seats_capacity = excluded.seats_capacity,
+        non_reserved_seats = excluded.non_reserved_seats,
+        scraped_at = excluded.scraped_at,
+        changed_at = case
+            when (s.seats_available, s.non_reserved_seats, s.instructor_name)
+                 is distinct from
+                 (excluded.seats_available, excluded.non_reserved_seats, excluded.instructor_name)
+            then now() else s.changed_at end
+    where s.scraped_at < excluded.scraped_at"""
+
+_UPSERT_STATE = """
+    insert into public.class_states (term, class_nbr, {cols}, last_checked_at)
+    values (%(term)s, %(class_nbr)s, {params}, now())
+    on conflict (class_nbr) do update
+    set term = excluded.term, {updates}, last_checked_at = now()""".format(
+    cols=", ".join(STATE_COLUMNS),
+    params=", ".join(f"%({c})s" for c in STATE_COLUMNS),
+    updates=", ".join(f"{c} = excluded.{c}" for c in STATE_COLUMNS),
+)
+
+
+def _state_params(term: str, class_nbr: str, values: dict, scraped_at=None) -> dict:
+    return {"term": term, "class_nbr": class_nbr, "scraped_at": scraped_at,
+            **{c: values.get(c) for c in STATE_COLUMNS}}
+
+
 def save_section_state(conn, term: str, class_nbr: str, values: dict, scraped_at) -> bool:
     """Store a scrape as the section's state unless a newer scrape is already stored."""
-    cur = conn.execute(
-        """insert into public.seatwatch_section_states as s
-               (term, class_nbr, instructor_name, seats_available, seats_capacity,
-                non_reserved_seats, scraped_at, changed_at)
-           values (%(term)s, %(class_nbr)s, %(instructor_name)s, %(seats_available)s,
-                   %(seats_capacity)s, %(non_reserved_seats)s, %(scraped_at)s, now())
-           on conflict (term, class_nbr) do update
-           set instructor_name = excluded.instructor_name,
-               seats_available = excluded.seats_available,
-               seats_capacity = excluded.seats_capacity,
-               non_reserved_seats = excluded.non_reserved_seats,
-               scraped_at = excluded.scraped_at,
-               changed_at = case
-                   when (s.seats_available, s.non_reserved_seats, s.instructor_name)
-                        is distinct from
-                        (excluded.seats_available, excluded.non_reserved_seats, excluded.instructor_name)
-                   then now() else s.changed_at end
-           where s.scraped_at < excluded.scraped_at""",
-        {"term": term, "class_nbr": class_nbr, "scraped_at": scraped_at,
-         **{c: values.get(c) for c in ("instructor_name", "seats_available", "seats_capacity",
-                                       "non_reserved_seats")}},
-    )
+    cur = conn.execute(_SAVE_SECTION_STATE, _state_params(term, class_nbr, values, scraped_at))
     return cur.rowcount == 1
 
 
@@ -133,16 +147,14 @@ def get_state(conn, class_nbr: str) -> dict | None:
 
 def upsert_state(conn, term: str, class_nbr: str, values: dict) -> None:
     """Write the site's class_states row (its dashboard reads it), as the old worker did."""
-    cols = ", ".join(STATE_COLUMNS)
-    params = ", ".join(f"%({c})s" for c in STATE_COLUMNS)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in STATE_COLUMNS)
-    conn.execute(
-        f"""insert into public.class_states (term, class_nbr, {cols}, last_checked_at)
-            values (%(term)s, %(class_nbr)s, {params}, now())
-            on conflict (class_nbr) do update
-            set term = excluded.term, {updates}, last_checked_at = now()""",
-        {"term": term, "class_nbr": class_nbr, **{c: values.get(c) for c in STATE_COLUMNS}},
-    )
+    conn.execute(_UPSERT_STATE, _state_params(term, class_nbr, values))
+
+
+def save_states(conn, term: str, class_nbr: str, values: dict, scraped_at) -> None:
+    """save_section_state and upsert_state in one statement: one round trip instead of two on
+    every check (bench/check_cost.py). Both rows are written as by the two functions."""
+    conn.execute(f"with saved as ({_SAVE_SECTION_STATE} returning 1) {_UPSERT_STATE}",
+                 _state_params(term, class_nbr, values, scraped_at))
 
 
 # --- notifications -----------------------------------------------------------------------------

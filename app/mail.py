@@ -9,9 +9,8 @@ from the same values without escaping.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
-
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from app.changes import Change
 from app.scraper import SectionInfo
@@ -35,8 +34,17 @@ COLOURS = {
 }
 
 
+if TYPE_CHECKING:
+    from jinja2 import Environment
+
+
 @lru_cache(maxsize=1)
-def environment() -> Environment:
+def environment() -> "Environment":
+    # Jinja2 is imported here, on the first email, not with the module: web imports this module
+    # (through app.tasks) and never renders an email, and an idle worker need not carry it
+    # either (~2 MB of RSS each, bench/memory.py).
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
     # StrictUndefined: a typo in a template fails the test suite instead of sending a blank.
     return Environment(
         loader=PackageLoader("app", "templates"),

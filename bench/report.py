@@ -1,0 +1,202 @@
+"""bench/results/README.md and the PNG plots, from the JSON the benchmarks wrote.
+
+Run by bench/run_all.py (`make bench`); `python bench/report.py` redoes the report alone.
+A figure whose JSON is missing is listed as "not run".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench import _stats as S  # noqa: E402
+
+
+def load(name: str) -> dict | None:
+    path = S.RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def spread(s: dict, digits: int = 2, unit: str = "") -> str:
+    if s["runs"] == 1:
+        return f"{s['median']:.{digits}f}{unit}"
+    return f"{s['median']:.{digits}f}{unit} ({s['min']:.{digits}f}–{s['max']:.{digits}f}, n={s['runs']})"
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**missed**")
+
+
+def plots(tp: dict) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    # drain ratio vs N, one line per scraper latency
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for latency in sorted({c["latency_s"] for c in tp["drain"]}):
+        cells = sorted((c for c in tp["drain"] if c["latency_s"] == latency), key=lambda c: c["n"])
+        ax.errorbar([c["n"] for c in cells], [100 * c["ratio"]["median"] for c in cells],
+                    yerr=[[100 * (c["ratio"]["median"] - c["ratio"]["min"]) for c in cells],
+                          [100 * (c["ratio"]["max"] - c["ratio"]["median"]) for c in cells]],
+                    marker="o", capsize=3, label=f"L = {latency * 1000:.0f} ms")
+    ax.axhline(95, color="grey", linestyle="--", label="target 95 %")
+    ax.set_xscale("log")
+    ax.set_xlabel("checks N")
+    ax.set_ylabel("drain ratio, % of N·L/4")
+    ax.set_title("Drain ratio, 4 workers")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(S.RESULTS / "drain_ratio.png", dpi=100)
+    made.append("drain_ratio.png")
+    # drain vs workers
+    fig, ax = plt.subplots(figsize=(6, 4))
+    pts = tp["workers_curve"]
+    ax.plot([p["workers"] for p in pts], [p["seconds"]["median"] for p in pts], marker="o", label="measured")
+    ax.plot([p["workers"] for p in pts], [p["limit_s"] for p in pts], linestyle="--", label="limit N·L/W")
+    ax.set_xlabel("worker threads W")
+    ax.set_ylabel("seconds to drain")
+    p0 = pts[0]
+    ax.set_title(f"Drain of {p0['n']} checks, L = {p0['latency_s'] * 1000:.0f} ms")
+    ax.set_xticks([p["workers"] for p in pts])
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(S.RESULTS / "drain_workers.png", dpi=100)
+    made.append("drain_workers.png")
+    # latency distribution
+    lat = tp["latency"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = lat["latencies_ms"]
+    ax.plot(xs, [100 * (i + 1) / len(xs) for i in range(len(xs))])
+    ax.axvline(2000, color="grey", linestyle="--", label="target 2 s")
+    ax.set_xscale("log")
+    ax.set_xlabel("seat seen → email accepted, ms")
+    ax.set_ylabel("% of changes")
+    ax.set_title(f"Latency over {lat['changes']} changes")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(S.RESULTS / "latency.png", dpi=100)
+    made.append("latency.png")
+    plt.close("all")
+    return made
+
+
+def main() -> str:
+    cc, cr, rc, hl, tp, mem, host, run = (load(n) for n in (
+        "check_cost", "cron_run", "redis_commands", "health_latency", "throughput", "memory",
+        "on_host", "run"))
+    rows: list[tuple[str, str, str, str]] = []
+
+    def row(item, figure, target, ok):
+        rows.append((item, figure, target, verdict(ok)))
+
+    if tp:
+        for c in tp["drain"]:
+            row("1 drain ratio", f"N={c['n']}, L={c['latency_s'] * 1000:.0f} ms: "
+                f"{spread({k: v * 100 for k, v in c['ratio'].items() if k != 'values'} | {'runs': c['ratio']['runs']}, 1, ' %')}"
+                f" ({spread(c['seconds'], 1, ' s')} vs limit {c['limit_s']:.1f} s)", "≥ 95 %",
+                c["ratio"]["median"] >= 0.95)
+        for p in tp["workers_curve"]:
+            row("1 drain vs workers", f"W={p['workers']}: {100 * p['ratio']['median']:.1f} % "
+                f"({spread(p['seconds'], 2, ' s')} vs {p['limit_s']:.2f} s)", "≥ 95 %", p["ratio"]["median"] >= 0.95)
+    if cc:
+        row("2 quiet check CPU", spread(cc["quiet"]["cpu_ms"], 2, " ms"), "≤ 2 ms", cc["quiet"]["cpu_ms"]["median"] <= 2)
+        if "quiet_before_issue_11" in cc:
+            row("2 quiet check CPU, code before issue 11 (same run)",
+                spread(cc["quiet_before_issue_11"]["cpu_ms"], 2, " ms"), "", None)
+        row("2 quiet check wall excl. scraper", spread(cc["quiet"]["wall_ms_excl_scraper"], 2, " ms"), "–", None)
+        row("2 notifying check (100 watchers) CPU", spread(cc["notifying"]["cpu_ms"], 1, " ms"), "–", None)
+        row("2 notifying check wall excl. scraper", spread(cc["notifying"]["wall_ms_excl_scraper"], 1, " ms"), "–", None)
+    if tp:
+        row("2 consumer CPU per check (in the drain, queue included)",
+            f"{tp['drain'][0]['consumer_cpu_ms_per_check']['median']:.2f} ms", "–", None)
+        q = tp["queue_overhead"]
+        row(f"3 queue: {q['tasks']:,} no-ops, 4 workers", f"{spread(q['seconds'], 2, ' s')}, "
+            f"{q['redis_commands_per_task']['median']:.2f} Redis commands/task", "≤ 2.0 s", q["seconds"]["median"] <= 2.0)
+    if cr:
+        row(f"4 cron run, {cr['sections']} sections", spread(cr["seconds"], 3, " s") + "; " + ", ".join(
+            f"{k} {v['median']:.3f} s" for k, v in cr["steps_seconds"].items()), "≤ 0.3 s", cr["seconds"]["median"] <= 0.3)
+    if rc:
+        row("5 Redis commands per quiet check", f"{rc['quiet_check']['commands']:.2f} "
+            f"(+{rc['quiet_check']['script_inner']:.0f} inside the breaker's script)", "–", None)
+        row("5 per notifying check", f"{rc['notifying_check']['commands']:.2f}", "–", None)
+        row("5 per idle day (deploy's settings)", f"{rc['idle']['per_day']:,.0f}", "–", None)
+        row("5 500K commands/month carries", f"~{rc['capacity']['sections_hourly']:,.0f} sections checked hourly "
+            f"(~{rc['capacity']['sections_hourly_if_script_calls_billed']:,.0f} if script calls are billed)", "–", None)
+    if mem:
+        row("6 web RSS idle", spread(mem["web_idle_mb"], 1, " MB"), "", None)
+        row("6 worker RSS idle", spread(mem["worker_idle_mb"], 1, " MB"), "", None)
+        row("6 web + worker idle", f"{mem['web_plus_worker_idle_mb']:.1f} MB", "≤ 100 MB", mem["web_plus_worker_idle_mb"] <= 100)
+        row("6 web after 2,000 health requests", f"{mem['web_after_2000_health_mb']:.1f} MB", "", None)
+        if mem.get("worker_after_run_mb"):
+            row(f"6 worker after a {mem['worker_after_run_checks']}-check run", f"{mem['worker_after_run_mb']:.1f} MB",
+                "", None)
+    if host:
+        m = host["stack_memory_mb"]
+        row("6 whole stack on the test host", f"{m['stack']:.0f} MB ({m})", "≤ 220 MB", m["stack"] <= 220)
+        h = host["health_through_caddy"]
+        row("7 health through Caddy, 100/s", f"p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms", "–", None)
+    else:
+        row("6 whole stack on the test host", "not run here (bench/on_host.py, from the deploy harness)", "≤ 220 MB", None)
+        row("7 health through Caddy", "not run here (bench/on_host.py)", "–", None)
+    if hl:
+        d = hl["direct"]
+        row("7 health directly on waitress, 100/s", f"p50 {spread(d['p50_ms'], 2, ' ms')}, p99 {spread(d['p99_ms'], 2, ' ms')}",
+            "p99 ≤ 20 ms", d["p99_ms"]["median"] <= 20)
+    if tp:
+        lat = tp["latency"]
+        row(f"8 seat seen → email accepted ({lat['changes']} changes)",
+            f"p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms", "≤ 2 s", lat["p99_ms"] <= 2000)
+
+    any_json = next((x for x in (tp, cc, cr, rc, hl, mem) if x), None)
+    m = any_json["machine"] if any_json else S.machine()
+    mode = "quick (BENCH_QUICK=1)" if any_json and any_json["quick"] else "full grid (BENCH_FULL=1)" if any_json and any_json["full"] else "default"
+    loads = [x.get("machine", {}).get("load_1min_at_start") for x in (tp, cc, cr, rc, hl, mem) if x]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `make bench` ({mode}; command: `make bench`, or `.venv/bin/python bench/run_all.py`) "
+        f"at {any_json['taken_at'] if any_json else '?'}.",
+        "",
+        f"Machine: `{m['arch']}`, {m['cores']} cores, Python {m['python']}, Redis {m['redis']}, "
+        f"PostgreSQL {m['postgresql']}, Linux {m['kernel']}. 1-minute load average when each benchmark "
+        f"started: {', '.join(str(v) for v in loads)} (on {m['cores']} cores; anything near or above 1 means "
+        "other work shared the machine and the figures are pessimistic).",
+        "",
+        "Each figure is the median of repeated runs with the spread (min–max, n runs) where repeated; "
+        "what each benchmark does is in its docstring. The scraper and Resend are the stand-ins of "
+        "tests/fakes.py in a process of their own (bench/_standins.py).",
+        "",
+        "| item | figure | target | |",
+        "| --- | --- | --- | --- |",
+        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
+        "",
+    ]
+    profiles = sorted(p.name for p in S.RESULTS.glob("profile_*.txt"))
+    lines += ["## Missed targets", "",
+              "Why each missed target is missed and what would close it: the README's "
+              "[Performance](../../README.md#performance) section. Profiles of the check "
+              "(pyinstrument, wall time, one uncounted pass): "
+              + (", ".join(f"[{p}]({p})" for p in profiles) or "none (run with BENCH_PROFILE=1)") + ". "
+              "Items 6 (whole stack) and 7 (through Caddy) on the test host: bench/on_host.py, "
+              "run from the deploy test harness; its figures appear here once on_host.json exists.",
+              ""]
+    if tp:
+        made = plots(tp)
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in made] + [""]
+    if run:
+        lines += ["## Run", "", "| benchmark | seconds | exit |", "| --- | --- | --- |"]
+        lines += [f"| bench/{b['name']}.py | {b['seconds']} | {b['rc']} |" for b in run["benches"]]
+        lines += ["", f"Total: {run['total_seconds']:.0f} s.", ""]
+    out = S.RESULTS / "README.md"
+    out.write_text("\n".join(lines))
+    return str(out.relative_to(S.ROOT))
+
+
+if __name__ == "__main__":
+    print(main())
