@@ -82,6 +82,25 @@ class SeatwatchHuey(RedisHuey):
             return fn
         return register
 
+    # Revocation, switched off. Nothing here revokes a task, yet huey asks Redis about it twice
+    # per task: HMGET of the revoke flags before running it and HDEL of its flag after, two of
+    # the three round trips a task costs (bench/throughput.py, queue overhead). A check that must
+    # not run is dropped by its own logic instead (superseded, pending markers).
+    REVOKE_PREFIX = "r:"
+
+    def is_revoked(self, task, timestamp=None, peek=True) -> bool:
+        return False
+
+    def delete(self, key):
+        if isinstance(key, str) and key.startswith(self.REVOKE_PREFIX):
+            return False  # a revoke flag, which this service never sets
+        return super().delete(key)
+
+    def revoke(self, *args, **kwargs):
+        raise NotImplementedError("revocation is off in this service (app.queue.SeatwatchHuey)")
+
+    revoke_all = revoke_by_id = revoke
+
     def create_consumer(self, **options):
         from app.consumer import Consumer  # imports no tasks either
 
