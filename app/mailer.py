@@ -17,10 +17,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-import resend
-from resend.exceptions import ResendError
+if TYPE_CHECKING:  # the SDK is imported when a Mailer is made: the web process never sends
+    from resend.exceptions import ResendError
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,8 @@ class Mailer:
     def __init__(self, api_key: str, api_url: str, *, attempts: int = 4, base_delay: float = 1.0,
                  max_delay: float = 20.0, timeout: int = 15,
                  sleep: Callable[[float], None] = time.sleep):
+        import resend
+
         # The SDK keeps its configuration in module globals; one process sends with one account.
         resend.api_key = api_key
         resend.api_url = api_url
@@ -99,6 +101,9 @@ class Mailer:
         """Send up to 100 emails in one request; per email an id or a reason, or SendFailed."""
         if not 0 < len(emails) <= MAX_BATCH:
             raise ValueError(f"a batch holds 1 to {MAX_BATCH} emails, not {len(emails)}")
+        import resend
+        from resend.exceptions import ResendError
+
         options = {"idempotency_key": idempotency_key, "batch_validation": "permissive"}
         for attempt in range(1, self.attempts + 1):
             try:

@@ -8,8 +8,10 @@ The caller counts each as a breaker failure; none of them crashes a worker.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import requests
+if TYPE_CHECKING:  # imported when a client is made: the web process never needs requests
+    import requests
 
 TEXT_FIELDS = ("subject", "catalog_nbr", "title", "instructor", "location", "meeting_times")
 INT_FIELDS = ("seats_available", "seats_capacity")
@@ -71,6 +73,9 @@ class ScraperClient:
         self.url = base_url.rstrip("/") + "/scrape"
         self.token = token
         self.timeout = timeout
+        import requests
+
+        self._requests = requests
         self.session = session or requests.Session()
         # What requests would read from the environment on every call (proxies, CA bundle):
         # read once here instead. Per call it walked os.environ twice, 1.4 ms of CPU of a quiet
@@ -88,9 +93,9 @@ class ScraperClient:
                 timeout=(min(5.0, self.timeout), self.timeout),
                 **self._env,
             )
-        except requests.Timeout:
+        except self._requests.Timeout:
             raise ScraperError(f"timed out after {self.timeout:g}s") from None
-        except requests.RequestException as exc:
+        except self._requests.RequestException as exc:
             raise ScraperError(f"request failed: {type(exc).__name__}") from None
         if resp.status_code != 200:
             detail = ""

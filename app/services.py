@@ -23,8 +23,11 @@ from app.slots import SlotMarkers
 
 
 class Services:
-    """Built eagerly: nothing here connects until first use, and eager construction is safe
-    under the consumer's worker threads (lazy properties would race)."""
+    """Built eagerly, except the scraper client and the mailer: nothing here connects until first
+    use. Those two are made on first use (under a lock: the consumer's threads race for them),
+    because their HTTP libraries cost the web process memory it never uses (bench/memory.py)."""
+
+    _lazy_lock = threading.Lock()
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -39,17 +42,30 @@ class Services:
         self.pending = PendingChecks(self.redis, self.keys)
         self.dead_letters = DeadLetters(self.redis, self.keys)
         self.heartbeat = Heartbeat(self.redis, self.keys, release=settings.release)
+
+    def __getattr__(self, name: str):
+        # Only called for attributes not set yet: `scraper` and `mailer` are built here once,
+        # then found on the instance (a test may also set them).
+        builders = {"scraper": self._make_scraper, "mailer": self._make_mailer}
+        if name not in builders:
+            raise AttributeError(name)
+        with self._lazy_lock:
+            if name not in self.__dict__:
+                self.__dict__[name] = builders[name]()
+            return self.__dict__[name]
+
+    def _make_scraper(self):
         # The dev stand-ins only when the settings ask for them (Settings refuses them outside
         # SEATWATCH_ENV=development).
-        if settings.scraper == "simulated":
-            self.scraper = SimulatedScraper(settings.sim_period)
-        else:
-            self.scraper = ScraperClient(settings.scraper_url, settings.scraper_secret_token,
-                                         settings.scraper_timeout)
-        if settings.mailer == "outbox":
-            self.mailer = Outbox(settings.outbox_dir)
-        else:
-            self.mailer = Mailer(settings.resend_api_key, settings.resend_api_url)
+        if self.settings.scraper == "simulated":
+            return SimulatedScraper(self.settings.sim_period)
+        return ScraperClient(self.settings.scraper_url, self.settings.scraper_secret_token,
+                             self.settings.scraper_timeout)
+
+    def _make_mailer(self):
+        if self.settings.mailer == "outbox":
+            return Outbox(self.settings.outbox_dir)
+        return Mailer(self.settings.resend_api_key, self.settings.resend_api_url)
 
     def close(self) -> None:
         self.pool.close()
