@@ -105,7 +105,8 @@ def _render(name: str, **data) -> str:
 @pytest.mark.parametrize("primary", [True, False])
 def test_ecosystem_runs_web_only_on_the_primary_and_one_scheduler(primary):
     js = _render("ecosystem.config.js.j2", run="/opt/seatwatch/bin/run", root="/opt/seatwatch",
-                 web=primary, scheduler=primary, port=8080, kill_timeout=150000)
+                 web=primary, scheduler=primary, port=8080, kill_timeout=150000, web_kill_timeout=15000,
+                 consumer_timeout=120)
     assert ('name: "web"' in js) is primary
     assert ('"--no-scheduler"' in js) is (not primary)
     assert "kill_timeout: 150000" in js
