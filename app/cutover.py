@@ -83,7 +83,7 @@ def check_http(host: str, domain: str, max_heartbeat_age: float) -> list[Result]
         c = checks.get(name, {})
         out.append(Result(name, c.get("status") == "healthy", str(c.get("reason") or c.get("status") or "absent")))
     breaker = checks.get("circuit_breaker", {})
-    out.append(Result("breaker", breaker.get("state") == "CLOSED", f"state {breaker.get('state')}"))
+    out.append(Result("breaker", str(breaker.get("state")).upper() == "CLOSED", f"state {breaker.get('state')}"))
     sched = checks.get("scheduler", {})
     age = sched.get("age_seconds")
     out.append(Result("heartbeat", age is not None and age <= max_heartbeat_age,

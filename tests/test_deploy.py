@@ -178,6 +178,16 @@ def test_second_deploy_changes_nothing(stack):
     assert stack.planned_changes() == []
 
 
+def test_diff_never_prints_a_secret(stack):
+    """A changed secret: the plan shows the env file and the Redis config would change, never a value."""
+    new_cron, new_redis = "cron-NEW-" + "z" * 20, "redis-NEW-" + "y" * 20
+    res = stack.deploy(dry=True, args=("--diff",), extra_env={"CRON_SECRET": new_cron, "REDIS_PASSWORD": new_redis})
+    assert res.returncode == 0, res.tail(40)
+    assert "Write the env file" in res.output and "Configure Redis" in res.output, res.tail(60)
+    for secret in (new_cron, new_redis, stack.cron_secret, stack.redis_password):
+        assert secret not in res.output
+
+
 def test_cron_through_caddy_checks_and_emails(stack):
     term, nbr, email = "2261", "12430", "watcher@asu.edu"
     user_id = stack.sql("insert into auth.users (email) values (%s) returning id", (email,))[0][0]
