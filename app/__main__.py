@@ -38,7 +38,9 @@ def cmd_check(args) -> int:
 
 def cmd_worker(args) -> int:
     from app import worker
+    from app.services import get_services
 
+    get_services().heartbeat.scheduler = not args.no_scheduler  # the beat says whether this one schedules
     worker.run(get_settings(), scheduler=not args.no_scheduler)
     return 0
 

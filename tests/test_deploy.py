@@ -361,6 +361,22 @@ def test_deploy_lock_audit_releases_and_run(stack):
     assert cp.returncode == 0 and json.loads(cp.stdout)["beats"][0]["release"] == release_id, cp.stdout
 
 
+def test_scheduler_off_starts_the_worker_without_the_scheduler(stack):
+    """Zero overlap at the cutover: SEATWATCH_SCHEDULER=off, then on again, each a gated reload."""
+    res = stack.deploy(extra_env={"SEATWATCH_SCHEDULER": "off"})
+    assert res.returncode == 0, res.tail(60)
+    pid = pm2_processes(stack)["worker"]["pid"]
+    assert "--no-scheduler" in stack.host.ssh(f"tr '\\0' ' ' < /proc/{pid}/cmdline").stdout
+    out = stack.host.ssh(f"sudo -u {APP_USER} /opt/seatwatch/bin/run heartbeat").stdout
+    beat = next(b for b in json.loads(out[out.index("{"):])["beats"] if b["pid"] == pid)
+    assert beat["scheduler"] is False
+    res = stack.deploy()  # the setting back on: the scheduler is back
+    assert res.returncode == 0, res.tail(60)
+    pid = pm2_processes(stack)["worker"]["pid"]
+    assert "--no-scheduler" not in stack.host.ssh(f"tr '\\0' ' ' < /proc/{pid}/cmdline").stdout
+    assert stack.planned_changes() == []
+
+
 def test_crash_looping_worker_fails_the_gate_and_is_rolled_back(stack):
     before = current(stack)
     res = stack.deploy(project=stack.crashing_worker_copy())
