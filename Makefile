@@ -4,11 +4,19 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install services test test-fast dev deploy dry-run sandbox sandbox-down bench bench-idle clean
+.PHONY: help install services test test-fast dev deploy dry-run logs run releases rollback \
+        deploy-lock cutover-check lock sandbox sandbox-down bench bench-idle clean
 
 help:
 	@echo "make deploy      provision the VPS and deploy (pyinfra inventory.py deploy.py)"
-	@echo "make dry-run     show what a deploy would change, change nothing"
+	@echo "make dry-run     print the effective settings (secrets masked), show what a deploy would change"
+	@echo "make logs        follow PM2's logs of web and worker on the primary"
+	@echo "make run CMD=... a one-off 'python -m app CMD' in the current release, as the app user"
+	@echo "make releases    the releases on the primary: current, gated, when, git commit"
+	@echo "make rollback    back to the previous release (or RELEASE=<id>), gated like a deploy"
+	@echo "make deploy-lock who holds the deploy lock (BREAK=1 removes it)"
+	@echo "make cutover-check  verify the VPS end to end before and after the DNS switch"
+	@echo "make lock        regenerate requirements.lock (pip-compile --generate-hashes)"
 	@echo "make test        everything: unit, Redis/PostgreSQL integration, deploy to a booted Debian host"
 	@echo "make test-fast   the same without the deploy test"
 	@echo "make dev         web + worker locally: simulated scraper, emails to ./dev-outbox"
@@ -36,11 +44,38 @@ test-fast: install services
 dev: install services
 	$(BIN)/python -m app dev $(DEV_ARGS)
 
+# Settings: deploy.env (checked in), secrets.env (ignored), the environment (wins). See docs/deploy.md.
 deploy: install
-	$(BIN)/pyinfra -y inventory.py deploy.py
+	$(BIN)/python scripts/ops.py deploy $(if $(BREAK_LOCK),--break-lock)
 
 dry-run: install
-	$(BIN)/pyinfra --dry inventory.py deploy.py
+	$(BIN)/python -m roles.config
+	$(BIN)/pyinfra --dry --diff inventory.py deploy.py
+
+logs: install
+	$(BIN)/python scripts/ops.py logs
+
+run: install
+	$(BIN)/python scripts/ops.py run "$(CMD)"
+
+releases: install
+	$(BIN)/python scripts/ops.py releases
+
+rollback: install
+	$(BIN)/python scripts/ops.py rollback $(RELEASE)
+
+deploy-lock: install
+	$(BIN)/python scripts/ops.py lock $(if $(BREAK),break,status)
+
+cutover-check: install
+	$(BIN)/python scripts/ops.py cutover-check
+
+# redis-py needs async-timeout on Python < 3.11.3 (Debian 12 has 3.11.2): pinned for every host.
+lock: install
+	$(BIN)/pip install -q pip-tools
+	mkdir -p build && echo 'async-timeout>=4.0.3' > build/lock-extra.in
+	$(BIN)/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-header --no-emit-index-url \
+		--no-emit-find-links -o requirements.lock pyproject.toml build/lock-extra.in
 
 # A local throwaway Debian host (debootstrap + systemd-nspawn), deployed by this bundle; Ctrl-C removes it.
 sandbox: install services

@@ -1,4 +1,5 @@
-"""Hosts and groups, from the operator's environment. No secrets here: keys and tokens stay on the laptop.
+"""Hosts and groups, from deploy.env and the operator's environment. No secrets here: keys and tokens stay
+on the laptop.
 
     SEATWATCH_HOST=203.0.113.10 SEATWATCH_SSH_USER=ubuntu SEATWATCH_SSH_KEY=~/.ssh/oracle \
         pyinfra inventory.py deploy.py
@@ -13,6 +14,13 @@ SEATWATCH_SSH_USER, _KEY, _PORT and _KNOWN_HOSTS apply to every host.
 """
 
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else os.getcwd())
+
+from roles.config import load_settings_files  # noqa: E402
+
+load_settings_files()  # deploy.env (checked in), secrets.env (ignored); the environment wins
 
 
 def _ssh_data() -> dict:

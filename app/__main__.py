@@ -139,6 +139,18 @@ def cmd_dev(args) -> int:
     return dev.run(args)
 
 
+def cmd_cutover_check(args) -> int:
+    from app import cutover
+
+    ssh = None
+    if args.ssh_user:
+        ssh = ["ssh", "-o", "BatchMode=yes", "-p", str(args.ssh_port)]
+        ssh += ["-i", args.ssh_key] if args.ssh_key else []
+        ssh += ["-o", f"UserKnownHostsFile={args.known_hosts}"] if args.known_hosts else []
+        ssh.append(f"{args.ssh_user}@{args.host}")
+    return cutover.run(args.host, args.domain, ca_file=args.ca_file, ssh=ssh)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m app", description="seat-watch backend")
     sub = p.add_subparsers(dest="command", required=True)
@@ -206,6 +218,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--name", default="seatwatch-dev", help="queue name and Redis key prefix")
     s.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: Ctrl-C)")
     s.set_defaults(func=cmd_dev)
+
+    s = sub.add_parser("cutover-check", help="from the laptop: is the VPS ready for the DNS switch (app/cutover.py)")
+    s.add_argument("--host", required=True, help="the VPS's public address")
+    s.add_argument("--domain", required=True, help="the name Caddy serves")
+    s.add_argument("--ca-file", help="trust this CA too (tests; a staging CA)")
+    s.add_argument("--ssh-user", help="also ask PM2 over ssh whether the worker runs")
+    s.add_argument("--ssh-key")
+    s.add_argument("--ssh-port", type=int, default=22)
+    s.add_argument("--known-hosts")
+    s.set_defaults(func=cmd_cutover_check)
 
     s = sub.add_parser("health", help="print the health report; exit 0 only when healthy")
     s.set_defaults(func=cmd_health)

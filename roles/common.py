@@ -25,6 +25,9 @@ if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
 
 from app.settings import OPTIONAL, REQUIRED, Settings, SettingsError  # noqa: E402  one list of names
+from roles.config import load_settings_files  # noqa: E402
+
+load_settings_files()  # deploy.env (checked in) and secrets.env (ignored) under the environment
 
 
 class DeployError(Exception):
@@ -42,6 +45,7 @@ DEFAULTS: dict[str, tuple[str | None, object, object]] = {
     "base_swap_mb": ("SEATWATCH_SWAP_MB", "auto", str),  # auto: 1024 MB on hosts with < 2 GB RAM
     "firewall_mode": ("SEATWATCH_FIREWALL", "auto", str),  # auto | iptables | off
     "redis_enabled": ("SEATWATCH_REDIS", "auto", str),  # auto: on unless REDIS_URL points elsewhere
+    # "-" marks an optional address (Redis 6.2+); for Redis 6.0 the role drops the optional ones
     "redis_bind": ("SEATWATCH_REDIS_BIND", "127.0.0.1 -::1", str),
     "redis_port": ("SEATWATCH_REDIS_PORT", 6379, int),
     "redis_maxmemory": ("SEATWATCH_REDIS_MAXMEMORY", "128mb", str),
@@ -51,11 +55,15 @@ DEFAULTS: dict[str, tuple[str | None, object, object]] = {
     "app_keep_releases": ("SEATWATCH_KEEP_RELEASES", 3, int),
     "app_bootstrap_schema": ("SEATWATCH_BOOTSTRAP_SCHEMA", False, _bool),  # tests/sandbox only
     "app_health_timeout": ("SEATWATCH_HEALTH_TIMEOUT", 90, int),
-    "pm2_kill_timeout_ms": ("SEATWATCH_PM2_KILL_TIMEOUT_MS", 150000, int),
+    # on: the primary's worker runs the periodic scheduler; off: no scheduler anywhere (cutover)
+    "app_scheduler": ("SEATWATCH_SCHEDULER", "on", str),
     "pm2_version": ("SEATWATCH_PM2_VERSION", "auto", str),
     "caddy_domain": ("SEATWATCH_DOMAIN", "", str),
     "caddy_tls": ("SEATWATCH_TLS", "acme", str),  # acme | internal (local CA: sandbox/tests)
     "caddy_email": ("SEATWATCH_ACME_EMAIL", "", str),
+    # more names served by the same site, e.g. vps.example.com pointed at the VPS before the main name
+    # moves: a valid certificate to verify with before the DNS switch (docs/runbook.md)
+    "caddy_extra_domains": ("SEATWATCH_EXTRA_DOMAINS", "", str),
     "caddy_site_upstream": ("SEATWATCH_SITE_UPSTREAM", "", str),
 }
 
@@ -113,10 +121,16 @@ def local_redis() -> bool:
     return not url or _redis_is_local(url)
 
 
+VERBATIM = ("SUPABASE_SERVICE_ROLE_KEY",)
+
+
 def app_environment() -> dict[str, str]:
     """The service's environment for the env file, from the operator's; fails naming every missing name."""
-    env = {name: os.environ.get(name, "").strip() for name in [*REQUIRED, *OPTIONAL]}
-    missing = [name for name in REQUIRED if not env[name]]
+    # The unsubscribe signing key goes to the server byte for byte: the site signs and verifies
+    # with it exactly as given, so a stripped copy would make tokens the site rejects.
+    env = {name: os.environ.get(name, "") if name in VERBATIM else os.environ.get(name, "").strip()
+           for name in [*REQUIRED, *OPTIONAL]}
+    missing = [name for name in REQUIRED if not env[name].strip()]
     if local_redis():
         if not os.environ.get("REDIS_PASSWORD", "").strip():
             missing.append("REDIS_PASSWORD")
@@ -145,14 +159,75 @@ def redis_password() -> str:
     return os.environ["REDIS_PASSWORD"].strip()
 
 
+# --------------------------------------------------------------------------- rendering and timeouts
+
+def render(name: str, **data) -> str:
+    """A template of templates/ rendered here, on the laptop (StrictUndefined: a typo fails the deploy).
+    Roles compare or upload the text themselves, so secrets never go through pyinfra's diff or /tmp."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True)
+    return env.get_template(name).render(**data)
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+WEB_KILL_TIMEOUT_S = 15  # waitress: in-flight requests finish (docs/health.md)
+KILL_MARGIN_S = 30  # PM2's kill_timeout above the consumer's own bound
+UNIT_MARGIN_S = 30  # systemd's TimeoutStopSec above PM2 stopping web, then the worker
+
+
+def stop_timeouts(env: dict[str, str]) -> dict[str, int]:
+    """Every stop bound from one figure: app.worker.shutdown_timeout of the settings this deploy renders.
+    consumer (huey -t) < worker kill_timeout (PM2, SIGKILL after) < pm2-<user> unit's TimeoutStopSec."""
+    from app import worker
+
+    consumer = int(worker.shutdown_timeout(Settings.from_env(env)))
+    kill = consumer + KILL_MARGIN_S
+    return {"consumer_s": consumer, "worker_kill_ms": kill * 1000, "web_kill_ms": WEB_KILL_TIMEOUT_S * 1000,
+            "unit_stop_s": kill + WEB_KILL_TIMEOUT_S + UNIT_MARGIN_S}
+
+
+def scheduler_enabled() -> bool:
+    """Whether this host's worker runs the periodic scheduler: the primary only, unless SEATWATCH_SCHEDULER=off."""
+    value = str(cfg("app_scheduler")).strip().lower()
+    if value not in ("on", "off", "1", "0", "true", "false", "yes", "no"):
+        raise DeployError(f"SEATWATCH_SCHEDULER must be on or off, not {value!r}")
+    return is_primary() and value in ("on", "1", "true", "yes")
+
+
 # --------------------------------------------------------------------------- the release bundle
 
-RELEASE_FILES = ("pyproject.toml", "app")
+RELEASE_FILES = ("pyproject.toml", "requirements.lock", "app")
 _bundle_cache: dict[str, tuple[str, Path]] = {}
 
 
+def git_revision(project: Path, paths=RELEASE_FILES) -> tuple[str | None, bool]:
+    """(the last commit that touched the release files, whether they differ from it), or (None, False)
+    outside a git work tree. A docs-only commit keeps the id; an uncommitted edit is named dirty."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(project), *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    try:
+        if git("rev-parse", "--show-toplevel") != str(project.resolve()):
+            return None, False
+        commit = git("log", "-1", "--format=%h", "--abbrev=10", "--", *paths)
+        dirty = bool(git("status", "--porcelain", "--untracked-files=all", "--", *paths))
+    except (OSError, subprocess.CalledProcessError):
+        return None, False
+    return commit or None, dirty
+
+
 def release_bundle() -> tuple[str, Path]:
-    """(release id, local tarball path). Deterministic: same sources -> same bytes -> same id."""
+    """(release id, local tarball path). The id names the git commit of the release files (`<commit>`,
+    or `<commit>-dirty-<content hash>` for uncommitted edits; `nogit-<content hash>` outside git).
+    Deterministic: same sources -> same bytes -> same id, so a rerun uploads nothing."""
     if "bundle" in _bundle_cache:
         return _bundle_cache["bundle"]
     files: list[Path] = []
@@ -172,7 +247,12 @@ def release_bundle() -> tuple[str, Path]:
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(data))
-    release_id = hashlib.sha256(raw.getvalue()).hexdigest()[:12]
+    digest = hashlib.sha256(raw.getvalue()).hexdigest()
+    commit, dirty = git_revision(PROJECT)
+    if commit is None:
+        release_id = f"nogit-{digest[:12]}"
+    else:
+        release_id = f"{commit}-dirty-{digest[:8]}" if dirty else commit
     out = PROJECT / "build" / f"release-{release_id}.tar.gz"
     if not out.exists():
         out.parent.mkdir(exist_ok=True)

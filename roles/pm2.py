@@ -1,24 +1,36 @@
 """pm2: Node.js and PM2 running `web` (waitress) and `worker` (huey_consumer) as the app user.
 
-`pm2 startup` installs the systemd unit pm2-<user> (it resurrects the saved process list at boot);
-`pm2 save` records the list after every reload. PM2 reloads only when the release, the env file,
-the run wrapper or the ecosystem file changed; then the health gate polls the local health
-endpoint and, if the new release does not answer 200/503 in time, switches `current` back,
-reloads again and fails the deploy with the reason.
+`pm2 startup` installs the systemd unit pm2-<user> (it resurrects the saved process list at boot).
+
+Activation (switch `current`, reload PM2, gate, roll back) is one step on the server, `bin/activate`,
+started with `systemd-run` so that it outlives the ssh session: a dropped connection cannot leave a
+switched but ungated release. The deploy waits for it and prints its log. Whether to activate is
+decided by comparing the marker the gate writes on success (shared/active: release directory and
+configuration hash) with what this deploy wants, not by what changed in this run, so a rerun after
+an interrupted deploy finishes the job. The gate wants web's health answering 200/503 (primary), the
+worker online in PM2 with a restart count that holds still, and a heartbeat from the new release's
+worker process. Worker-only hosts are gated on the worker alone.
+
+Stop bounds come from one figure, app.worker.shutdown_timeout: PM2's kill_timeout for the worker is
+above it, and the pm2-<user> unit's TimeoutStopSec above PM2 stopping web and the worker.
 """
 
 from __future__ import annotations
 
+import shlex
+from io import StringIO
+
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
-from pyinfra.facts.server import LinuxDistribution
+from pyinfra.facts.server import Command, LinuxDistribution
 from pyinfra.operations import apt, files, npm, server, systemd
-from pyinfra.operations.util import any_changed
 
-from roles.common import TEMPLATES, app_paths, cfg, is_primary
+from roles.common import (TEMPLATES, app_environment, app_paths, cfg, is_primary, render, scheduler_enabled,
+                          sha256_text, stop_timeouts)
 
 NPM_ENV = {"LC_ALL": "C.UTF-8"}  # npm facts misparse without a UTF-8 locale and reinstall every run
+ACTIVATE_UNIT = "seatwatch-activate"
 
 
 def _pm2_version() -> str:
@@ -32,57 +44,70 @@ def _pm2_version() -> str:
     return "7.0.4"
 
 
+def activation_command(p: dict, rel: str, marker: str, timeout: int) -> str:
+    """Wait for an activation left running by a dropped connection, start this one as a transient
+    unit (systemd-run: it survives the ssh session), wait for it, print its log, exit with its code."""
+    unit = ACTIVATE_UNIT
+    log = f"{p['shared']}/activate.log"
+    return (
+        f"while systemctl is-active -q {unit}; do sleep 1; done; "
+        f"systemctl reset-failed {unit} >/dev/null 2>&1; "
+        f"systemd-run --quiet --unit={unit} --collect --wait --property=TimeoutStartSec={timeout + 300} "
+        f"/usr/bin/python3 {p['root']}/bin/activate {shlex.quote(rel)} {shlex.quote(marker)}; rc=$?; "
+        f"cat {log} 2>/dev/null; exit $rc"
+    )
+
+
 @deploy("PM2 processes")
 def pm2(release: dict) -> None:
     p = app_paths()
     user = cfg("app_user")
-    as_app = {"_sudo_user": user, "_use_sudo_login": True}
     primary = is_primary()
+    timeouts = stop_timeouts(app_environment())
 
     apt.packages(name="Install Node.js and npm", packages=["nodejs", "npm"], no_recommends=True)
     npm.packages(name="Install PM2", packages=[f"pm2@{_pm2_version()}"], _env=NPM_ENV)
 
-    ecosystem = files.template(
-        name="Render the PM2 ecosystem file", src=str(TEMPLATES / "ecosystem.config.js.j2"),
-        dest=p["ecosystem"], user=user, group=user, mode="644",
-        run=p["run"], root=p["root"], web=primary, scheduler=primary, port=cfg("app_port"),
-        kill_timeout=int(cfg("pm2_kill_timeout_ms")),
+    ecosystem_text = render(
+        "ecosystem.config.js.j2", run=p["run"], root=p["root"], web=primary, scheduler=scheduler_enabled(),
+        port=cfg("app_port"), kill_timeout=timeouts["worker_kill_ms"], web_kill_timeout=timeouts["web_kill_ms"],
+        consumer_timeout=timeouts["consumer_s"],
     )
+    files.put(name="Install the PM2 ecosystem file", src=StringIO(ecosystem_text), dest=p["ecosystem"],
+              user=user, group=user, mode="644")
     files.template(
         name="Rotate the PM2 logs", src=str(TEMPLATES / "pm2-logrotate.j2"),
         dest=f"/etc/logrotate.d/pm2-{user}", mode="644", user_name=user, home=p["home"],
     )
-
-    gate = f"{p['root']}/bin/health-gate"
-    if primary:
-        files.template(
-            name="Install the health gate", src=str(TEMPLATES / "health-gate.j2"), dest=gate,
-            mode="755", url=f"http://127.0.0.1:{cfg('app_port')}/api/monitoring/health",
-            timeout=int(cfg("app_health_timeout")), home=p["home"], current=p["current"],
-            ecosystem=p["ecosystem"],
-        )
+    gate_timeout = int(cfg("app_health_timeout"))
+    activate_text = render(
+        "activate.j2", user=user, home=p["home"], root=p["root"], current=p["current"], shared=p["shared"],
+        ecosystem=p["ecosystem"], run=p["run"], timeout=gate_timeout, web=primary,
+        url=f"http://127.0.0.1:{cfg('app_port')}/api/monitoring/health",
+    )
+    files.put(name="Install the activation script (switch, reload, gate, roll back)", src=StringIO(activate_text),
+              dest=f"{p['root']}/bin/activate", user="root", group="root", mode="755")
 
     unit = f"pm2-{user}"
     if not host.get_fact(File, path=f"/etc/systemd/system/{unit}.service"):
         server.shell(name=f"Install the {unit} boot unit (pm2 startup)",
                      commands=[f"pm2 startup systemd -u {user} --hp {p['home']}", "systemctl daemon-reload"],
                      _env=NPM_ENV)
+    dropin = files.put(
+        name=f"Let {unit} stop gracefully: TimeoutStopSec={timeouts['unit_stop_s']}",
+        src=StringIO("# managed by pyinfra (roles/pm2.py): from app.worker.shutdown_timeout "
+                     f"({timeouts['consumer_s']} s) + PM2's margin + web's stop\n"
+                     f"[Service]\nTimeoutStopSec={timeouts['unit_stop_s']}\n"),
+        dest=f"/etc/systemd/system/{unit}.service.d/stop-timeout.conf", mode="644", create_remote_dir=True,
+    )
+    systemd.daemon_reload(name="Reload systemd (the stop timeout changed)", _if=dropin.did_change)
     systemd.service(name=f"Run {unit} now and at boot", service=unit, running=True, enabled=True)
 
-    first_start = not host.get_fact(File, path=f"{p['home']}/.pm2/dump.pm2")
-    reload_if = any_changed(ecosystem, *release["changed"])
-    condition = {} if first_start else {"_if": reload_if}
-    reload_op = server.shell(
-        name="Start or reload web and worker, save the process list",
-        commands=[f"pm2 startOrReload {p['ecosystem']} --update-env", "pm2 save --force"],
-        **condition,
-        **as_app,
-    )
-    if not primary:
-        return
+    marker = f"{release['dir']} {sha256_text(release['config'] + ecosystem_text + activate_text)[:16]}"
+    active = host.get_fact(Command, command=f"cat {p['shared']}/active 2>/dev/null || true") or ""
+    if active.strip() != marker:
+        server.shell(
+            name=f"Activate release {release['id']}: switch, reload PM2, gate (bin/activate under systemd-run)",
+            commands=[activation_command(p, release["dir"], marker, gate_timeout)],
+        )
 
-    timeout = int(cfg("app_health_timeout"))
-    url = f"http://127.0.0.1:{cfg('app_port')}/api/monitoring/health"
-    server.shell(name=f"Health gate: {url} must answer 200/503 within {timeout}s, else roll back",
-                 commands=[f"{gate} {release['dir']} {release.get('previous') or ''}"],
-                 _if=reload_op.did_change, **as_app)

@@ -125,7 +125,7 @@ class DeployStack(UpDown):
             "SEATWATCH_DOMAIN": DOMAIN,
             "SEATWATCH_TLS": "internal",
             "SEATWATCH_BOOTSTRAP_SCHEMA": "1",  # an empty database here; never on production
-            "SEATWATCH_HEALTH_TIMEOUT": str(60 * self.host.slowdown),
+            "SEATWATCH_HEALTH_TIMEOUT": str(45 * self.host.slowdown),
             "DATABASE_URL": f"postgresql://postgres@{self.host.gateway}:5432/{self.database}",
             "REDIS_PASSWORD": self.redis_password,
             "SCRAPER_URL": self.scraper.url,
@@ -141,17 +141,31 @@ class DeployStack(UpDown):
         })
         return env
 
-    def deploy(self, project: Path | None = None, dry: bool = False, timeout: float | None = None) -> DeployResult:
+    def deploy(self, project: Path | None = None, dry: bool = False, timeout: float | None = None,
+               extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> DeployResult:
         cmd = [PYINFRA, "--dry", "--json"] if dry else [PYINFRA, "-y"]
         timeout = timeout or (900 if self.host.arch == NATIVE_ARCH else 3600)  # qemu: about 8x slower
         t0 = time.monotonic()
-        cp = subprocess.run([*cmd, "inventory.py", "deploy.py"], cwd=project or self.project, env=self.env(),
-                            capture_output=True, text=True, timeout=timeout)
+        cp = subprocess.run([*cmd, *args, "inventory.py", "deploy.py"], cwd=project or self.project,
+                            env={**self.env(), **(extra_env or {})}, capture_output=True, text=True, timeout=timeout)
         return DeployResult(cp, time.monotonic() - t0)
 
-    def planned_changes(self) -> list[str]:
+    def start_deploy(self, project: Path | None = None) -> subprocess.Popen:
+        """A deploy in the background, in its own process group (the test kills it, like a dropped laptop)."""
+        return subprocess.Popen([PYINFRA, "-y", "inventory.py", "deploy.py"], cwd=project or self.project,
+                                env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+
+    def release_id(self, project: Path) -> str:
+        """The release id the deploy of `project` would use (the same function the roles call)."""
+        cp = subprocess.run([sys.executable, "-c", "from roles.common import release_bundle; "
+                             "print(release_bundle()[0])"], cwd=project, env=self.env(),
+                            capture_output=True, text=True, timeout=120, check=True)
+        return cp.stdout.strip().splitlines()[-1]
+
+    def planned_changes(self, project: Path | None = None) -> list[str]:
         """`pyinfra --dry --json`: names of operations with a host that would change."""
-        res = self.deploy(dry=True)
+        res = self.deploy(project=project, dry=True)
         if res.returncode != 0:
             raise AssertionError(f"dry run failed:\n{res.tail()}")
         start = res.output.index("{")
@@ -160,13 +174,28 @@ class DeployStack(UpDown):
 
     def copy_project(self, prefix: str = "seatwatch-deploy-") -> Path:
         dest = Path(tempfile.mkdtemp(prefix=prefix))
-        for entry in ("inventory.py", "deploy.py", "pyproject.toml", "roles", "templates", "app"):
+        for entry in ("inventory.py", "deploy.py", "pyproject.toml", "requirements.lock", "roles", "templates", "app",
+                      "scripts"):
             src = REPO / entry
             if src.is_dir():
                 shutil.copytree(src, dest / entry, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             else:
                 shutil.copy2(src, dest / entry)
         self._closers.append(lambda: shutil.rmtree(dest, ignore_errors=True))
+        return dest
+
+    def changed_copy(self, tag: str) -> Path:
+        """A copy of the project that makes a new, good release (one more file in the bundle)."""
+        dest = self.copy_project(f"seatwatch-{tag}-")
+        (dest / "app" / "release-note.txt").write_text(f"{tag}\n")
+        return dest
+
+    def crashing_worker_copy(self) -> Path:
+        """A copy whose web is fine but whose worker exits at once, every time PM2 restarts it."""
+        dest = self.copy_project("seatwatch-crashloop-")
+        with open(dest / "app" / "worker.py", "a") as fh:
+            fh.write('\n\ndef run(settings, scheduler=True):\n'
+                     '    raise SystemExit("deliberately crashing worker (deploy test)")\n')
         return dest
 
     def broken_copy(self) -> Path:

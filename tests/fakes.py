@@ -42,6 +42,7 @@ class _Server:
                 pass
 
             def _dispatch(self) -> None:
+                outer._client.address = self.client_address[0]  # who asked (handle() runs on this thread)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 status, headers, payload = outer.handle(self.command, self.path, self.headers, body)
@@ -57,6 +58,7 @@ class _Server:
             do_GET = do_POST = _dispatch
 
         self._lock = threading.Lock()
+        self._client = threading.local()
         self._failures: list[tuple[int, dict, Any]] = []
         self.requests: list[dict] = []
         self.server = ThreadingHTTPServer((host, port), Handler)
@@ -105,6 +107,7 @@ class FakeScraper(_Server):
         self.raw: dict[tuple[str, str], tuple[int, bytes, str]] = {}
         self.delay = 0.0
         self.calls: list[tuple[str, str]] = []
+        self.clients: list[str] = []  # the address of each scrape call, in order (scale-out test)
 
     def set_section(
         self,
@@ -153,6 +156,7 @@ class FakeScraper(_Server):
             return 400, {}, {"success": False, "error": "Invalid section number or term"}
         with self._lock:
             self.calls.append((term, nbr))
+            self.clients.append(getattr(self._client, "address", ""))
         if self.delay:
             time.sleep(self.delay)
         failure = self._take_failure()

@@ -105,7 +105,8 @@ def _render(name: str, **data) -> str:
 @pytest.mark.parametrize("primary", [True, False])
 def test_ecosystem_runs_web_only_on_the_primary_and_one_scheduler(primary):
     js = _render("ecosystem.config.js.j2", run="/opt/seatwatch/bin/run", root="/opt/seatwatch",
-                 web=primary, scheduler=primary, port=8080, kill_timeout=150000)
+                 web=primary, scheduler=primary, port=8080, kill_timeout=150000, web_kill_timeout=15000,
+                 consumer_timeout=120)
     assert ('name: "web"' in js) is primary
     assert ('"--no-scheduler"' in js) is (not primary)
     assert "kill_timeout: 150000" in js
@@ -124,3 +125,20 @@ def test_caddyfile_proxies_only_the_service_routes_unless_an_upstream_is_set():
     site = _render("Caddyfile.j2", domain="api.example.com", tls_internal=True, email="a@b.c",
                    upstream="https://site.example", port=8080)
     assert "reverse_proxy https://site.example" in site and "tls internal" in site and "email a@b.c" in site
+
+
+def test_the_unsubscribe_key_reaches_the_env_file_byte_for_byte(monkeypatch):
+    """The site signs and verifies unsubscribe tokens with the key exactly as it has it."""
+    from roles import common
+
+    monkeypatch.setattr(common, "local_redis", lambda: True)
+    monkeypatch.setattr(common, "is_primary", lambda: True)
+    monkeypatch.setattr(common, "cfg", lambda name: {"caddy_domain": "api.example.com",
+                                                     "redis_port": 6379}.get(name))
+    for name, value in GOOD_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", " key-with-spaces \t")
+    monkeypatch.setenv("CRON_SECRET", "  cron  ")
+    env = common.app_environment()
+    assert env["SUPABASE_SERVICE_ROLE_KEY"] == " key-with-spaces \t"
+    assert env["CRON_SECRET"] == "cron"  # the others are still trimmed

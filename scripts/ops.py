@@ -1,0 +1,229 @@
+"""Operator commands, run from the laptop (the Makefile's deploy, logs, run, releases, rollback, lock).
+
+    python scripts/ops.py deploy [--break-lock]   lock, `pyinfra -y inventory.py deploy.py`, audit line, unlock
+    python scripts/ops.py logs                    PM2's logs of web and worker, following
+    python scripts/ops.py run CMD...              `python -m app CMD` in the current release, as the app user
+    python scripts/ops.py releases                the releases on the primary: current, gated, deployed when, commit
+    python scripts/ops.py rollback [RELEASE]      activate the previous (or the named) release: switch, reload, gate
+    python scripts/ops.py lock [status|break]     the deploy lock
+
+Settings as for the deploy: deploy.env, secrets.env, the environment (roles/config.py). The commands
+talk to the primary (SEATWATCH_HOST) over ssh with the same user, key, port and known-hosts file.
+On the server: the lock is /var/lib/seatwatch/deploy.lock (who, since, from where), the audit log
+/var/log/seatwatch/deploys.log (one line per deploy and per activation).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+
+from roles.config import SettingsFileError, load_settings_files  # noqa: E402
+
+LOCK = "/var/lib/seatwatch/deploy.lock"
+AUDIT = "/var/log/seatwatch/deploys.log"
+ROOT = "/opt/seatwatch"
+USER = "seatwatch"
+
+
+def env(name: str, default: str = "") -> str:
+    return os.environ.get(name, "").strip() or default
+
+
+def ssh_cmd(remote: str, tty: bool = False) -> list[str]:
+    host = env("SEATWATCH_HOST")
+    if not host:
+        raise SystemExit("set SEATWATCH_HOST (deploy.env or the environment)")
+    cmd = ["ssh", "-o", "BatchMode=yes", "-p", env("SEATWATCH_SSH_PORT", "22")]
+    if tty:
+        cmd.append("-t")
+    if env("SEATWATCH_SSH_KEY"):
+        cmd += ["-i", os.path.expanduser(env("SEATWATCH_SSH_KEY"))]
+    if env("SEATWATCH_SSH_KNOWN_HOSTS"):
+        cmd += ["-o", f"UserKnownHostsFile={os.path.expanduser(env('SEATWATCH_SSH_KNOWN_HOSTS'))}",
+                "-o", "StrictHostKeyChecking=yes"]
+    return [*cmd, f"{env('SEATWATCH_SSH_USER', 'ubuntu')}@{host}", remote]
+
+
+def ssh(remote: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess:
+    cp = subprocess.run(ssh_cmd(remote), capture_output=capture, text=True)
+    if check and cp.returncode != 0:
+        raise SystemExit(f"on the server: {remote!r} failed: {(cp.stderr or '').strip()}")
+    return cp
+
+
+def operator() -> str:
+    try:
+        email = subprocess.run(["git", "-C", str(PROJECT), "config", "user.email"], capture_output=True,
+                               text=True).stdout.strip()
+    except OSError:
+        email = ""
+    return email or f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# --------------------------------------------------------------------------- lock
+
+def lock_status() -> str:
+    return ssh(f"sudo cat {LOCK} 2>/dev/null || true").stdout.strip()
+
+
+def take_lock(who: str, break_lock: bool) -> None:
+    if break_lock:
+        held = lock_status()
+        if held:
+            print(f"breaking the deploy lock held by: {held}", file=sys.stderr)
+        ssh(f"sudo rm -f {LOCK}")
+    # noclobber: creating the file is the atomic test-and-set
+    cp = ssh(f"sudo mkdir -p {os.path.dirname(LOCK)} && sudo sh -c 'set -C; printf \"%s\\n\" \"$1\" > {LOCK}' _ "
+             f"{shlex.quote(who)}", check=False)
+    if cp.returncode != 0:
+        raise SystemExit(f"deploy stopped: another deploy holds the lock: {lock_status()}\n"
+                         "If that deploy is gone, break the lock: make deploy BREAK_LOCK=1 "
+                         "(or python scripts/ops.py lock break)")
+
+
+def release_lock(who: str) -> None:
+    # only our own lock: a breaker's lock stays
+    ssh(f"sudo sh -c 'grep -qxF \"$1\" {LOCK} && rm -f {LOCK}' _ {shlex.quote(who)}", check=False)
+
+
+def audit(line: str) -> None:
+    ssh(f"sudo mkdir -p {os.path.dirname(AUDIT)} && printf '%s\\n' {shlex.quote(line)} | "
+        f"sudo tee -a {AUDIT} >/dev/null", check=False)
+
+
+# --------------------------------------------------------------------------- commands
+
+def cmd_deploy(args: list[str]) -> int:
+    from roles.common import release_bundle
+
+    break_lock = "--break-lock" in args
+    release_id = release_bundle()[0]
+    who = f"{operator()} since {now()} (pid {os.getpid()} on {socket.gethostname()}, release {release_id})"
+    take_lock(who, break_lock)
+    rc = 1
+    try:
+        rc = subprocess.run([str(Path(sys.executable).parent / "pyinfra"), "-y", "inventory.py", "deploy.py"],
+                            cwd=PROJECT).returncode
+    finally:
+        result = "ok" if rc == 0 else f"failed (exit {rc})"
+        audit(f"{now()} deploy operator={operator()} release={release_id} result={result}")
+        release_lock(who)
+    return rc
+
+
+def cmd_lock(args: list[str]) -> int:
+    if args[:1] == ["break"]:
+        print(f"removing: {lock_status() or '(no lock)'}")
+        ssh(f"sudo rm -f {LOCK}")
+        return 0
+    print(lock_status() or "no deploy holds the lock")
+    return 0
+
+
+def cmd_logs(args: list[str]) -> int:
+    lines = args[0] if args else "50"
+    return subprocess.run(ssh_cmd(f"sudo -u {USER} -H env PM2_HOME=/home/{USER}/.pm2 pm2 logs --lines {int(lines)}",
+                                  tty=True)).returncode
+
+
+def cmd_run(args: list[str]) -> int:
+    if not args:
+        raise SystemExit('usage: make run CMD="dead-letters"')
+    words = shlex.split(" ".join(args)) if len(args) == 1 else args
+    remote = f"sudo -u {USER} -H {ROOT}/bin/run " + " ".join(shlex.quote(w) for w in words)
+    return subprocess.run(ssh_cmd(remote)).returncode
+
+
+RELEASES_SCRIPT = r"""
+cur=$(readlink ROOT/current); gated=$(sudo cat ROOT/shared/active 2>/dev/null | cut -d' ' -f1)
+cd ROOT/releases || exit 0
+for r in $(ls -1t); do
+  [ -f "$r/.complete" ] || continue
+  flags=""; [ "ROOT/releases/$r" = "$cur" ] && flags="current"
+  [ "ROOT/releases/$r" = "$gated" ] && flags="$flags,active"
+  [ -f "$r/.gated" ] && flags="$flags,gated" || flags="$flags,never-gated"
+  printf '%s\t%s\t%s\n' "$r" "$(date -u -r "$r/.complete" +%Y-%m-%dT%H:%M:%SZ)" "${flags#,}"
+done
+"""
+
+
+def list_releases() -> list[tuple[str, str, str]]:
+    out = ssh(RELEASES_SCRIPT.replace("ROOT", ROOT)).stdout
+    return [tuple(line.split("\t")) for line in out.splitlines() if line.strip()]  # type: ignore[misc]
+
+
+def cmd_releases(args: list[str]) -> int:
+    rows = list_releases()
+    if not rows:
+        print("no releases on the server")
+        return 0
+    print(f"{'release (git commit)':<34} {'deployed (UTC)':<22} state (active: passed the gate and runs now)")
+    for rid, when, flags in rows:
+        print(f"{rid:<34} {when:<22} {flags}")
+    return 0
+
+
+def cmd_rollback(args: list[str]) -> int:
+    rows = list_releases()
+    cur = next((r for r, _, f in rows if "current" in f), None)
+    target = args[0] if args and args[0] else next(
+        (r for r, _, f in rows if r != cur and "never-gated" not in f), None)
+    if not target or target not in {r for r, _, _ in rows}:
+        raise SystemExit(f"no such release to roll back to: {target!r} (make releases lists them)")
+    marker = ssh(f"sudo cat {ROOT}/shared/active 2>/dev/null || true").stdout.split()
+    config_hash = marker[1] if len(marker) > 1 else "manual"
+    rel = f"{ROOT}/releases/{target}"
+    print(f"activating {target} (was {cur}): switch, reload, gate")
+    from roles.pm2 import ACTIVATE_UNIT
+
+    remote = (f"sudo sh -c 'while systemctl is-active -q {ACTIVATE_UNIT}; do sleep 1; done; "
+              f"systemctl reset-failed {ACTIVATE_UNIT} >/dev/null 2>&1; "
+              f"systemd-run --quiet --unit={ACTIVATE_UNIT} --collect --wait /usr/bin/python3 {ROOT}/bin/activate "
+              f"{rel} \"{rel} {config_hash}\"; rc=$?; cat {ROOT}/shared/activate.log; exit $rc'")
+    rc = subprocess.run(ssh_cmd(remote)).returncode
+    audit(f"{now()} rollback operator={operator()} release={target} result={'ok' if rc == 0 else 'failed'}")
+    return rc
+
+
+def cmd_cutover_check(args: list[str]) -> int:
+    cmd = [sys.executable, "-m", "app", "cutover-check", "--host", env("SEATWATCH_HOST"),
+           "--domain", env("SEATWATCH_CHECK_DOMAIN") or env("SEATWATCH_DOMAIN"),
+           "--ssh-user", env("SEATWATCH_SSH_USER", "ubuntu"), "--ssh-port", env("SEATWATCH_SSH_PORT", "22")]
+    if env("SEATWATCH_SSH_KEY"):
+        cmd += ["--ssh-key", os.path.expanduser(env("SEATWATCH_SSH_KEY"))]
+    if env("SEATWATCH_SSH_KNOWN_HOSTS"):
+        cmd += ["--known-hosts", os.path.expanduser(env("SEATWATCH_SSH_KNOWN_HOSTS"))]
+    return subprocess.run([*cmd, *args], cwd=PROJECT).returncode
+
+
+COMMANDS = {"cutover-check": cmd_cutover_check, "deploy": cmd_deploy, "lock": cmd_lock, "logs": cmd_logs, "run": cmd_run,
+            "releases": cmd_releases, "rollback": cmd_rollback}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__)
+        return 2
+    try:
+        load_settings_files()
+    except SettingsFileError as exc:
+        raise SystemExit(f"deploy stopped: {exc}") from None
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

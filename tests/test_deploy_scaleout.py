@@ -1,0 +1,137 @@
+"""Scale-out, deployed for real: a primary (web, scheduler, Redis) and a worker-only host that shares the
+primary's Redis over the test network. Checks spread over both hosts, exactly one scheduler, the
+Oracle-style firewall of the primary opens 6379 to the worker only, both hosts come back after a reboot.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from urllib.parse import quote
+
+import pytest
+
+from tests.deploystack import DeployStack
+from tests.test_deploy import report
+from tests.testhost import NATIVE_ARCH, TestHost, unique_name
+
+pytestmark = pytest.mark.deploy
+APP_USER = "seatwatch"
+PM2 = f"sudo -u {APP_USER} -H env PM2_HOME=/home/{APP_USER}/.pm2 pm2"
+
+
+@pytest.fixture(scope="module")
+def pair(pytestconfig, tmp_path_factory):
+    import tests.test_deploy as td
+
+    td._config = pytestconfig
+    oracle = TestHost("probe").arch == NATIVE_ARCH
+    with DeployStack(name=unique_name("sw9p"), oracle_firewall=oracle) as stack, \
+            TestHost(unique_name("sw9w")) as worker:
+        # one ssh key and one known-hosts file for both hosts (the inventory has one of each)
+        pub = subprocess.run(["ssh-keygen", "-y", "-f", str(stack.host.key)], capture_output=True, text=True,
+                             check=True).stdout
+        worker.ssh(f"cat >> /home/admin/.ssh/authorized_keys", input=pub)
+        known = tmp_path_factory.mktemp("sw9") / "known_hosts"
+        known.write_text(stack.host.known_hosts.read_text() + worker.known_hosts.read_text())
+        # worker -> primary without masquerading, so the primary sees the worker's own address
+        rule = ["POSTROUTING", "-s", f"10.99.{worker.subnet}.0/24", "-d", f"10.99.{stack.host.subnet}.0/24",
+                "-j", "RETURN"]
+        subprocess.run(["iptables", "-t", "nat", "-I", *rule[:1], "1", *rule[1:]], check=True)
+        try:
+            extra = {
+                "SEATWATCH_WORKERS": worker.address,
+                "SEATWATCH_SSH_KNOWN_HOSTS": str(known),
+                "SEATWATCH_REDIS": "on",
+                "SEATWATCH_REDIS_BIND": f"127.0.0.1 {stack.host.address}",
+                "REDIS_URL": f"redis://:{quote(stack.redis_password, safe='')}@{stack.host.address}:6379/0",
+            }
+            t0 = time.monotonic()
+            res = stack.deploy(extra_env=extra)
+            report(f"two-host fresh deploy took {res.seconds:.1f}s")
+            assert res.returncode == 0, res.tail(120)
+            stack.extra, stack.worker, stack.oracle = extra, worker, oracle
+            stack.t0 = t0
+            yield stack
+        finally:
+            subprocess.run(["iptables", "-t", "nat", "-D", *rule], check=False)
+
+
+def beats(stack) -> list[dict]:
+    out = stack.host.ssh(f"sudo -u {APP_USER} /opt/seatwatch/bin/run heartbeat").stdout
+    return json.loads(out[out.index("{"):])["beats"]
+
+
+def test_one_scheduler_and_a_gated_worker_on_each_host(pair):
+    release = pair.host.ssh("readlink /opt/seatwatch/current").stdout.strip().rsplit("/", 1)[1]
+    by_host = {b["host"]: b for b in beats(pair)}
+    assert set(by_host) == {pair.host.name, pair.worker.name}, by_host
+    assert by_host[pair.host.name]["scheduler"] is True
+    assert by_host[pair.worker.name]["scheduler"] is False  # exactly one scheduler
+    assert {b["release"] for b in by_host.values()} == {release}
+    procs = json.loads((o := pair.worker.ssh(f"{PM2} jlist").stdout)[o.index("["):])
+    assert [p["name"] for p in procs] == ["worker"] and procs[0]["pm2_env"]["status"] == "online"
+    assert "--no-scheduler" in pair.worker.ssh(f"tr '\\0' ' ' < /proc/{procs[0]['pid']}/cmdline").stdout
+    # the worker-only host was gated too (its marker), and serves nothing
+    assert pair.worker.ssh("sudo cat /opt/seatwatch/shared/active").stdout.split()[0].endswith(release)
+    assert pair.worker.ssh("systemctl is-active caddy redis-server", check=False).stdout.split() != ["active"] * 2
+
+
+def test_redis_port_open_to_the_worker_only(pair):
+    import socket
+
+    if pair.oracle:
+        rules = pair.host.ssh("sudo iptables -S INPUT").stdout.splitlines()
+        reject = next(i for i, r in enumerate(rules) if "-j REJECT" in r)
+        pos = next(i for i, r in enumerate(rules) if "--dport 6379" in r)
+        assert pos < reject and f"-s {pair.worker.address}/32" in rules[pos], rules
+        assert sum("--dport 6379" in r for r in rules) == 1, rules
+        # this machine (another address on the network) is refused
+        with pytest.raises(OSError):
+            socket.create_connection((pair.host.address, 6379), timeout=3).close()
+    # the worker host reaches it (its heartbeat above came through it); and with the password only
+    out = pair.worker.ssh(f"sudo -u {APP_USER} /opt/seatwatch/bin/run heartbeat").stdout
+    assert pair.host.name in out
+
+
+def test_checks_spread_over_both_hosts(pair):
+    term = "2261"
+    sections = [f"{20000 + 2 * i}" for i in range(16)]  # even: the :00 group
+    user_id = pair.sql("insert into auth.users (email) values ('spread@asu.edu') returning id")[0][0]
+    for nbr in sections:
+        pair.sql("insert into public.class_watches (user_id, term, subject, catalog_nbr, class_nbr) "
+                 "values (%s, %s, 'CSE', '110', %s)", (user_id, term, nbr))
+        pair.scraper.set_section(term, nbr, seats_available=0)
+    pair.scraper.delay = 1.0  # long enough that both hosts' threads take some
+    before = len(pair.scraper.clients)
+    code, body = pair.https("/api/cron?group=even", method="POST",
+                            headers={"Authorization": f"Bearer {pair.cron_secret}"})
+    assert code == 200 and json.loads(body)["sections_enqueued"] >= len(sections), body
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(pair.scraper.clients) - before < len(sections):
+        time.sleep(0.5)
+    pair.scraper.delay = 0.0
+    clients = pair.scraper.clients[before:]
+    report(f"scrapes by host: { {c: clients.count(c) for c in set(clients)} }")
+    assert set(clients) == {pair.host.address, pair.worker.address}, clients
+
+
+def test_both_hosts_come_back_after_a_reboot(pair):
+    # One after the other: a worker host that boots while the primary's Redis is down beats only once
+    # the primary's scheduler hands it a heartbeat task (it has no scheduler of its own).
+    pair.host.reboot()
+    code, _ = pair.wait_healthy()
+    assert code == 200
+    pair.worker.reboot()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        procs = json.loads((o := pair.worker.ssh(f"{PM2} jlist").stdout)[o.index("["):])
+        by_host = {b["host"]: b for b in beats(pair)}
+        if procs and procs[0]["pm2_env"]["status"] == "online" and \
+                by_host.get(pair.worker.name, {}).get("pid") == procs[0]["pid"]:
+            break
+        time.sleep(2)
+    else:
+        pytest.fail("the worker host's worker did not come back and beat after its reboot")
+    report(f"two-host test: {time.monotonic() - pair.t0:.0f}s from the fresh deploy to both rebooted")
