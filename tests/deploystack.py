@@ -229,6 +229,14 @@ class DeployStack(UpDown):
             time.sleep(1)
         raise AssertionError(f"no health answer through Caddy within {timeout}s (last {code}: {body[:300]})")
 
+    def forget_cron_slots(self) -> None:
+        """Let the test's own /api/cron call run. The deployed scheduler runs (or, at start,
+        catches up) this hour's slots by itself, and a slot runs once (its marker), so the test's
+        trigger would otherwise be answered "Already ran for this slot"."""
+        auth = f"REDISCLI_AUTH='{self.redis_password}'"
+        self.host.ssh(f"{auth} redis-cli --no-auth-warning -h 127.0.0.1 --scan --pattern '*cron-slot:*'"
+                      f" | xargs -r env {auth} redis-cli --no-auth-warning -h 127.0.0.1 del")
+
     def sql(self, query: str, params=()) -> list[tuple]:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             cur = conn.execute(query, params)
