@@ -63,6 +63,11 @@ def check_section(services, term: str, class_nbr: str) -> CheckResult:
             log.info("checked %s/%s: a newer scrape is already stored, this one is ignored",
                      term, class_nbr)
             return result
+        if previous is None:
+            # No state of our own yet (a section first seen since this service took over, or one
+            # the old worker stored during the cutover): the site's row counts if it is this term's.
+            site = db.get_state(conn, class_nbr)
+            previous = site if site is not None and site["term"] == term else None
         result.baseline = previous is None
         changes = detect(previous, info)
         result.changes = [c.value for c in changes]

@@ -75,3 +75,19 @@ def test_an_older_scrape_that_commits_late_changes_nothing(
     check.check_section(services, SPRING, NBR)
     assert len(resend_server.to("a@asu.edu")) == 1
     assert sql("select count(*) as n from notifications_sent") == [{"n": 1}]
+
+
+def test_without_state_of_its_own_the_sites_row_of_the_same_term_counts(
+        services, scraper, resend_server, make_watch, sql):
+    """The old worker may have stored a section (class_states) that this service never checked:
+    an opening against that row is an opening, not a silent baseline. Another term's row is not."""
+    make_watch("a@asu.edu", NBR, term=SPRING)
+    make_watch("b@asu.edu", "12432", term=SPRING)
+    for nbr, term in ((NBR, SPRING), ("12432", FALL)):
+        sql("""insert into class_states (term, subject, catalog_nbr, class_nbr, instructor_name,
+                                         seats_available, seats_capacity)
+               values (%s, 'CSE', '110', %s, 'Staff', 0, 100)""", (term, nbr))
+        scraper.set_section(SPRING, nbr, seats_available=2)
+    assert check.check_section(services, SPRING, NBR).changes == ["seat_available"]
+    assert check.check_section(services, SPRING, "12432").baseline
+    assert [e["to"][0] for e in resend_server.emails] == ["a@asu.edu"]
