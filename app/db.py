@@ -302,6 +302,17 @@ def mark_failed(conn, failures: dict[str, str]) -> None:
     )
 
 
+def fail_open_rows(conn, batch_key: str, reason: str) -> None:
+    """Give up every email of a batch still waiting (attempted or not), with the reason."""
+    conn.execute(
+        """update public.notification_deliveries
+           set failed_at = now(), last_error = %s, payload = null
+           where batch_key = %s and delivered_at is null and failed_at is null
+             and cancelled_at is null""",
+        (reason[:500], batch_key),
+    )
+
+
 def note_attempt(conn, ids: Sequence[str], error: str) -> None:
     """A failed attempt that will be retried, recorded on each email's audit row."""
     conn.execute(

@@ -54,8 +54,7 @@ def deliver_batch(services, batch_key: str) -> int:
             return 0  # delivered already, given up, or another sender holds the lease
         if datetime.now(timezone.utc) - batch["created_at"] > IDEMPOTENCY_WINDOW:
             reason = "undelivered past Resend's idempotency window; not resent to avoid a duplicate"
-            ids = [str(i) for i in batch["delivery_ids"] or []]
-            db.mark_failed(conn, dict.fromkeys(ids, reason))
+            db.fail_open_rows(conn, batch_key, reason)
             db.close_batch(conn, batch_key, delivered=False, error=reason)
             log.error("batch %s given up: past the idempotency window", batch_key)
             return 0

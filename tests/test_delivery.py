@@ -24,6 +24,7 @@ TERM, NBR = "2261", "12430"
 def impatient_mailer(services, resend_server, monkeypatch):
     """The real Mailer with a 1 s client timeout and no backoff sleeps, so a slow Resend outlives
     the client as it would with the production 15 s timeout."""
+    services.mailer  # built now if not yet: the SDK's client is a module global the last Mailer sets
     monkeypatch.setattr(resend, "default_http_client", resend.default_http_client)
     mailer = Mailer(RESEND_KEY, resend_server.url, timeout=1, sleep=lambda s: None)
     monkeypatch.setattr(services, "mailer", mailer)
@@ -59,7 +60,7 @@ def test_key_still_in_flight_is_retried_later_not_dropped(
     """The first attempt outlives the client timeout; the retries meet 409
     concurrent_idempotent_requests. Whether Resend's first attempt then fails or goes through,
     the watcher gets exactly one email."""
-    resend_server.hang_next(1, 2.5, outcome=first_attempt)
+    resend_server.hang_next(1, 5.0, outcome=first_attempt)  # long past the 1 s client timeout
     result, _ = open_seat(services, scraper, make_watch, ["a@asu.edu"])
     assert result.claimed == 1 and result.delivered == 0
     [batch] = open_batches(sql)
@@ -284,3 +285,15 @@ def test_pool_recovers_from_a_database_restart(services, sql):
            where datname = current_database() and application_name = 'seatwatch'""")
     with db.transaction(services.pool) as conn:
         assert conn.execute("select 1 as one").fetchone() == {"one": 1}
+
+
+def test_a_batch_never_sent_within_the_window_is_given_up_not_left_pending(
+        services, make_watch, resend_server, sql):
+    _make_batch(services, make_watch, 2)
+    sql("update delivery_batches set created_at = now() - interval '23 hours 30 minutes'")
+    assert delivery.sweep(services, grace_seconds=0)["delivered"] == 0
+    assert resend_server.requests == []
+    rows = sql("select failed_at, last_error from notification_deliveries")
+    assert len(rows) == 2 and all(r["failed_at"] and "idempotency window" in r["last_error"] for r in rows)
+    with db.transaction(services.pool) as conn:
+        assert db.delivery_counts(conn)["pending"] == 0
