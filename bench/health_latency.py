@@ -49,7 +49,7 @@ def start_web(env: dict, python: str = sys.executable) -> tuple[subprocess.Popen
 
 
 def open_loop(port: int | None = None, rate: float = RATE, seconds: float = SECONDS,
-              connect=None, path: str = PATH) -> dict:
+              connect=None, path: str = PATH, clients: int = CLIENTS) -> dict:
     """Fixed-rate load; latency (ms) of each answer from its scheduled start."""
     connect = connect or (lambda: http.client.HTTPConnection("127.0.0.1", port, timeout=10))
     local = threading.local()
@@ -73,7 +73,7 @@ def open_loop(port: int | None = None, rate: float = RATE, seconds: float = SECO
 
     total = int(rate * seconds)
     begun = time.monotonic()
-    with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
+    with ThreadPoolExecutor(max_workers=clients) as pool:
         for i in range(total):
             due = begun + i / rate
             delay = due - time.monotonic()
@@ -81,7 +81,8 @@ def open_loop(port: int | None = None, rate: float = RATE, seconds: float = SECO
                 time.sleep(delay)
             pool.submit(one, due)
     took = time.monotonic() - begun
-    return {"requests": total, "answered": len(latencies), "codes": {str(k): v for k, v in codes.items()},
+    return {"requests": total, "answered": len(latencies), "clients": clients,
+            "codes": {str(k): v for k, v in codes.items()},
             "rate": rate, "seconds": took, "p50_ms": S.percentile(latencies, 50),
             "p99_ms": S.percentile(latencies, 99), "max_ms": max(latencies, default=float("nan"))}
 

@@ -9,24 +9,20 @@ asserts nothing.
 
 from __future__ import annotations
 
-import http.client
 import os
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench._env import BENCH_DB, app_env, bench_database, free_port, redis_server  # noqa: E402
+from bench._env import BENCH_DB, app_env, bench_database, redis_server  # noqa: E402
+from bench.health_latency import beat, open_loop, start_web  # noqa: E402
 
 RATE = float(os.environ.get("HEALTH_RATE", "200"))
 SECONDS = float(os.environ.get("HEALTH_SECONDS", "15"))
@@ -61,62 +57,6 @@ class Sessions(threading.Thread):
         return [n for t, n in self.samples if start <= t <= end]
 
 
-def beat(env: dict) -> None:
-    """A consumer heartbeat, so the report is the healthy one a monitor normally gets."""
-    os.environ.update(env)  # app.settings reads the environment
-    from app.services import Services
-    from app.settings import Settings
-
-    Services(Settings.from_env(env)).heartbeat.beat()
-
-
-def start_web(env: dict) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "app", "web", "--port", str(port)], env=env,
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("web did not start")
-
-
-def load(port: int) -> tuple[list[float], Counter, float]:
-    local = threading.local()
-    latencies: list[float] = []
-    codes: Counter = Counter()
-
-    def one() -> None:
-        if not hasattr(local, "conn"):
-            local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        started = time.monotonic()
-        try:
-            local.conn.request("GET", PATH)
-            resp = local.conn.getresponse()
-            resp.read()
-            codes[resp.status] += 1
-        except (OSError, http.client.HTTPException) as exc:
-            codes[type(exc).__name__] += 1
-            local.conn.close()
-            del local.conn
-            return
-        latencies.append((time.monotonic() - started) * 1000)
-
-    total = int(RATE * SECONDS)
-    begun = time.monotonic()
-    with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
-        for i in range(total):
-            # Open loop at a fixed rate: request i leaves at begun + i / RATE.
-            delay = begun + i / RATE - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            pool.submit(one)
-    return latencies, codes, time.monotonic() - begun
-
-
 def main() -> None:
     database_url = bench_database()
     admin = database_url.rsplit("/", 1)[0] + "/postgres"
@@ -136,7 +76,7 @@ def main() -> None:
             before = sampler.between(idle_start, time.monotonic())
             opened_before = sampler.opened()
             during_start = time.monotonic()
-            latencies, codes, took = load(port)
+            load = open_loop(port, rate=RATE, seconds=SECONDS, clients=CLIENTS)
             during = sampler.between(during_start, time.monotonic())
             after_start = time.monotonic()
             time.sleep(3)
@@ -149,13 +89,12 @@ def main() -> None:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    done = len(latencies)
-    q = statistics.quantiles(latencies, n=100) if done > 1 else [0] * 99
-    print(f"health load: {int(RATE * SECONDS)} requests at {RATE:.0f}/s target, {CLIENTS} client "
+    took = load["seconds"]
+    print(f"health load: {load['requests']} requests at {RATE:.0f}/s target, {CLIENTS} client "
           f"connections, 127.0.0.1, anonymous")
-    print(f"  sent in {took:.1f} s = {done / took:.0f} answered/s; status codes: {dict(codes)}")
-    print(f"  latency ms: median {statistics.median(latencies):.1f}, p95 {q[94]:.1f}, p99 {q[98]:.1f}, "
-          f"max {max(latencies):.1f}")
+    print(f"  sent in {took:.1f} s = {load['answered'] / took:.0f} answered/s; status codes: {load['codes']}")
+    print(f"  latency ms (from each request's scheduled start): p50 {load['p50_ms']:.1f}, "
+          f"p99 {load['p99_ms']:.1f}, max {load['max_ms']:.1f}")
     print("  PostgreSQL sessions on the database (min-max over samples):")
     print(f"    before web start      {before_web}")
     print(f"    web up, idle          {min(before, default=0)}-{max(before, default=0)}  ({len(before)} samples)")
