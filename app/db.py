@@ -133,26 +133,16 @@ def _state_params(term: str, class_nbr: str, values: dict, scraped_at=None) -> d
             **{c: values.get(c) for c in STATE_COLUMNS}}
 
 
-def save_section_state(conn, term: str, class_nbr: str, values: dict, scraped_at) -> bool:
-    """Store a scrape as the section's state unless a newer scrape is already stored."""
-    cur = conn.execute(_SAVE_SECTION_STATE, _state_params(term, class_nbr, values, scraped_at))
-    return cur.rowcount == 1
-
-
 def get_state(conn, class_nbr: str) -> dict | None:
     """The site's class_states row (one per class number, whatever the term)."""
     return conn.execute("select * from public.class_states where class_nbr = %s",
                         (class_nbr,)).fetchone()
 
 
-def upsert_state(conn, term: str, class_nbr: str, values: dict) -> None:
-    """Write the site's class_states row (its dashboard reads it), as the old worker did."""
-    conn.execute(_UPSERT_STATE, _state_params(term, class_nbr, values))
-
-
 def save_states(conn, term: str, class_nbr: str, values: dict, scraped_at) -> None:
-    """save_section_state and upsert_state in one statement: one round trip instead of two on
-    every check (bench/check_cost.py). Both rows are written as by the two functions."""
+    """This service's state of the section, unless a newer scrape is stored, and the site's
+    class_states row (its dashboard reads it, as the old worker wrote it): one statement, one
+    round trip instead of two on every check (bench/check_cost.py)."""
     conn.execute(f"with saved as ({_SAVE_SECTION_STATE} returning 1) {_UPSERT_STATE}",
                  _state_params(term, class_nbr, values, scraped_at))
 

@@ -68,8 +68,9 @@ def as_before(services):
     saved_env, saved_save_states = client._env, db.save_states
 
     def two_statements(conn, term, class_nbr, values, scraped_at):
-        db.save_section_state(conn, term, class_nbr, values, scraped_at)
-        db.upsert_state(conn, term, class_nbr, values)
+        params = db._state_params(term, class_nbr, values, scraped_at)
+        conn.execute(db._SAVE_SECTION_STATE, params)
+        conn.execute(db._UPSERT_STATE, params)
 
     client.session.trust_env, client._env = True, {}
     db.save_states = two_statements
