@@ -240,6 +240,9 @@ def test_two_consumers_started_together_run_a_missed_slot_once(start_worker, ser
     scraper.set_section(TERM, "12430", seats_available=0)
     first = Worker(HUEY_READ_TIMEOUT_SECONDS=LONG_READ)
     try:
+        # One heartbeat field per host: let the first beat land before the second's, or it could
+        # overwrite the second's start-up beat that start_worker waits for.
+        wait_for(lambda: first.beat(services), 20, "the first consumer's start-up heartbeat")
         # Started after `first`: once it has beaten, both schedulers have had their first tick.
         start_worker(catch_up=True, HUEY_READ_TIMEOUT_SECONDS=LONG_READ)
         assert first.proc.poll() is None
