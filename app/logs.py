@@ -6,8 +6,9 @@ SecretMask replaces every secret value the environment holds (app.settings.known
 would not do: logging runs a logger's filters only for records logged on that very logger, not for
 those propagated from its children (psycopg.pool, huey.consumer, waitress). So `setup` also puts
 the mask into the log-record factory, which every record of every logger passes through, before
-any handler (ours, huey's, or logging's last-resort one) formats it; and into sys.excepthook and
-threading.excepthook for errors that never reach logging.
+any handler (ours, huey's, or logging's last-resort one) formats it; into sys.excepthook and
+threading.excepthook; and sys.stderr itself is wrapped, for errors written there without logging
+(Bottle writes a route's traceback to waitress's `wsgi.errors`, which is sys.stderr).
 """
 
 from __future__ import annotations
@@ -58,6 +59,25 @@ class SecretMask(logging.Filter):
         return True
 
 
+class MaskedStream:
+    """A text stream whose writes pass through the mask; everything else is the stream's own."""
+
+    def __init__(self, stream, secret_mask: SecretMask):
+        self._stream = stream
+        self._mask = secret_mask
+
+    def write(self, text):
+        self._stream.write(self._mask.mask(text) if isinstance(text, str) else text)
+        return len(text)
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def mask(text: str) -> str:
     """`text` with every known secret masked (unchanged before `setup`)."""
     return _installed.mask(text) if _installed else text
@@ -92,6 +112,7 @@ def install_mask(secrets: Iterable[str]) -> SecretMask:
 
     sys.excepthook = excepthook
     threading.excepthook = thread_excepthook
+    sys.stderr = MaskedStream(sys.stderr, secret_mask)
     return secret_mask
 
 

@@ -110,6 +110,23 @@ def test_an_uncaught_error_is_masked_too():
     assert TEST_ENV["SCRAPER_SECRET_TOKEN"] not in cp.stderr
 
 
+def test_what_is_written_to_stderr_without_logging_is_masked():
+    """Bottle writes an unexpected error's traceback straight to waitress's wsgi.errors (stderr)."""
+    code = ("from app import logs; logs.setup()\n"
+            "import os, sys, wsgiref.util, bottle\n"
+            "app = bottle.Bottle()\n"
+            "@app.get('/boom')\n"
+            "def boom():\n    raise RuntimeError('dsn=' + os.environ['DATABASE_URL'])\n"
+            "environ = {'PATH_INFO': '/boom'}\n"
+            "wsgiref.util.setup_testing_defaults(environ)\n"
+            "environ['wsgi.errors'] = sys.stderr  # as waitress sets it, per request\n"
+            "app(environ, lambda *a: None)\n"
+            "print('resend key', os.environ['RESEND_API_KEY'], file=sys.stderr)\n")
+    cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "resend key ***" in cp.stderr and "dsn=***" in cp.stderr, cp.stderr
+    assert TEST_ENV["RESEND_API_KEY"] not in cp.stderr and TEST_ENV["DATABASE_URL"] not in cp.stderr
+
+
 def test_the_deploy_stops_on_a_malformed_dsn_naming_it_and_printing_no_password():
     """pyinfra's own output, before any host is touched: the deploy validates with the app's
     settings (roles/common.py), so the migration step never runs with it."""
