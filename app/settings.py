@@ -2,8 +2,10 @@
 
 Every process (worker, web, CLI) builds one frozen `Settings` at start-up. A missing required
 variable stops start-up with one message naming every missing variable; there are no insecure
-fallbacks for secrets. The names are the ones the Cloudflare deployment already uses, so the
-operator's existing secrets carry over.
+fallbacks for secrets. A malformed DATABASE_URL or REDIS_URL stops it too, naming the variable
+and never its value (app.connection_urls); `known_secrets` lists the values app.logs masks in
+every line this process prints. The names are the ones the Cloudflare deployment already uses,
+so the operator's existing secrets carry over.
 """
 
 from __future__ import annotations
