@@ -2,8 +2,9 @@
 -- Mirrors the running PickMyClass database as the site's own migrations leave it: the same column
 -- types and constraints, row-level security on every public table, and Supabase's roles with its
 -- default grants (anon and authenticated get every privilege on public tables and functions, so a
--- table without RLS is open to anyone holding the site's public key). Its defective
--- try_record_notification is kept too (migration 0002 replaces it). Idempotent; never needed
+-- table without RLS is open to anyone holding the site's public key; service_role, the site's
+-- server key, every privilege on functions). Its defective try_record_notification is kept too,
+-- exactly as the site defines it (migration 0002 replaces it, 0007 restores its contract). Idempotent; never needed
 -- against the real Supabase project.
 
 do $$
