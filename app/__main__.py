@@ -242,14 +242,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(logs.mask(f"error: {exc}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # one line for the operator; details are in the logs
         from app.cron import CronLocked
 
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(logs.mask(f"error: {type(exc).__name__}: {exc}"), file=sys.stderr)
         return 3 if isinstance(exc, CronLocked) else 1
 
 

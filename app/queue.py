@@ -11,6 +11,10 @@ Two extensions of huey, both through hooks it offers (`storage_class`, `create_c
   so a graceful stop can end idle reads at once instead of waiting out the read timeout. That is
   what lets the read be long (few Redis commands) and the stop short (issue 12) at the same time.
   Its schedule read asks one cheap question before huey's three-command pop.
+- TaskSerializer (app.taskcodec): tasks are signed JSON, not huey's default pickle, so nothing read
+  from Redis can run code; SeatwatchHuey.deserialize_task drops and logs whatever does not verify
+  (a crafted pickle, a forged or tampered task, a task of an earlier release) and the worker reads
+  on (issue 18).
 - SeatwatchHuey.housekeeping: jobs (heartbeat, cron slots, delivery sweep) that ride on the
   scheduler's tick in threads of their own instead of being queued tasks: they never wait behind
   a backlog of checks and cost no queue round trips (app.consumer runs them).
@@ -18,14 +22,20 @@ Two extensions of huey, both through hooks it offers (`storage_class`, `create_c
 
 from __future__ import annotations
 
+import itertools
+import logging
 from dataclasses import dataclass
 from typing import Callable
 
 from huey import RedisHuey
+from huey.exceptions import HueyException
 from huey.storage import RedisStorage
 from redis import ConnectionPool
 
 from app.settings import Settings, get_settings
+from app.taskcodec import TaskSerializer, UnverifiedTask, signing_key
+
+log = logging.getLogger(__name__)
 
 
 class WakeableRedisStorage(RedisStorage):
@@ -74,6 +84,26 @@ class SeatwatchHuey(RedisHuey):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.housekeeping: list[HousekeepingJob] = []
+        self._dropped = itertools.count(1)
+
+    def deserialize_task(self, data):
+        """The task, or None for bytes that are not a task this service signed (or name a task
+        this release does not have): those are logged and dropped, never run. A worker that gets
+        None reads on; the scheduler skips it (`_deserialize_all`)."""
+        try:
+            return super().deserialize_task(data)
+        except (UnverifiedTask, HueyException) as exc:
+            # Only the reason, the size and a few escaped bytes: the job itself is the attacker's.
+            start = data[:24] if isinstance(data, (bytes, str)) else type(data).__name__
+            log.warning("dropped a job read from Redis without running it: %s (%d bytes, starting "
+                        "%r); %d dropped by this process", exc, len(data or b""), start,
+                        next(self._dropped))
+            return None
+
+    def _deserialize_all(self, messages):
+        # huey's one path for the schedule (retries waiting for their time), pending() and
+        # scheduled(): a dropped job is left out instead of handed on as None.
+        return [task for task in map(self.deserialize_task, messages) if task is not None]
 
     def on_tick(self, every: float = 0, scheduler_only: bool = False):
         """Register a housekeeping job run by the consumer's scheduler (see app.consumer)."""
@@ -121,6 +151,7 @@ def make_huey(settings: Settings) -> SeatwatchHuey:
         utc=True,
         blocking=True,
         read_timeout=settings.huey_read_timeout,
+        serializer=TaskSerializer(signing_key(settings.unsubscribe_secret)),
     )
 
 

@@ -2,8 +2,10 @@
 
 Every process (worker, web, CLI) builds one frozen `Settings` at start-up. A missing required
 variable stops start-up with one message naming every missing variable; there are no insecure
-fallbacks for secrets. The names are the ones the Cloudflare deployment already uses, so the
-operator's existing secrets carry over.
+fallbacks for secrets. A malformed DATABASE_URL or REDIS_URL stops it too, naming the variable
+and never its value (app.connection_urls); `known_secrets` lists the values app.logs masks in
+every line this process prints. The names are the ones the Cloudflare deployment already uses,
+so the operator's existing secrets carry over.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import logging
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Mapping
-from urllib.parse import urlsplit
+from typing import Iterable, Mapping
+from urllib.parse import unquote, urlsplit
+
+from app import connection_urls
 
 # name -> what it is for (used in the error message and the health check).
 REQUIRED = {
@@ -122,6 +126,13 @@ class Settings:
         if not 1 <= sim_period <= 86400:
             raise SettingsError("SEATWATCH_SIM_PERIOD_SECONDS must be in [1, 86400]")
 
+        database_url = env["DATABASE_URL"].strip()
+        try:  # names the variable, never the value (app.connection_urls)
+            connection_urls.check_database_url(database_url)
+            connection_urls.check_redis_url(opt("REDIS_URL"))
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+
         scraper_url = env["SCRAPER_URL"].strip().rstrip("/")
         site_url = env["NEXT_PUBLIC_SITE_URL"].strip().rstrip("/")
         for name, url in (("SCRAPER_URL", scraper_url), ("NEXT_PUBLIC_SITE_URL", site_url)):
@@ -136,7 +147,7 @@ class Settings:
             raise SettingsError("NOTIFICATION_FROM_EMAIL must be an email address")
 
         return cls(
-            database_url=env["DATABASE_URL"].strip(),
+            database_url=database_url,
             scraper_url=scraper_url,
             scraper_secret_token=env["SCRAPER_SECRET_TOKEN"].strip(),
             resend_api_key=env["RESEND_API_KEY"].strip(),
@@ -181,6 +192,41 @@ class Settings:
         for value in sorted(filter(None, secrets), key=len, reverse=True):
             text = text.replace(value, "***")
         return text
+
+
+# Every variable whose value is a secret (or holds one): masked in every log line and error.
+SECRET_VARIABLES = ("DATABASE_URL", "REDIS_URL", "SCRAPER_SECRET_TOKEN", "RESEND_API_KEY",
+                    "CRON_SECRET", "SUPABASE_SERVICE_ROLE_KEY", "REDIS_PASSWORD")
+
+
+def known_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The secret values in the environment, read leniently (they must be masked even when the
+    settings do not validate): each value as given and stripped, and the password inside each URL,
+    raw and percent-decoded (libpq and redis-py report the decoded one)."""
+    env = os.environ if environ is None else environ
+    values: set[str] = set()
+    for name in SECRET_VARIABLES:
+        raw = env.get(name, "")
+        values.update((raw, raw.strip()))
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        values.update(_url_passwords(env.get(name, "").strip()))
+    return sorted(filter(None, values), key=len, reverse=True)
+
+
+def _url_passwords(url: str) -> Iterable[str]:
+    found = []
+    try:
+        found.append(urlsplit(url).password or "")
+    except ValueError:
+        pass
+    if url and "://" not in url:  # key=value form
+        try:
+            from psycopg.conninfo import conninfo_to_dict
+
+            found.append(str(conninfo_to_dict(url).get("password", "")))
+        except Exception:
+            pass
+    return [v for p in found for v in (p, unquote(p))]
 
 
 def _dev_choices(opt) -> dict:

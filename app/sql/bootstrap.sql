@@ -2,8 +2,9 @@
 -- Mirrors the running PickMyClass database as the site's own migrations leave it: the same column
 -- types and constraints, row-level security on every public table, and Supabase's roles with its
 -- default grants (anon and authenticated get every privilege on public tables and functions, so a
--- table without RLS is open to anyone holding the site's public key). Its defective
--- try_record_notification is kept too (migration 0002 replaces it). Idempotent; never needed
+-- table without RLS is open to anyone holding the site's public key; service_role, the site's
+-- server key, every privilege on functions). Its defective try_record_notification is kept too,
+-- exactly as the site defines it (migration 0002 replaces it, 0007 restores its contract). Idempotent; never needed
 -- against the real Supabase project.
 
 do $$
@@ -14,13 +15,18 @@ begin
     if not exists (select 1 from pg_roles where rolname = 'authenticated') then
         create role authenticated nologin noinherit;
     end if;
+    -- The site's server-side key (it calls try_record_notification with it); bypasses RLS.
+    if not exists (select 1 from pg_roles where rolname = 'service_role') then
+        create role service_role nologin noinherit bypassrls;
+    end if;
 end $$;
 
-grant usage on schema public to anon, authenticated;
+grant usage on schema public to anon, authenticated, service_role;
 -- Supabase's defaults for objects the owner creates later (this service's migrations included).
 alter default privileges in schema public grant all on tables to anon, authenticated;
 alter default privileges in schema public grant all on sequences to anon, authenticated;
 alter default privileges in schema public grant all on functions to anon, authenticated;
+alter default privileges in schema public grant all on functions to service_role;
 
 create schema if not exists auth;
 
@@ -129,20 +135,40 @@ language sql stable as $$
       and not coalesce(p.is_disabled, false)
 $$;
 
--- The running version: once a row exists, even an expired one, it returns false forever.
+-- The running version, as the site's migration 20251030000000_add_atomic_notification_check.sql
+-- defines it (argument checks, SECURITY DEFINER, search_path, EXECUTE granted to service_role): once
+-- a row exists, even an expired one, it returns false forever (the insert hits the unique key).
 do $$
 begin
     if not exists (select 1 from pg_proc where proname = 'try_record_notification') then
         create function public.try_record_notification(
             p_class_watch_id uuid, p_notification_type text, p_expires_hours integer default 24)
-        returns boolean language plpgsql as $f$
+        returns boolean language plpgsql security definer set search_path = public as $f$
+        declare
+            v_existing_id uuid;
         begin
-            insert into public.notifications_sent (class_watch_id, notification_type, expires_at)
-            values (p_class_watch_id, p_notification_type, now() + make_interval(hours => p_expires_hours));
-            return true;
-        exception when unique_violation then
-            return false;
+            if p_notification_type not in ('seat_available', 'instructor_assigned') then
+                raise exception 'Invalid notification_type: %. Must be seat_available or instructor_assigned', p_notification_type;
+            end if;
+            if p_expires_hours < 1 or p_expires_hours > 168 then
+                raise exception 'Invalid p_expires_hours: %. Must be between 1 and 168', p_expires_hours;
+            end if;
+            select id into v_existing_id from public.notifications_sent
+            where class_watch_id = p_class_watch_id and notification_type = p_notification_type
+              and expires_at > now()
+            limit 1;
+            if v_existing_id is not null then
+                return false;
+            end if;
+            begin
+                insert into public.notifications_sent (class_watch_id, notification_type, sent_at, expires_at)
+                values (p_class_watch_id, p_notification_type, now(), now() + (p_expires_hours || ' hours')::interval);
+                return true;
+            exception when unique_violation then
+                return false;
+            end;
         end $f$;
+        grant execute on function public.try_record_notification(uuid, text, integer) to service_role;
     end if;
 end $$;
 
