@@ -231,7 +231,9 @@ def freeze_batch(conn, batch_key: str) -> tuple[list[str], list[dict]]:
 
     Rows whose claim is gone (seats filled again, watch deleted) are cancelled, never sent."""
     conn.execute(
-        """update public.notification_deliveries set cancelled_at = now(), payload = null
+        """update public.notification_deliveries
+           set cancelled_at = now(), payload = null, outcome = 'cancelled',
+               last_error = 'cancelled: its claim was cleared (seats filled, or the watch deleted)'
            where batch_key = %s and notification_id is null and delivered_at is null
              and failed_at is null and cancelled_at is null""",
         (batch_key,),

@@ -56,11 +56,11 @@ def later(minutes: float) -> datetime:
     return datetime.now(timezone.utc) + timedelta(minutes=minutes)
 
 
-def status_json() -> dict:
-    proc = subprocess.run([sys.executable, "-m", "app", "status", "--json"], capture_output=True,
+def status(*flags: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "app", "status", *flags], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return proc.stdout
 
 
 def test_permissive_batch_with_every_email_refused_is_failed_and_loud(
@@ -81,9 +81,13 @@ def test_permissive_batch_with_every_email_refused_is_failed_and_loud(
     assert d["last_24h"] == {"refused": 2}
     assert "2 refused" in d["reason"] and "Invalid `to` field" in d["reason"]
     assert public_view(report)["checks"]["deliveries"] == {"status": health.DEGRADED}
-    listed = status_json()["deliveries"]
+    listed = json.loads(status("--json"))["deliveries"]
     assert listed["last_24h"] == {"refused": 2} and listed["reasons"][0]["count"] == 2
     assert "Invalid `to` field" in listed["reasons"][0]["reason"]
+    table = status()
+    assert "2 not delivered in the last 24 h" in table
+    [line] = [x for x in table.splitlines() if "Invalid `to` field" in x]
+    assert line.split()[:2] == ["2", "refused"]
 
 
 @pytest.mark.parametrize("answer", ["per_email", "batch"])

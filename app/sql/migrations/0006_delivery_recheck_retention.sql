@@ -51,7 +51,7 @@ create index if not exists notification_deliveries_unowned
     on public.notification_deliveries (id) where user_id is null and recipient is not null;
 
 create or replace function public.seatwatch_forget_deleted_account() returns trigger
-language plpgsql as $$
+language plpgsql set search_path = '' as $$
 begin
     if new.user_id is null and old.user_id is not null then
         if old.recipient is not null then
@@ -62,7 +62,17 @@ begin
     end if;
     return new;
 end $$;
-revoke execute on function public.seatwatch_forget_deleted_account() from public, anon, authenticated;
+-- PostgreSQL grants EXECUTE on a new function to PUBLIC, and Supabase to anon/authenticated: none
+-- of them may call it (a database without Supabase's roles only has PUBLIC to revoke).
+do $$
+begin
+    if exists (select 1 from pg_roles where rolname = 'anon')
+       and exists (select 1 from pg_roles where rolname = 'authenticated') then
+        revoke execute on function public.seatwatch_forget_deleted_account() from public, anon, authenticated;
+    else
+        revoke execute on function public.seatwatch_forget_deleted_account() from public;
+    end if;
+end $$;
 
 drop trigger if exists seatwatch_forget_deleted_account on public.notification_deliveries;
 create trigger seatwatch_forget_deleted_account
