@@ -257,13 +257,24 @@ def freeze_batch(conn, batch_key: str) -> tuple[list[str], list[dict]]:
 
 
 def freeze_rebuilt(conn, batch_key: str, ids: Sequence[str], emails: Sequence[dict],
-                   generation: int) -> None:
-    """A re-checked batch's new emails, frozen for this attempt under a new key generation."""
-    conn.execute(
+                   generation: int) -> list[dict]:
+    """A re-checked batch's new emails, frozen for this attempt under a new key generation.
+
+    Returns them as stored: jsonb orders keys its own way, and every resend of this generation
+    sends the stored form, so this first send must send exactly that too (same bytes, same key)."""
+    row = conn.execute(
         """update public.delivery_batches set payload = %s, delivery_ids = %s::uuid[], generation = %s
-           where batch_key = %s""",
+           where batch_key = %s returning payload""",
         (Jsonb(list(emails)), list(ids), generation, batch_key),
-    )
+    ).fetchone()
+    return row["payload"]
+
+
+def mark_in_flight(conn, batch_key: str) -> None:
+    """From here until an answer says otherwise, Resend may hold this attempt: a sender that dies
+    mid-request leaves the batch to be resent byte for byte under the same key, never rebuilt."""
+    conn.execute("""update public.delivery_batches set maybe_sent_at = coalesce(maybe_sent_at, now())
+                    where batch_key = %s""", (batch_key,))
 
 
 def close_batch(conn, batch_key: str, *, outcome: str, error: str | None = None,

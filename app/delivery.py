@@ -7,7 +7,8 @@ Resend answers:
 1. lease: one UPDATE on the batch's row takes a lease (it expires, so a sender that dies frees
    it). At the first attempt the batch's payload is frozen as claimed. At a later attempt it
    depends on whether Resend may hold it: if an earlier attempt went unanswered (5xx, a read
-   timeout, a key still in flight), the frozen bytes go again under the same key, so Resend
+   timeout, a key still in flight, a sender killed mid-request: the doubt is recorded when the
+   attempt starts), the frozen bytes go again under the same key, so Resend
    replays instead of sending twice. If every attempt was answered "not sent" (401/403, a
    refused sender, 429) or never connected, the batch is re-checked against the section's current
    state (app.recheck) and rebuilt, under a new key generation: emails no longer true are
@@ -92,7 +93,7 @@ def _emails_for(conn, services, batch: dict) -> tuple[list[str], list[dict], int
     ids, emails = recheck.rebuild(conn, services, batch)
     if ids:
         generation += 1
-        db.freeze_rebuilt(conn, key, ids, emails, generation)
+        emails = db.freeze_rebuilt(conn, key, ids, emails, generation)
     return ids, emails, generation
 
 
@@ -111,12 +112,14 @@ def deliver_batch(services, batch_key: str) -> int:
             db.close_batch(conn, batch_key, outcome="cancelled", error="nothing left to send")
             log.info("batch %s cancelled: no email of it is still true", batch_key)
             return 0
+        db.mark_in_flight(conn, batch_key)
+    doubted = batch["maybe_sent_at"] is not None  # before this attempt
     retry_at = datetime.now(timezone.utc) + timedelta(seconds=retry_delay(batch["attempts"]))
     # The lease is committed: no transaction or row lock is held while Resend answers.
     try:
         result = services.mailer.send_batch(emails, idempotency_key(batch_key, generation))
     except SendFailed as exc:
-        maybe = exc.maybe_sent or batch["maybe_sent_at"] is not None
+        maybe = exc.maybe_sent or doubted
         with db.transaction(services.pool) as conn:
             if exc.permanent:
                 outcome = "unknown" if maybe else "failed"
@@ -124,8 +127,10 @@ def deliver_batch(services, batch_key: str) -> int:
                 db.close_batch(conn, batch_key, outcome=outcome, error=str(exc), status=exc.status)
             else:
                 db.note_attempt(conn, ids, str(exc))
+                # An answer saying "not sent" clears only this attempt's doubt, not an earlier one's.
                 db.release_batch(conn, batch_key, owner, exc.status, str(exc),
-                                 maybe_sent=True if exc.maybe_sent else None, retry_at=retry_at)
+                                 maybe_sent=True if exc.maybe_sent else (None if doubted else False),
+                                 retry_at=retry_at)
         log.error("batch %s (%d emails) not delivered%s: %s", batch_key, len(ids),
                   "" if exc.permanent else ", the sweep will retry", exc)
         return 0

@@ -201,3 +201,31 @@ def test_give_up_is_failed_when_no_send_was_accepted(services, resend_server, ma
     [batch] = sql("select outcome from delivery_batches")
     assert batch["outcome"] == "failed"
     assert deliveries(services)["last_24h"] == {"failed": 1}
+
+
+def test_a_sender_that_dies_mid_request_is_resent_byte_for_byte_not_rebuilt(
+        services, resend_server, make_watch, use_mailer, sql):
+    """The retry of a never-accepted batch dies after Resend took the request, before anything was
+    recorded (the process killed). The next sweep must not rebuild it under a new key: Resend
+    replays, and the student has one email."""
+    make_watch("a@asu.edu", NBR)
+    run_check(services, seats_available=0)
+    use_mailer(f"http://127.0.0.1:{closed_port()}")
+    run_check(services, seats_available=2)  # attempt 1: never connected, certain
+    mailer = use_mailer(resend_server.url)
+    real_send = mailer.send_batch
+
+    def send_then_die(emails, key):
+        real_send(emails, key)
+        raise SystemExit("killed after Resend accepted")  # nothing after this line runs
+
+    mailer.send_batch = send_then_die
+    with pytest.raises(SystemExit):
+        delivery.sweep(services, grace_seconds=0)
+    assert len(resend_server.emails) == 1
+    mailer.send_batch = real_send
+    run_check(services, seats_available=5)  # the figure moved meanwhile: a rebuild would differ
+    sql("update delivery_batches set lease_until = now() - interval '1 second'")  # the lease lapses
+    assert delivery.sweep(services, grace_seconds=0, now=later(90))["delivered"] == 1
+    assert len(resend_server.emails) == 1 and len({r["key"] for r in resend_server.requests}) == 1
+    assert sql("select outcome from delivery_batches") == [{"outcome": "delivered"}]
