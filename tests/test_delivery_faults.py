@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -203,29 +205,34 @@ def test_give_up_is_failed_when_no_send_was_accepted(services, resend_server, ma
     assert deliveries(services)["last_24h"] == {"failed": 1}
 
 
-def test_a_sender_that_dies_mid_request_is_resent_byte_for_byte_not_rebuilt(
+def test_a_sweep_killed_mid_request_leaves_the_batch_to_be_resent_not_rebuilt(
         services, resend_server, make_watch, use_mailer, sql):
-    """The retry of a never-accepted batch dies after Resend took the request, before anything was
-    recorded (the process killed). The next sweep must not rebuild it under a new key: Resend
-    replays, and the student has one email."""
+    """The retry of a never-accepted batch is SIGKILLed while Resend holds its request, which
+    Resend then sends. The next sweep must not rebuild it under a new key: Resend replays, and the
+    student has one email."""
     make_watch("a@asu.edu", NBR)
     run_check(services, seats_available=0)
     use_mailer(f"http://127.0.0.1:{closed_port()}")
     run_check(services, seats_available=2)  # attempt 1: never connected, certain
-    mailer = use_mailer(resend_server.url)
-    real_send = mailer.send_batch
-
-    def send_then_die(emails, key):
-        real_send(emails, key)
-        raise SystemExit("killed after Resend accepted")  # nothing after this line runs
-
-    mailer.send_batch = send_then_die
-    with pytest.raises(SystemExit):
-        delivery.sweep(services, grace_seconds=0)
-    assert len(resend_server.emails) == 1
-    mailer.send_batch = real_send
+    use_mailer(resend_server.url)
+    resend_server.hang_next(1, 3.0, outcome="send")
+    proc = subprocess.Popen([sys.executable, "-m", "app", "sweep"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not resend_server._in_flight and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert resend_server._in_flight, "the sweep never reached Resend"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    while resend_server._in_flight and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(resend_server.emails) == 1  # Resend did send it; nobody heard
     run_check(services, seats_available=5)  # the figure moved meanwhile: a rebuild would differ
-    sql("update delivery_batches set lease_until = now() - interval '1 second'")  # the lease lapses
+    # What a kill leaves lapses on its own: the batch's lease (5 min), the sweep lock (15 min).
+    sql("update delivery_batches set lease_until = now() - interval '1 second'")
+    services.redis.delete(services.keys.sweep_lock)
     assert delivery.sweep(services, grace_seconds=0, now=later(90))["delivered"] == 1
     assert len(resend_server.emails) == 1 and len({r["key"] for r in resend_server.requests}) == 1
     assert sql("select outcome from delivery_batches") == [{"outcome": "delivered"}]
