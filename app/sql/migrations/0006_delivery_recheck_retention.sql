@@ -62,16 +62,20 @@ begin
     end if;
     return new;
 end $$;
--- PostgreSQL grants EXECUTE on a new function to PUBLIC, and Supabase to anon/authenticated: none
--- of them may call it (a database without Supabase's roles only has PUBLIC to revoke).
+-- PostgreSQL grants EXECUTE on a new function to PUBLIC, and Supabase's default privileges to its
+-- API roles: none of them may call it (it runs only as the table's trigger, as the owner).
+-- In effect `revoke execute ... from public, anon, authenticated` (and service_role), for the roles
+-- that exist: a bare database has only PUBLIC.
+revoke all on function public.seatwatch_forget_deleted_account() from public;
 do $$
+declare
+    r text;
 begin
-    if exists (select 1 from pg_roles where rolname = 'anon')
-       and exists (select 1 from pg_roles where rolname = 'authenticated') then
-        revoke execute on function public.seatwatch_forget_deleted_account() from public, anon, authenticated;
-    else
-        revoke execute on function public.seatwatch_forget_deleted_account() from public;
-    end if;
+    foreach r in array array['anon', 'authenticated', 'service_role'] loop
+        if exists (select 1 from pg_roles where rolname = r) then
+            execute format('revoke all on function public.seatwatch_forget_deleted_account() from %I', r);
+        end if;
+    end loop;
 end $$;
 
 drop trigger if exists seatwatch_forget_deleted_account on public.notification_deliveries;
