@@ -132,7 +132,8 @@ def deliver_batch(services, batch_key: str) -> int:
                                  maybe_sent=True if exc.maybe_sent else (None if doubted else False),
                                  retry_at=retry_at)
         log.error("batch %s (%d emails) not delivered%s: %s", batch_key, len(ids),
-                  "" if exc.permanent else ", the sweep will retry", exc)
+                  "" if exc.permanent else ", waiting for the operator to fix the key, domain or "
+                  "sender" if exc.config else ", the sweep will retry", exc)
         return 0
     refused, waiting = {}, {}
     for i, reason in result.errors.items():

@@ -260,8 +260,8 @@ def _deliveries(probe: Probe) -> dict:
         out["refused_status"] = refused["status"]
         fix = ("NOTIFICATION_FROM_EMAIL (Resend refuses the `from` field)" if refused["status"] == 422
                else "RESEND_API_KEY and the sending domain")
-        reasons.append(f"Resend refuses our requests (HTTP {refused['status']}: "
-                       f"{(refused['error'] or '')[:160]}): {out['pending']} email(s) waiting; check {fix}")
+        reasons.append(f"Resend refuses our requests (HTTP {refused['status']}): {out['pending']} "
+                       f"email(s) waiting; check {fix}; last: {(refused['error'] or '')[:160]}")
     if out["failed"]:
         counts = ", ".join(f"{n} {outcome}" for outcome, n in out["last_24h"].items())
         top = out["reasons"][0]
