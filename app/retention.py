@@ -23,13 +23,21 @@ log = logging.getLogger(__name__)
 
 def sweep(conn, audit_retention_days: int) -> dict:
     """Scrub what deleted accounts left and delete what is past the retention; the row counts."""
-    scrubbed = conn.execute(
-        """update public.notification_deliveries d
-           set recipient = null, payload = null,
-               last_error = replace(d.last_error, d.recipient, '<deleted account>')
-           where d.user_id is null and d.recipient is not null
-             and not exists (select 1 from auth.users u where lower(u.email) = lower(d.recipient))""",
-    ).rowcount
+    scrubbed = 0
+    # Rows with an address but no user are rare (written before 0006): look first, by their partial
+    # index, so a sweep with none does not read auth.users at all.
+    unowned = [r["id"] for r in conn.execute(
+        """select id from public.notification_deliveries
+           where user_id is null and recipient is not null limit 1000""").fetchall()]
+    if unowned:
+        scrubbed = conn.execute(
+            """update public.notification_deliveries d
+               set recipient = null, payload = null,
+                   last_error = replace(d.last_error, d.recipient, '<deleted account>')
+               where d.id = any(%s::uuid[])
+                 and not exists (select 1 from auth.users u where lower(u.email) = lower(d.recipient))""",
+            (unowned,),
+        ).rowcount
     deleted = conn.execute(
         """delete from public.notification_deliveries
            where created_at < now() - make_interval(days => %s)""",

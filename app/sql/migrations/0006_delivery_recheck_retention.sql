@@ -39,6 +39,9 @@ begin
             references auth.users (id) on delete set null;
     end if;
 end $$;
+-- The foreign key's own lookup when an account is deleted (else a scan of the whole audit table
+-- inside the site's delete).
+create index if not exists notification_deliveries_user on public.notification_deliveries (user_id);
 update public.notification_deliveries d set user_id = cw.user_id
 from public.notifications_sent ns join public.class_watches cw on cw.id = ns.class_watch_id
 where d.user_id is null and ns.id = d.notification_id;
