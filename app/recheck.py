@@ -86,4 +86,11 @@ def rebuild(conn, services, batch: dict) -> tuple[list[str], list[dict]]:
                 info=info, site_url=settings.site_url, sender=settings.notification_from_email,
                 unsubscribe_secret=settings.unsubscribe_secret))
     db.cancel_rows(conn, cancelled)
+    # The audit row names the address the email goes to now (a student may have changed it).
+    conn.execute(
+        """update public.notification_deliveries d set recipient = r.recipient
+           from unnest(%s::uuid[], %s::text[]) as r(id, recipient)
+           where d.id = r.id and d.recipient is distinct from r.recipient""",
+        (ids, [e["to"][0] for e in emails]),
+    )
     return ids, emails

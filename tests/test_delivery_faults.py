@@ -236,3 +236,23 @@ def test_a_sweep_killed_mid_request_leaves_the_batch_to_be_resent_not_rebuilt(
     assert delivery.sweep(services, grace_seconds=0, now=later(90))["delivered"] == 1
     assert len(resend_server.emails) == 1 and len({r["key"] for r in resend_server.requests}) == 1
     assert sql("select outcome from delivery_batches") == [{"outcome": "delivered"}]
+
+
+def test_a_retry_goes_to_the_watchers_as_they_are_now(services, resend_server, make_watch, use_mailer, sql):
+    """Resend unreachable at the opening; meanwhile one student turns notifications off and another
+    changes address. The retry is re-checked: no email to the first, the new address for the other."""
+    quiet, _ = make_watch("quiet@asu.edu", NBR)
+    moved, _ = make_watch("old@asu.edu", NBR)
+    run_check(services, seats_available=0)
+    use_mailer(f"http://127.0.0.1:{closed_port()}")
+    run_check(services, seats_available=2)
+    sql("insert into user_profiles (user_id, notifications_enabled) values (%s, false)", (quiet,))
+    sql("update auth.users set email = 'new@asu.edu' where id = %s", (moved,))
+    use_mailer(resend_server.url)
+    assert delivery.sweep(services, grace_seconds=0)["delivered"] == 1
+    assert [e["to"] for e in resend_server.emails] == [["new@asu.edu"]]
+    rows = sql("select recipient, outcome, last_error from notification_deliveries order by recipient")
+    assert [(r["recipient"], r["outcome"]) for r in rows] == [("new@asu.edu", "delivered"),
+                                                               ("quiet@asu.edu", "cancelled")]
+    assert "no longer eligible" in rows[1]["last_error"]
+    assert deliveries(services)["status"] == health.HEALTHY
