@@ -47,7 +47,8 @@ def cmd_sweep(args) -> int:
     from app import delivery
     from app.services import get_services
 
-    _print(delivery.sweep(get_services(), grace_seconds=0))
+    # The operator's sweep: every open batch now, backoff or not (say, after fixing the sender).
+    _print(delivery.sweep(get_services(), grace_seconds=0, force=True))
     return 0
 
 
@@ -100,11 +101,31 @@ def cmd_status(args) -> int:
     services = get_services()
     rep = capacity.report(services.redis, services.keys, huey.storage.queue_key)
     breaker = services.breaker.status()["state"]
+    deliveries = _delivery_status(services)
     if args.json:
-        _print({**rep, "circuit_breaker": breaker})
+        _print({**rep, "circuit_breaker": breaker, "deliveries": deliveries})
     else:
         print(capacity.format_table(rep, breaker))
+        print(_delivery_lines(deliveries))
     return 0
+
+
+def _delivery_status(services) -> dict:
+    from app import db
+
+    with db.transaction(services.pool) as conn:
+        return db.delivery_counts(conn)
+
+
+def _delivery_lines(d: dict) -> str:
+    """Emails waiting and not delivered in the last 24 h, by outcome and reason."""
+    lines = [f"emails: {d['pending']} waiting ({d['overdue']} overdue), "
+             f"{d['failed']} not delivered in the last 24 h"]
+    if d.get("refused"):
+        lines.append(f"  waiting on a refusal (HTTP {d['refused']['status']}): {d['refused']['error']}")
+    for r in d.get("reasons", []):
+        lines.append(f"  {r['count']:>5} {r['outcome']:<8} {r['reason']}")
+    return "\n".join(lines)
 
 
 def cmd_web(args) -> int:

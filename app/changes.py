@@ -21,9 +21,14 @@ def is_unnamed(instructor: str | None) -> bool:
     return not instructor or instructor.strip().lower() in ("staff", "tba")
 
 
-def stored_open_seats(state: dict) -> int:
-    nrs = state.get("non_reserved_seats")
-    return nrs if nrs is not None else (state.get("seats_available") or 0)
+def open_seats_compared(previous: dict, current: SectionInfo) -> tuple[int, int]:
+    """(before, now) on one basis: non-reserved seats when both states know them, otherwise seats
+    available. A scraper that sometimes cannot read the reservation table (5 seats, non-reserved
+    0, then null, then 0) must not read as filled, opened, filled: each "opening" would email."""
+    before_nrs = previous.get("non_reserved_seats")
+    if before_nrs is not None and current.non_reserved_seats is not None:
+        return before_nrs, current.non_reserved_seats
+    return previous.get("seats_available") or 0, current.seats_available
 
 
 def detect(previous: dict | None, current: SectionInfo) -> list[Change]:
@@ -31,7 +36,7 @@ def detect(previous: dict | None, current: SectionInfo) -> list[Change]:
     if previous is None:
         return []  # baseline only: no one is told about a section we have never seen
     found: list[Change] = []
-    before, now = stored_open_seats(previous), current.open_seats
+    before, now = open_seats_compared(previous, current)
     if before == 0 and now > 0:
         found.append(Change.SEAT_AVAILABLE)
     elif before > 0 and now == 0:

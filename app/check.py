@@ -90,7 +90,7 @@ def check_section(services, term: str, class_nbr: str) -> CheckResult:
                         class_nbr=class_nbr, info=info, site_url=services.settings.site_url,
                         sender=services.settings.notification_from_email,
                         unsubscribe_secret=services.settings.unsubscribe_secret))
-                    for watcher, nid in chunk])
+                    for watcher, nid in chunk], term=term, class_nbr=class_nbr)
                 batch_keys.append(batch_key)
         values = state_values(info)
         # this service's state and the site's dashboard row, in one round trip

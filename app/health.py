@@ -250,19 +250,28 @@ def _cron(probe: Probe) -> dict:
 
 @check("deliveries", critical=False)
 def _deliveries(probe: Probe) -> dict:
+    # Public view: the status only (counts and reasons are for the cron secret's holder).
     with probe.postgres() as conn:
         out = db.delivery_counts(conn, overdue_after_seconds=OVERDUE_DELIVERY_SECONDS)
+    reasons = []
     refused = out.pop("refused", None)
     if refused:
-        # A key being rotated or a domain not verified: emails wait (the sweep retries them within
-        # Resend's idempotency window), someone has to fix the account.
+        # Fixable by the operator; the emails wait (retried within Resend's idempotency window).
         out["refused_status"] = refused["status"]
-        out.update(status=DEGRADED, reason=f"Resend refuses our requests (HTTP {refused['status']}): "
-                                           f"{out['pending']} email(s) waiting; check RESEND_API_KEY "
-                                           "and the sending domain")
-    elif out["overdue"]:
-        out.update(status=DEGRADED, reason=f"{out['overdue']} email(s) undelivered for over "
-                                           f"{OVERDUE_DELIVERY_SECONDS // 60} min")
+        fix = ("NOTIFICATION_FROM_EMAIL (Resend refuses the `from` field)" if refused["status"] == 422
+               else "RESEND_API_KEY and the sending domain")
+        reasons.append(f"Resend refuses our requests (HTTP {refused['status']}): {out['pending']} "
+                       f"email(s) waiting; check {fix}; last: {(refused['error'] or '')[:160]}")
+    if out["failed"]:
+        counts = ", ".join(f"{n} {outcome}" for outcome, n in out["last_24h"].items())
+        top = out["reasons"][0]
+        reasons.append(f"not delivered in the last 24 h: {counts} (most: {top['reason'][:160]}; "
+                       "`python -m app status`)")
+    if out["overdue"]:
+        reasons.append(f"{out['overdue']} email(s) undelivered for over "
+                       f"{OVERDUE_DELIVERY_SECONDS // 60} min")
+    if reasons:
+        out.update(status=DEGRADED, reason="; ".join(reasons))
     return out
 
 

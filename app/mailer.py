@@ -5,16 +5,21 @@
 - Retried here with exponential backoff, honouring `retry-after`: 429, 5xx, network errors (the
   SDK reports them as 500) and 409 `concurrent_idempotent_requests` (our earlier attempt with this
   key is still in flight at Resend, say after a client timeout: its outcome is replayed once done).
-- Not retried here, but not given up either (`SendFailed.permanent` False): 401/403 (a key being
-  rotated, a domain not yet verified) and whatever is still failing after the last attempt. The
-  batch stays undelivered and the sweep tries again with the same key and payload.
-- Given up (`permanent` True): 400/422 and 409 `invalid_idempotent_request`, which the delivery
-  flow rules out by construction (a batch's payload is frozen at its first attempt).
+- Not retried here, but not given up either (`SendFailed.permanent` False): what the operator can
+  fix (`SendFailed.config`: 401/403, a key being rotated or a domain not yet verified, and a 422
+  about the `from` field, a sender Resend refuses) and whatever is still failing after the last
+  attempt. The batch stays undelivered and the sweep tries again with backoff (app.delivery).
+- Given up (`permanent` True): other 400/422 and 409 `invalid_idempotent_request`, which the
+  delivery flow rules out by construction (a batch Resend may hold is resent byte for byte).
+- `SendFailed.maybe_sent`: whether Resend may have accepted the batch. Only an answer that says
+  it did not (4xx but 409) or a connection that never opened rule that out; a 5xx, a read
+  timeout or a key still in flight (409) leave it possible, and the batch keeps its key and bytes.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -29,11 +34,27 @@ CONCURRENT_KEY = "concurrent_idempotent_requests"
 AUTH_STATUSES = (401, 403)
 
 
+# The SDK reports a request that never reached Resend as a 500 "HttpClientError": these say the
+# connection never opened (refused, unresolvable, connect timeout), so nothing was sent.
+_NOT_CONNECTED = ("NewConnectionError", "Failed to establish a new connection", "ConnectTimeout",
+                  "NameResolutionError", "Failed to resolve")
+_SENDER_ERROR = re.compile(r"`from`|\bfrom (field|address)\b|invalid_from_address", re.IGNORECASE)
+
+
+def is_sender_error(text: str) -> bool:
+    """A refusal of our `from` field: the operator's to fix (NOTIFICATION_FROM_EMAIL), not the
+    recipient's, so the email waits instead of being given up."""
+    return bool(_SENDER_ERROR.search(text or ""))
+
+
 class SendFailed(Exception):
-    def __init__(self, message: str, permanent: bool, status: int | None = None):
+    def __init__(self, message: str, permanent: bool, status: int | None = None, *,
+                 maybe_sent: bool = True, config: bool = False):
         super().__init__(message)
         self.permanent = permanent
         self.status = status
+        self.maybe_sent = maybe_sent
+        self.config = config
 
 
 @dataclass
@@ -61,6 +82,13 @@ def _retry_after(exc: ResendError) -> float | None:
 
 def _retryable(status: int, error_type: str) -> bool:
     return status == 429 or status >= 500 or (status == 409 and error_type == CONCURRENT_KEY)
+
+
+def _maybe_sent(exc: ResendError, status: int) -> bool:
+    if status >= 500:
+        return not (exc.error_type == "HttpClientError"
+                    and any(s in str(exc.message) for s in _NOT_CONNECTED))
+    return status == 409  # ours still in flight, or a key already used: Resend may have sent it
 
 
 def parse_answer(answer, count: int) -> SendResult:
@@ -105,18 +133,24 @@ class Mailer:
         from resend.exceptions import ResendError
 
         options = {"idempotency_key": idempotency_key, "batch_validation": "permissive"}
+        maybe_sent = False  # over this call's attempts: one unanswered attempt makes it True
         for attempt in range(1, self.attempts + 1):
             try:
                 answer = resend.Batch.send(list(emails), options)
             except ResendError as exc:
                 status = _status(exc)
                 reason = f"HTTP {status} {exc.error_type}: {exc.message}"
-                if status in AUTH_STATUSES:
-                    raise SendFailed(reason, permanent=False, status=status) from None
+                maybe_sent = maybe_sent or _maybe_sent(exc, status)
+                if status in AUTH_STATUSES or (status == 422 and is_sender_error(
+                        f"{exc.error_type} {exc.message}")):
+                    raise SendFailed(reason, permanent=False, status=status, maybe_sent=maybe_sent,
+                                     config=True) from None
                 if not _retryable(status, exc.error_type):
-                    raise SendFailed(reason, permanent=True, status=status) from None
+                    raise SendFailed(reason, permanent=True, status=status,
+                                     maybe_sent=maybe_sent) from None
                 if attempt == self.attempts:
-                    raise SendFailed(reason, permanent=False, status=status) from None
+                    raise SendFailed(reason, permanent=False, status=status,
+                                     maybe_sent=maybe_sent) from None
                 delay = _retry_after(exc)
                 if delay is None:
                     delay = self.base_delay * 2 ** (attempt - 1)

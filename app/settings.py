@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterable, Mapping
@@ -46,6 +47,9 @@ OPTIONAL = {
     "SEATWATCH_MAILER": "resend",
     "SEATWATCH_OUTBOX_DIR": "outbox",
     "SEATWATCH_SIM_PERIOD_SECONDS": "120",
+    # Delivery audit rows (recipient, type, times) are deleted after this many days: the site's
+    # privacy page removes notification records after one year (docs/delivery.md, retention).
+    "SEATWATCH_AUDIT_RETENTION_DAYS": "365",
 }
 ENVIRONMENTS = ("production", "development")
 SCRAPERS = ("http", "simulated")
@@ -57,6 +61,16 @@ log = logging.getLogger(__name__)
 # Used exactly as given, never stripped: the site signs and verifies unsubscribe tokens with the raw
 # value, so a stripped key would make tokens the site rejects. Surrounding whitespace only warns.
 VERBATIM = ("SUPABASE_SERVICE_ROLE_KEY",)
+
+
+# What Resend accepts as a sender: `email@domain.tld` or `Name <email@domain.tld>`; anything else
+# it refuses (422 invalid_from_address, or every email of a batch), so it must stop start-up.
+_MAILBOX = r"[^@\s<>\"(),;:\[\]]+@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}"
+_SENDER = re.compile(rf"(?:{_MAILBOX})|(?:[^<>@]*<{_MAILBOX}>)")
+
+
+def valid_sender(value: str) -> bool:
+    return bool(_SENDER.fullmatch(value.strip()))
 
 
 class SettingsError(RuntimeError):
@@ -90,6 +104,7 @@ class Settings:
     mailer: str = OPTIONAL["SEATWATCH_MAILER"]  # "outbox": app.outbox, files not emails (development only)
     outbox_dir: str = OPTIONAL["SEATWATCH_OUTBOX_DIR"]
     sim_period: float = 120.0  # the simulated scraper's seats flip every this many seconds
+    audit_retention_days: int = 365  # delivery audit rows older than this are deleted
 
     @property
     def key_prefix(self) -> str:
@@ -143,8 +158,15 @@ class Settings:
                 log.warning("%s has leading or trailing whitespace; it is used as given, byte for "
                             "byte, as the site uses it (fix it in both places if it is a mistake)", name)
         sender = env["NOTIFICATION_FROM_EMAIL"].strip()
-        if "@" not in sender:
-            raise SettingsError("NOTIFICATION_FROM_EMAIL must be an email address")
+        if not valid_sender(sender):  # never the value: the message goes to logs and terminals
+            raise SettingsError("NOTIFICATION_FROM_EMAIL must be `email@domain.tld` or "
+                                "`Name <email@domain.tld>`, as Resend accepts it")
+        try:
+            retention_days = int(opt("SEATWATCH_AUDIT_RETENTION_DAYS"))
+        except ValueError:
+            raise SettingsError("SEATWATCH_AUDIT_RETENTION_DAYS must be a whole number of days") from None
+        if not 1 <= retention_days <= 3650:
+            raise SettingsError("SEATWATCH_AUDIT_RETENTION_DAYS must be in [1, 3650]")
 
         return cls(
             database_url=database_url,
@@ -164,6 +186,7 @@ class Settings:
             **dev,
             outbox_dir=opt("SEATWATCH_OUTBOX_DIR"),
             sim_period=sim_period,
+            audit_retention_days=retention_days,
         )
 
     def secret_values(self) -> list[str]:

@@ -183,6 +183,10 @@ def valid_address(value) -> bool:
     return bool(_ADDRESS.match(m.group(1) if m else value.strip()))
 
 
+INVALID_FROM = ("Invalid `from` field. The email address needs to follow the `email@example.com` "
+                "or `Name <email@example.com>` format.")
+
+
 class FakeResend(_Server):
     """Resend's email API as it really answers (DESIGN.md section 4), not as we would like it to.
 
@@ -195,6 +199,10 @@ class FakeResend(_Server):
     - Batches: at most 100; validation is strict by default (one invalid email fails the whole
       batch with 422), or permissive with `x-batch-validation: permissive` (the valid emails go,
       `errors` lists the others by index).
+    - A sender that is not `email@domain.tld` or `Name <email@domain.tld>`: strict validation fails
+      the batch with 422 `invalid_from_address`; permissive validation refuses each email with an
+      error about the `from` field, or, with `sender_errors = "batch"`, fails the whole batch with
+      422 `invalid_from_address` as well (both answers are seen from Resend).
     - Trouble on demand: `fail_next(n, status, body, headers)` (429 with `retry-after`, 5xx, any),
       `lose_next_answers(n)` (sent, but the answer is a 500), `hang_next(n, seconds, outcome)`
       (the request is held, as by a slow Resend, past the client's timeout; then it is sent, or
@@ -210,6 +218,7 @@ class FakeResend(_Server):
         self._in_flight: set[str] = set()
         self._hangs: list[tuple[float, str]] = []
         self._lose_next = 0
+        self.sender_errors = "per_email"  # or "batch": an invalid `from` fails the whole batch
 
     def reset(self) -> None:
         with self._lock:
@@ -222,6 +231,7 @@ class FakeResend(_Server):
             self._lose_next = 0
             self.unverified_domains.clear()
             self.api_key = RESEND_KEY
+            self.sender_errors = "per_email"
 
     def lose_next_answers(self, n: int) -> None:
         """Accept the next n sends but answer 500, as if the answer were lost on the way back."""
@@ -292,7 +302,7 @@ class FakeResend(_Server):
         if not isinstance(email, dict) or not all(email.get(f) for f in ("from", "to", "subject")):
             return "Missing `from`, `to` or `subject` field."
         if not valid_address(email["from"]):
-            return "Invalid `from` field."
+            return INVALID_FROM
         to = email["to"] if isinstance(email["to"], list) else [email["to"]]
         bad = [a for a in to if not valid_address(a)]
         if bad:
@@ -303,6 +313,10 @@ class FakeResend(_Server):
         if len(emails) > 100:
             return self._error(422, "validation_error", "Too many emails in batch (max 100)")
         permissive = batch and (headers.get("x-batch-validation") or "").lower() == "permissive"
+        bad_sender = any(isinstance(e, dict) and e.get("from") and not valid_address(e["from"])
+                         for e in emails)
+        if bad_sender and (not permissive or self.sender_errors == "batch"):
+            return self._error(422, "invalid_from_address", INVALID_FROM)
         errors = []
         for index, email in enumerate(emails):
             reason = self._invalid(email)

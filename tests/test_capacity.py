@@ -133,6 +133,7 @@ def test_status_command_prints_the_table(services, queue, scraper, make_watch, c
     even = next(line for line in out if line.startswith("even"))
     assert even.split()[4:9] == ["1", "1", "0", "0", "0"] and "done in" in even
     assert next(line for line in out if line.startswith("odd")).split()[1] == "never"
-    assert "breaker closed" in out[-2] and out[-1] == "status healthy"
+    assert "breaker closed" in out[-3] and out[-2] == "status healthy"
+    assert out[-1] == "emails: 0 waiting (0 overdue), 0 not delivered in the last 24 h"
     assert main(["status", "--json"]) == 0
     assert '"circuit_breaker": "closed"' in capsys.readouterr().out

@@ -222,3 +222,20 @@ def test_open_breaker_refuses_without_calling_the_scraper(services, scraper):
     with pytest.raises(BreakerOpen) as refused:
         run_check(services)
     assert scraper.calls == [] and 0 < refused.value.retry_in <= 120
+
+
+@pytest.mark.parametrize("before, after, expected", [
+    ((5, 0), (5, None), []),            # the reservation table unreadable: not an opening
+    ((5, None), (5, 0), []),            # readable again: not a fill
+    ((0, None), (3, 0), ["seat_available"]),  # compared on seats available: they opened
+    ((4, 0), (4, 2), ["seat_available"]),     # both known: non-reserved seats decide
+    ((4, 2), (4, 0), ["seats_filled"]),
+    ((3, None), (0, 0), ["seats_filled"]),
+])
+def test_two_states_are_compared_on_the_same_basis(before, after, expected):
+    from app.changes import detect
+    from app.scraper import SectionInfo
+
+    previous = {"seats_available": before[0], "non_reserved_seats": before[1], "instructor_name": "Staff"}
+    current = SectionInfo("CSE", "110", "t", "Staff", after[0], 10, after[1], "", "")
+    assert [c.value for c in detect(previous, current)] == expected

@@ -42,7 +42,7 @@ def test_simulated_seats_open_and_fill_as_time_passes():
 def test_outbox_writes_each_email_once_per_key(tmp_path):
     sim = SimulatedScraper(period=10, clock=lambda: 0.0)
     emails = [build_email(Change.SEAT_AVAILABLE, to=to, user_id="u", term="2261", class_nbr="12430",
-                          info=sim.fetch("2261", "12430"), site_url="http://x", sender="a@b",
+                          info=sim.fetch("2261", "12430"), site_url="http://x", sender="a@b.example",
                           unsubscribe_secret="k") for to in ("a@x.example", "b@x.example")]
     box = Outbox(tmp_path / "out")
     ids = box.send_batch(emails, "key-1").ids
@@ -55,6 +55,20 @@ def test_outbox_writes_each_email_once_per_key(tmp_path):
     assert box.send_batch(emails[:1], "key-2").ids != ids[:1]
     with pytest.raises(ValueError):
         box.send_batch([], "key-3")
+
+
+def test_outbox_refuses_what_resend_refuses_by_index(tmp_path):
+    """Like Resend's permissive batch: a bad `to` or `from` costs that email, named by index."""
+    good = {"from": "Dev <alerts@dev.example>", "to": ["a@dev.example"], "subject": "s",
+            "html": "<p>h</p>", "text": "t"}
+    box = Outbox(tmp_path / "out")
+    result = box.send_batch([good, {**good, "to": ["not an address"]},
+                             {**good, "from": "Dev alerts@dev.example"}], "key-1")
+    assert result.ids[0] and result.ids[1:] == [None, None]
+    assert "`to`" in result.errors[1] and "`from`" in result.errors[2]
+    replay = Outbox(tmp_path / "out").send_batch([good], "key-1")  # same key: the first answer
+    assert replay.ids == result.ids and replay.errors == result.errors
+    assert len(list((tmp_path / "out").glob("*.html"))) == 1
 
 
 @pytest.mark.parametrize("changes", [

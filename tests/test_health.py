@@ -183,7 +183,7 @@ def test_overdue_delivery_backlog_is_degraded(alive, make_watch, sql):
         db.add_batch(conn, "batch-1", "seat_available", [(nid, {"to": ["a@asu.edu"]})])
     report = run(alive)
     assert report["checks"]["deliveries"] == {"status": "healthy", "pending": 1, "overdue": 0, "failed": 0}
-    sql("update notification_deliveries set created_at = now() - interval '1 hour'")
+    sql("update delivery_batches set created_at = now() - interval '1 hour'")  # counted by batch
     report = run(alive)
     assert report["status"] == "degraded"
     assert report["checks"]["deliveries"]["overdue"] == 1

@@ -91,3 +91,41 @@ def test_service_role_key_without_whitespace_does_not_warn(caplog):
     with caplog.at_level("WARNING", logger="app.settings"):
         s = Settings.from_env(env(SUPABASE_SERVICE_ROLE_KEY="clean-key"))
     assert s.unsubscribe_secret == "clean-key" and not caplog.records
+
+
+@pytest.mark.parametrize("sender", [
+    "alerts@pickmyclass.app", "PickMyClass <alerts@pickmyclass.app>", "<alerts@pickmyclass.app>",
+    '"PickMyClass Alerts" <alerts@mail.pickmyclass.app>', "  PickMyClass <a.b+c@x-y.example.test>  ",
+])
+def test_senders_resend_accepts(sender):
+    assert Settings.from_env(env(NOTIFICATION_FROM_EMAIL=sender)).notification_from_email == sender.strip()
+
+
+@pytest.mark.parametrize("sender", [
+    "PickMyClass alerts@pickmyclass.app", "alerts@pickmyclass", "PickMyClass <alerts@pickmyclass.app",
+    "alerts@@pickmyclass.app", "a@b.app, c@d.app", "PickMyClass <>", "@pickmyclass.app",
+    "PickMyClass <alerts@pickmyclass.app> x", "alerts @pickmyclass.app",
+])
+def test_senders_resend_refuses_are_refused_naming_the_variable_not_the_value(sender):
+    with pytest.raises(SettingsError, match="NOTIFICATION_FROM_EMAIL") as err:
+        Settings.from_env(env(NOTIFICATION_FROM_EMAIL=sender))
+    assert sender.strip() not in str(err.value)
+
+
+def test_a_bad_sender_stops_start_up_with_exit_2():
+    import os
+
+    proc = subprocess.run([sys.executable, "-m", "app", "breaker", "status"],
+                          env={**os.environ, "NOTIFICATION_FROM_EMAIL": "PickMyClass alerts@pickmyclass.app"},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert "NOTIFICATION_FROM_EMAIL" in line and "alerts@pickmyclass.app" not in line
+
+
+def test_audit_retention_setting():
+    assert Settings.from_env(env()).audit_retention_days == 365
+    assert Settings.from_env(env(SEATWATCH_AUDIT_RETENTION_DAYS="30")).audit_retention_days == 30
+    for bad in ("0", "abc", "100000"):
+        with pytest.raises(SettingsError, match="SEATWATCH_AUDIT_RETENTION_DAYS"):
+            Settings.from_env(env(SEATWATCH_AUDIT_RETENTION_DAYS=bad))
