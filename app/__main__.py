@@ -93,17 +93,17 @@ def cmd_heartbeat(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from app import capacity
+    from app import schedulestatus
     from app.queue import huey
     from app.services import get_services
 
     services = get_services()
-    rep = capacity.report(services.redis, services.keys, huey.storage.queue_key)
+    rep = schedulestatus.report(services, huey.storage.queue_key)
     breaker = services.breaker.status()["state"]
     if args.json:
         _print({**rep, "circuit_breaker": breaker})
     else:
-        print(capacity.format_table(rep, breaker))
+        print(schedulestatus.format_table(rep, breaker))
     return 0
 
 
@@ -161,7 +161,9 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_migrate)
 
     s = sub.add_parser("cron", help="one cron run now; prints the JSON result")
-    s.add_argument("--group", choices=["even", "odd"], help="default: by the current minute")
+    s.add_argument("--group", choices=["even", "odd"],
+                   help="default: by the current minute; always the group's latest slot that has "
+                        "started (odd before :30: the previous hour's :30 slot)")
     s.add_argument("--force", action="store_true", help="run even if this slot already ran")
     s.set_defaults(func=cmd_cron)
 
@@ -194,7 +196,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_heartbeat)
 
     s = sub.add_parser("status", help="capacity table: per group last run, sections, done, "
-                                      "failed, drain time; throughput, backlog, breaker")
+                                      "failed, drain time; throughput, backlog, breaker, scheduler")
     s.add_argument("--json", action="store_true", help="the same figures as JSON")
     s.set_defaults(func=cmd_status)
 
