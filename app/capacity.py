@@ -96,8 +96,8 @@ def summary(slot: str, raw: dict) -> dict:
 
 
 def recent_slot_names(now: datetime, n: int = RECENT_SLOTS) -> list[str]:
-    """The last n slots, newest first, from this hour's :30 slot (an operator's `cron --group
-    odd` before :30 runs that slot early)."""
+    """The last n slots, newest first, from this hour's :30 slot (before :30 it has not started
+    and has no record: a manual run never takes a slot ahead, app.cron)."""
     t = now.replace(minute=30, second=0, microsecond=0)
     out = []
     while len(out) < n:

@@ -92,7 +92,7 @@ def run_cron(services, enqueue: Callable[..., int], *,
             {"at": now.isoformat(timespec="seconds"), "slot": slot, "sections_enqueued": enqueued,
              "sections_found": len(sections), "duration_ms": out["duration"],
              "late_seconds": late_seconds if late else 0})
-        with services.redis.pipeline(transaction=True) as pipe:
+        with services.redis.pipeline(transaction=False) as pipe:  # one round trip, 2 commands
             services.slots.mark_ran(slot, f"{hostname()}:{time.time():.0f}", pipe)
             pipe.set(services.keys.last_cron(group), record)
             pipe.execute()

@@ -77,11 +77,11 @@ class Heartbeat:
 
 
 def scheduler_status(beats: list[dict]) -> dict:
-    """Whether a scheduler runs, from `beats()` (newest first): alive only with a fresh beat of a
-    consumer that runs the scheduler (`scheduler` true; None, the bare-epoch beats of earlier
-    releases, counts as one). `up_seconds`: how long the longest-running live scheduler has run
-    (None when unknown), which the cron check needs to call a missing last-run record overdue."""
-    schedulers = [b for b in beats if b.get("scheduler") is not False]
+    """Whether a scheduler runs, from `beats()` (newest first): alive only with a fresh beat that
+    says `scheduler: true` (a worker-only host's, or an old release's bare epoch, never counts).
+    `up_seconds`: how long the longest-running live scheduler has run (None when unknown), which
+    the cron check needs to call a missing last-run record overdue."""
+    schedulers = [b for b in beats if b.get("scheduler") is True]
     workers = sorted(b["host"] for b in beats
                      if b.get("scheduler") is False and b["age_seconds"] <= STALE_SECONDS)
     suffix = f" (worker-only hosts beat: {', '.join(workers)})" if workers else ""
