@@ -18,6 +18,7 @@ superseded, interrupted), so the next hour enqueues it again.
 
 from __future__ import annotations
 
+import time
 from typing import Iterable, Sequence
 
 import redis
@@ -105,8 +106,10 @@ class PendingChecks:
             queued.extend(part[i - 1] for i in self._enqueue(keys=keys, args=args))
         return queued
 
-    def claim(self, sections: Iterable[tuple[str, str]], now: float = 0.0) -> list[tuple[str, str]]:
+    def claim(self, sections: Iterable[tuple[str, str]],
+              now: float | None = None) -> list[tuple[str, str]]:
         """Markers only, for checks queued by other means (the benchmarks' one-by-one enqueue)."""
+        now = time.time() if now is None else now
         sections = list(dict.fromkeys(sections))
         fresh: list[tuple[str, str]] = []
         for start in range(0, len(sections), CHUNK):
