@@ -1,4 +1,4 @@
-"""One cron run: cron lock, the group's sections, one enqueued check per section, then the slot marker."""
+"""One cron run: cron lock, the group's sections, one queued check per section, the slot marker."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def group_for(now: datetime) -> str:
 
 def run_cron(services, enqueue: Callable[..., int], *,
              group: str | None = None, now: datetime | None = None, force: bool = False) -> dict:
-    """Enqueue the checks of one group's latest slot; the result the /api/cron endpoint and the CLI print.
+    """Enqueue the checks of a group's latest slot; the result /api/cron and the CLI print.
 
     The slot is the group's latest one that has started (app.slots.latest_slot): a manual run
     never takes a slot still ahead (`--group odd` at 14:10 is the 13:30 slot, run only if it has
