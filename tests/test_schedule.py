@@ -133,6 +133,39 @@ def test_a_run_sigkilled_before_its_enqueue_is_run_again_by_the_next_tick(
     assert ran(runner(services).tick(at(14, 3))) == [] and queued(queue) == ["12430", "12432"]
 
 
+def test_cli_cron_sigkilled_mid_run_then_the_restarted_worker_runs_the_slot(
+        services, queue, make_watch, scraper, database):
+    """The real clock end to end: `python -m app cron` killed while it waits for its sections,
+    then `python -m app worker` starting (PM2's restart) runs the slot at its first tick."""
+    make_watch("a@asu.edu", "12430")
+    scraper.set_section(TERM, "12430", seats_available=0)
+    blocker = psycopg.connect(database)
+    blocker.execute("lock table public.class_watches in access exclusive mode")
+    proc = subprocess.Popen([sys.executable, "-m", "app", "cron", "--group", "even"],
+                            env=dict(os.environ), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: blocker.execute(
+            "select count(*) from pg_locks where not granted"
+            " and relation = 'public.class_watches'::regclass").fetchone()[0], 20,
+            "the cron run to wait for its sections")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert services.cron_lock.status()["locked"] and cron.last_runs(services)["even"] is None
+    worker = Worker(HUEY_READ_TIMEOUT_SECONDS=LONG_READ)
+    try:
+        wait_for(lambda: scraper.calls, 20, "the slot's check")
+        record = wait_for(lambda: cron.last_runs(services)["even"], 10, "the slot's record")
+        assert record["slot"].endswith(":even") and record["sections_enqueued"] == 1
+        time.sleep(1)  # room for a second run, if the slot were not kept to one
+        assert scraper.calls == [(TERM, "12430")]
+    finally:
+        worker.kill()
+
+
 def test_a_run_killed_between_its_enqueue_and_its_marker_queues_nothing_twice(
         services, queue, watched):
     slot_ran(services, "2026-11-30T13:odd")
