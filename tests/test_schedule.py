@@ -323,6 +323,57 @@ def test_flushall_under_a_running_scheduler_runs_the_slot_again_within_the_bound
         checks.kill()
 
 
+def restart_redis_without_its_data(services, config: dict) -> None:
+    """SHUTDOWN NOSAVE and start it again empty: this test run's own Redis (TEST_REDIS_URL),
+    with its own directory and log file (`config`: CONFIG GET of them, read while it was up)."""
+    from urllib.parse import urlsplit
+
+    port = urlsplit(os.environ["REDIS_URL"]).port
+    if _pings(services):
+        try:
+            services.redis.shutdown(nosave=True)
+        except Exception:
+            pass  # the connection drops as it stops
+    args = ["--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+            "--appendonly", "no", "--dir", config["dir"]]
+    if config.get("logfile"):
+        args += ["--logfile", config["logfile"]]
+    subprocess.run(["redis-server", *args], check=True, stdout=subprocess.DEVNULL)
+    wait_for(lambda: _pings(services), 10, "Redis to be back")
+
+
+def _pings(services) -> bool:
+    try:
+        return services.redis.ping()
+    except Exception:
+        return False
+
+
+def test_a_redis_restarted_without_its_data_runs_the_slot_again(services, queue, watched, scraper):
+    from app.sentinel import DataSentinel
+
+    sentinel = DataSentinel(services.redis, services.keys.prefix + "sentinel:test")
+    config = {**services.redis.config_get("dir"), **services.redis.config_get("logfile")}
+    sched = runner(services, lost=sentinel.lost)
+    checks = Worker("--no-scheduler", HUEY_READ_TIMEOUT_SECONDS=LONG_READ)
+    try:
+        assert ran(sched.tick(at(14, 30, 20))) == ["2026-11-30T14:even", "2026-11-30T14:odd"]
+        wait_for(lambda: len(scraper.calls) == 3, 20, "the slots' checks")
+        wait_for(lambda: not huey.pending_count() and not any(
+            services.pending.is_pending(TERM, n) for n in ("12430", "12431", "12432")), 10,
+            "the checks to finish")
+        restart_redis_without_its_data(services, config)  # at 14:31
+        assert ran(sched.tick(at(14, 32, 20))) == []  # not noticed yet: the probe is due at 14:33:20
+        assert ran(sched.tick(at(14, 33, 20))) == ["2026-11-30T14:even", "2026-11-30T14:odd"]
+        wait_for(lambda: len(scraper.calls) == 6, 30, "the slots' checks, again")
+        assert sorted(n for _, n in scraper.calls) == ["12430", "12430", "12431", "12431",
+                                                       "12432", "12432"]
+    finally:
+        checks.kill()
+        if not _pings(services):
+            restart_redis_without_its_data(services, config)
+
+
 def test_a_redis_that_came_back_from_an_older_copy_is_noticed(services):
     from app.sentinel import DataSentinel
 
