@@ -39,7 +39,8 @@ def cmd_check(args) -> int:
 def cmd_worker(args) -> int:
     from app import worker
 
-    worker.run(get_settings(), scheduler=not args.no_scheduler)
+    settings = get_settings()
+    worker.run(settings, scheduler=settings.scheduler and not args.no_scheduler)
     return 0
 
 

@@ -194,7 +194,8 @@ def _queue(probe: Probe) -> dict:
 @check("scheduler", critical=True, public=("alive", "last_heartbeat", "age_seconds", "reason"))
 def _scheduler(probe: Probe) -> dict:
     # Only a beat saying `scheduler: true` counts: a worker-only host's never hides a dead one.
-    out = scheduler_status(probe.heartbeat.beats())
+    # With SEATWATCH_SCHEDULER=off (the schedule runs elsewhere on purpose) any consumer's beat.
+    out = scheduler_status(probe.heartbeat.beats(), required=probe.settings.scheduler)
     if not out["alive"]:
         out["status"] = UNHEALTHY
     return out
@@ -226,7 +227,8 @@ def _cron_lock(probe: Probe) -> dict:
 
 @check("cron", critical=False, public=("reason",))
 def _cron(probe: Probe) -> dict:
-    out = cron_overdue(last_runs(probe), scheduler_status(probe.heartbeat.beats()), time.time())
+    scheduler = scheduler_status(probe.heartbeat.beats(), required=probe.settings.scheduler)
+    out = cron_overdue(last_runs(probe), scheduler, time.time())
     if out.get("reason"):
         out["status"] = DEGRADED
     return out

@@ -76,11 +76,16 @@ class Heartbeat:
         return beats[0]["host"], beats[0]["at"]
 
 
-def scheduler_status(beats: list[dict]) -> dict:
+def scheduler_status(beats: list[dict], required: bool = True) -> dict:
     """Whether a scheduler runs, from `beats()` (newest first): alive only with a fresh beat that
     says `scheduler: true` (a worker-only host's, or an old release's bare epoch, never counts).
     `up_seconds`: how long the longest-running live scheduler has run (None when unknown), which
-    the cron check needs to call a missing last-run record overdue."""
+    the cron check needs to call a missing last-run record overdue.
+
+    `required` False (SEATWATCH_SCHEDULER=off: the schedule runs elsewhere on purpose): alive is
+    any consumer's fresh beat, as no scheduler is expected."""
+    if not required:
+        return _consumers_only(beats)
     schedulers = [b for b in beats if b.get("scheduler") is True]
     workers = sorted(b["host"] for b in beats
                      if b.get("scheduler") is False and b["age_seconds"] <= STALE_SECONDS)
@@ -99,4 +104,17 @@ def scheduler_status(beats: list[dict]) -> dict:
            "worker_hosts": workers}
     if not alive:
         out["reason"] = f"last scheduler heartbeat {newest['age_seconds']:.0f} s ago" + suffix
+    return out
+
+
+def _consumers_only(beats: list[dict]) -> dict:
+    out = {"alive": False, "host": None, "last_heartbeat": None, "age_seconds": None,
+           "up_seconds": None, "worker_hosts": [], "scheduler": "off"}
+    if not beats:
+        return {**out, "reason": "no consumer heartbeat"}
+    newest = beats[0]
+    out.update(alive=newest["age_seconds"] <= STALE_SECONDS, host=newest["host"],
+               last_heartbeat=iso_from_epoch(newest["at"]), age_seconds=newest["age_seconds"])
+    if not out["alive"]:
+        out["reason"] = f"last consumer heartbeat {newest['age_seconds']:.0f} s ago"
     return out

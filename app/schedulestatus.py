@@ -18,7 +18,7 @@ _RANK = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 
 def report(services, queue_key: str) -> dict:
     rep = capacity.report(services.redis, services.keys, queue_key)
-    scheduler = scheduler_status(services.heartbeat.beats())
+    scheduler = scheduler_status(services.heartbeat.beats(), required=services.settings.scheduler)
     runs = cron.overdue(cron.last_runs(services), scheduler, time.time())
     rep["scheduler"], rep["cron"] = scheduler, runs
     reasons = [r for r in (rep.get("reason"), runs.get("reason")) if r]
@@ -27,7 +27,8 @@ def report(services, queue_key: str) -> dict:
         status = max(status, "degraded", key=_RANK.__getitem__)
     if not scheduler["alive"]:
         status = "unhealthy"
-        reasons.insert(0, "scheduler dead: " + scheduler["reason"])
+        reasons.insert(0, ("consumers dead: " if scheduler.get("scheduler") == "off"
+                           else "scheduler dead: ") + scheduler["reason"])
     if status != "healthy":
         rep["status"], rep["reason"] = status, "; ".join(reasons)
     return rep
@@ -36,7 +37,11 @@ def report(services, queue_key: str) -> dict:
 def format_table(rep: dict, breaker_state: str) -> str:
     lines = capacity.format_table(rep, breaker_state).split("\n")
     s = rep["scheduler"]
-    if s["alive"]:
+    if s.get("scheduler") == "off":
+        line = ("scheduler off here (SEATWATCH_SCHEDULER=off); consumers "
+                + (f"alive, {s['host']} beat {s['age_seconds']:.0f} s ago" if s["alive"]
+                   else f"DEAD: {s['reason']}"))
+    elif s["alive"]:
         line = (f"scheduler alive on {s['host']} (beat {s['age_seconds']:.0f} s ago"
                 + (f", up {s['up_seconds'] // 60} min" if s.get("up_seconds") is not None else "")
                 + ")")

@@ -35,6 +35,9 @@ OPTIONAL = {
     "HUEY_READ_TIMEOUT_SECONDS": "300",
     "SEATWATCH_NAME": "seatwatch",
     "SEATWATCH_RELEASE": "dev",
+    # "off": no consumer runs the schedule here on purpose (the cutover's zero-overlap step): the
+    # worker starts as `--no-scheduler` and health does not ask for a scheduler's beat.
+    "SEATWATCH_SCHEDULER": "on",
     # Dev mode (`make dev`, docs/dev.md). Anything but the defaults needs SEATWATCH_ENV=development:
     # a simulated scraper or an outbox folder in production would silently stop real emails.
     "SEATWATCH_ENV": "production",
@@ -44,6 +47,7 @@ OPTIONAL = {
     "SEATWATCH_SIM_PERIOD_SECONDS": "120",
 }
 ENVIRONMENTS = ("production", "development")
+SWITCH_ON, SWITCH_OFF = ("on", "1", "true", "yes"), ("off", "0", "false", "no")  # as the deploy reads them
 SCRAPERS = ("http", "simulated")
 MAILERS = ("resend", "outbox")
 
@@ -86,6 +90,7 @@ class Settings:
     mailer: str = OPTIONAL["SEATWATCH_MAILER"]  # "outbox": app.outbox, files not emails (development only)
     outbox_dir: str = OPTIONAL["SEATWATCH_OUTBOX_DIR"]
     sim_period: float = 120.0  # the simulated scraper's seats flip every this many seconds
+    scheduler: bool = True  # SEATWATCH_SCHEDULER: whether a consumer here runs the schedule
 
     @property
     def key_prefix(self) -> str:
@@ -122,6 +127,10 @@ class Settings:
         if not 1 <= sim_period <= 86400:
             raise SettingsError("SEATWATCH_SIM_PERIOD_SECONDS must be in [1, 86400]")
 
+        scheduler = opt("SEATWATCH_SCHEDULER").lower()
+        if scheduler not in SWITCH_ON + SWITCH_OFF:
+            raise SettingsError("SEATWATCH_SCHEDULER must be on or off")
+
         scraper_url = env["SCRAPER_URL"].strip().rstrip("/")
         site_url = env["NEXT_PUBLIC_SITE_URL"].strip().rstrip("/")
         for name, url in (("SCRAPER_URL", scraper_url), ("NEXT_PUBLIC_SITE_URL", site_url)):
@@ -153,6 +162,7 @@ class Settings:
             **dev,
             outbox_dir=opt("SEATWATCH_OUTBOX_DIR"),
             sim_period=sim_period,
+            scheduler=scheduler in SWITCH_ON,
         )
 
     def secret_values(self) -> list[str]:

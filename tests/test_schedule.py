@@ -473,3 +473,43 @@ def test_a_worker_whose_clock_is_10_minutes_fast_cannot_make_a_real_opening_look
     seen = check.check_section(services, TERM, "12430")
     assert not seen.stale and seen.changes == ["seat_available"] and seen.delivered == 1
     assert len(resend_server.to("a@asu.edu")) == 1
+
+
+def test_with_the_scheduler_off_on_purpose_health_asks_only_for_a_consumer(
+        services, queue, monkeypatch, capsys):
+    """SEATWATCH_SCHEDULER=off (the cutover's zero-overlap step): the worker runs no schedule, and
+    health wants a live consumer, not a scheduler (the deploy's gate and cutover-check pass)."""
+    import dataclasses
+
+    off = Worker(SEATWATCH_SCHEDULER="off", HUEY_READ_TIMEOUT_SECONDS=LONG_READ)
+    try:
+        beat = wait_for(lambda: off.beat(services), 20, "its beat")
+        assert beat["scheduler"] is False
+        time.sleep(0.5)
+        assert cron.last_runs(services) == {"even": None, "odd": None}  # it scheduled nothing
+        on_purpose = health.run_checks(services)["checks"]
+        monkeypatch.setattr(services, "settings", dataclasses.replace(services.settings,
+                                                                      scheduler=False))
+        off_here = health.run_checks(services)
+        assert main(["status"]) == 0
+    finally:
+        off.kill()
+    # Where a scheduler is expected, a worker-only beat is not one...
+    assert on_purpose["scheduler"]["status"] == "unhealthy"
+    assert on_purpose["scheduler"]["reason"].startswith("no scheduler heartbeat")
+    # ...where it is off on purpose, any live consumer will do.
+    s = off_here["checks"]["scheduler"]
+    assert s["status"] == "healthy" and s["alive"] and s["scheduler"] == "off"
+    assert s["age_seconds"] < 60 and off_here["checks"]["cron"]["status"] == "healthy"
+    assert "scheduler off here (SEATWATCH_SCHEDULER=off); consumers alive" in capsys.readouterr().out
+
+
+def test_a_bad_scheduler_switch_names_the_variable_not_its_value():
+    from app.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError) as bad:
+        Settings.from_env({**os.environ, "SEATWATCH_SCHEDULER": "maybe-later"})
+    assert "SEATWATCH_SCHEDULER" in str(bad.value) and "maybe-later" not in str(bad.value)
+    assert Settings.from_env({**os.environ, "SEATWATCH_SCHEDULER": "Off"}).scheduler is False
+    assert Settings.from_env({k: v for k, v in os.environ.items()
+                              if k != "SEATWATCH_SCHEDULER"}).scheduler is True
