@@ -12,7 +12,9 @@ rerun for long, so the lock is short-lived and kept alive by the run:
   the lock up then, as the old 25-minute TTL did). A dead holder's lock lapses within a minute, so
   the next scheduler tick but one (within 2 minutes) gets it.
 - A holder on this host whose process is gone is seen to be dead at once: its token names the
-  host and pid, and the lock is taken over (compare-and-delete on that token, then SET NX).
+  host and pid, and the lock is taken over (compare-and-delete on that token, then SET NX). One
+  host name is taken to mean one pid namespace (PM2's processes; containers get names of their
+  own); a pid reused meanwhile only means waiting for the TTL.
 """
 
 from __future__ import annotations
