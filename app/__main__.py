@@ -39,7 +39,8 @@ def cmd_check(args) -> int:
 def cmd_worker(args) -> int:
     from app import worker
 
-    worker.run(get_settings(), scheduler=not args.no_scheduler)
+    settings = get_settings()
+    worker.run(settings, scheduler=settings.scheduler and not args.no_scheduler)
     return 0
 
 
@@ -94,18 +95,18 @@ def cmd_heartbeat(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from app import capacity
+    from app import schedulestatus
     from app.queue import huey
     from app.services import get_services
 
     services = get_services()
-    rep = capacity.report(services.redis, services.keys, huey.storage.queue_key)
+    rep = schedulestatus.report(services, huey.storage.queue_key)
     breaker = services.breaker.status()["state"]
     deliveries = _delivery_status(services)
     if args.json:
         _print({**rep, "circuit_breaker": breaker, "deliveries": deliveries})
     else:
-        print(capacity.format_table(rep, breaker))
+        print(schedulestatus.format_table(rep, breaker))
         print(_delivery_lines(deliveries))
     return 0
 
@@ -182,7 +183,9 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_migrate)
 
     s = sub.add_parser("cron", help="one cron run now; prints the JSON result")
-    s.add_argument("--group", choices=["even", "odd"], help="default: by the current minute")
+    s.add_argument("--group", choices=["even", "odd"],
+                   help="default: by the current minute; always the group's latest slot that has "
+                        "started (odd before :30: the previous hour's :30 slot)")
     s.add_argument("--force", action="store_true", help="run even if this slot already ran")
     s.set_defaults(func=cmd_cron)
 
@@ -215,7 +218,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_heartbeat)
 
     s = sub.add_parser("status", help="capacity table: per group last run, sections, done, "
-                                      "failed, drain time; throughput, backlog, breaker")
+                                      "failed, drain time; throughput, backlog, breaker, scheduler")
     s.add_argument("--json", action="store_true", help="the same figures as JSON")
     s.set_defaults(func=cmd_status)
 

@@ -2,7 +2,8 @@
 
 A cron run opens its slot's record (a hash, `slot-stats:<slot>`) with the number of checks it
 enqueued, before they reach the queue; each check of the slot adds its outcome when it is done
-for good (checked, changed, emailed, or failed after every retry). The check that brings `done`
+for good (checked, changed, emailed, failed after every retry, or superseded: dropped because
+its retry would have come after the section's next slot). The check that brings `done`
 up to `enqueued` closes the slot: one log line with the figures. From the recent slots' records
 come the throughput (checks per minute while a slot was being worked), the expected time for the
 queue to drain, and the one judgement health makes: a slot that did not finish within its 30
@@ -29,13 +30,14 @@ log = logging.getLogger(__name__)
 SLOT_SECONDS = 30 * 60  # a slot's checks must be done before the next slot is due
 RECENT_SLOTS = 7  # about the last 3 hours: the throughput's window and the status table's rows
 STATS_TTL_SECONDS = 26 * 3600
-OUTCOMES = ("checked", "changed", "emailed", "failed")
+OUTCOMES = ("checked", "changed", "emailed", "failed", "superseded")
 
 
 def open_slot(client, keys: Keys, slot: str, group: str, enqueued: int,
               now: float | None = None) -> None:
-    """Called by the cron run before its checks go onto the queue (so none can finish first).
-    An operator's forced second run of a slot adds to it."""
+    """Open (or add to) a slot's record. A cron run does the same inside its enqueue script
+    (app.pending), before the checks reach the queue, so none can finish first; an operator's
+    forced second run of a slot adds to it."""
     if not enqueued:
         # Nothing to count (no sections, or all still pending from a slot not yet finished, which
         # then stays the last slot health judges). Idle hours cost no commands here.
@@ -51,13 +53,14 @@ def open_slot(client, keys: Keys, slot: str, group: str, enqueued: int,
 
 
 def record(client, keys: Keys, slot: str, *, checked: int = 0, changed: int = 0,
-           emailed: int = 0, failed: int = 0, now: float | None = None) -> dict | None:
+           emailed: int = 0, failed: int = 0, superseded: int = 0,
+           now: float | None = None) -> dict | None:
     """One check of `slot` done for good; returns the slot's figures when this one closed it."""
     now = time.time() if now is None else now
     key = keys.slot_stats(slot)
     with client.pipeline(transaction=True) as pipe:
         for name, n in (("checked", checked), ("changed", changed), ("emailed", emailed),
-                        ("failed", failed)):
+                        ("failed", failed), ("superseded", superseded)):
             if n:
                 pipe.hincrby(key, name, n)
         pipe.hincrby(key, "done", 1)
@@ -86,15 +89,15 @@ def summary(slot: str, raw: dict) -> dict:
     return {"slot": slot, "group": raw.get("group") or slot.rsplit(":", 1)[-1],
             "started_at": started, "sections": num["enqueued"], "done": num["done"],
             "checked": num["checked"], "changed": num["changed"], "emailed": num["emailed"],
-            "failed": num["failed"], "remaining": max(0, num["enqueued"] - num["done"]),
+            "failed": num["failed"], "superseded": num["superseded"], "remaining": max(0, num["enqueued"] - num["done"]),
             "finished": finished, "finished_at": finished_at,
             "duration_seconds": round(end - started) if end and started else 0,
             "busy_seconds": (last - started) if last and started else 0.0}
 
 
 def recent_slot_names(now: datetime, n: int = RECENT_SLOTS) -> list[str]:
-    """The last n slots, newest first, from this hour's :30 slot (an operator's `cron --group
-    odd` before :30 runs that slot early)."""
+    """The last n slots, newest first, from this hour's :30 slot (before :30 it has not started
+    and has no record: a manual run never takes a slot ahead, app.cron)."""
     t = now.replace(minute=30, second=0, microsecond=0)
     out = []
     while len(out) < n:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 
 from app import db
 from app.changes import NOTIFYING, Change, detect, state_values
@@ -51,13 +51,13 @@ def scrape(services, term: str, class_nbr: str) -> SectionInfo:
 
 def check_section(services, term: str, class_nbr: str) -> CheckResult:
     info = scrape(services, term, class_nbr)
-    scraped_at = datetime.now(timezone.utc)
+    scraped = time.monotonic()  # placed on the database's clock below, not this host's own
     result = CheckResult(term, class_nbr, open_seats=info.open_seats, instructor=info.instructor)
     batch_keys: list[str] = []
     with db.transaction(services.pool) as conn:
         # State per (term, class_nbr), locked: of two overlapping checks of one section, the
         # second waits here, and a scrape older than the stored one changes nothing.
-        previous = db.lock_section_state(conn, term, class_nbr)
+        previous, scraped_at = db.lock_section_state(conn, term, class_nbr, scraped)
         if previous is not None and previous["scraped_at"] >= scraped_at:
             result.stale = True
             log.info("checked %s/%s: a newer scrape is already stored, this one is ignored",

@@ -9,6 +9,7 @@ import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from typing import Iterator, Sequence
 
@@ -89,13 +90,25 @@ STATE_COLUMNS = ("subject", "catalog_nbr", "title", "instructor_name", "seats_av
                  "seats_capacity", "non_reserved_seats", "location", "meeting_times")
 
 
-def lock_section_state(conn, term: str, class_nbr: str) -> dict | None:
-    """This service's state of one section of one term, locked until the transaction ends."""
-    return conn.execute(
-        """select * from public.seatwatch_section_states
-           where term = %s and class_nbr = %s for update""",
-        (term, class_nbr),
+def lock_section_state(conn, term: str, class_nbr: str,
+                       scraped: float | None = None) -> tuple[dict | None, datetime]:
+    """This service's state of one section of one term, locked until the transaction ends, and
+    when the scrape happened on the database's clock: the statement's start less the time since
+    `scraped` (the scrape's end on this process's monotonic clock; None: now). One clock for
+    every worker host, so a host whose own clock is fast cannot make another host's newer scrape
+    look older; the statement's start, not the clock after the row lock, so a check that waited
+    for another's lock keeps its own, earlier time. One round trip for both."""
+    ago = 0.0 if scraped is None else max(0.0, time.monotonic() - scraped)
+    row = conn.execute(
+        """with locked as (
+               select * from public.seatwatch_section_states
+               where term = %s and class_nbr = %s for update)
+           select statement_timestamp() - make_interval(secs => %s) as scrape_clock, locked.*
+           from (values (1)) as one (x) left join locked on true""",
+        (term, class_nbr, ago),
     ).fetchone()
+    scraped_at = row.pop("scrape_clock")
+    return (row if row["term"] is not None else None), scraped_at
 
 
 _SAVE_SECTION_STATE = """

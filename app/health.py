@@ -9,10 +9,12 @@ Status rules (docs/health.md explains them to the operator):
 
 - unhealthy (HTTP 500): the service cannot do its job. PostgreSQL or Redis unreachable (or too
   slow to answer within the deadline), a required variable missing, email not configured, or no
-  consumer heartbeat for STALE_HEARTBEAT_SECONDS (no worker runs checks or cron).
+  heartbeat of a consumer running the scheduler for STALE_HEARTBEAT_SECONDS (no cron runs; a
+  worker-only host's beat does not count).
 - degraded (HTTP 503): it works, but someone should look. The scraper breaker open or half-open
-  (checks are paused and retried, not lost), dead letters waiting, a cron group overdue, email
-  deliveries waiting longer than OVERDUE_DELIVERY_SECONDS.
+  (checks are paused and retried, not lost), dead letters waiting, a cron group overdue (or
+  its record missing after 70 minutes of uptime), email deliveries waiting longer than
+  OVERDUE_DELIVERY_SECONDS.
 - healthy (HTTP 200): none of the above.
 
 A check that raises or misses the deadline counts as failed: "unhealthy" for the critical checks
@@ -49,9 +51,9 @@ from redis.retry import Retry
 
 from app import capacity, db
 from app.breaker import CircuitBreaker
-from app.cron import last_runs
+from app.cron import OVERDUE_SECONDS, last_runs, overdue as cron_overdue
 from app.deadletters import DeadLetters
-from app.heartbeat import INTERVAL_SECONDS, Heartbeat
+from app.heartbeat import STALE_SECONDS, Heartbeat, scheduler_status
 from app.keys import Keys
 from app.lock import CronLock
 from app.queue import huey
@@ -71,10 +73,8 @@ PG_STATEMENT_TIMEOUT_MS = 1000
 HEALTH_POOL_SIZE = 2
 PG_POOL_WAIT_SECONDS = 1.5
 PG_POOL_MAX_WAITING = 8
-# The consumer beats at start and every INTERVAL_SECONDS: two missed beats and a minute of slack.
-STALE_HEARTBEAT_SECONDS = 2 * INTERVAL_SECONDS + 60
-# Each group runs hourly: one missed run plus ten minutes of slack.
-OVERDUE_CRON_SECONDS = 70 * 60
+STALE_HEARTBEAT_SECONDS = STALE_SECONDS  # app.heartbeat: two missed beats and a minute of slack
+OVERDUE_CRON_SECONDS = OVERDUE_SECONDS  # app.cron: one missed hourly run and ten minutes of slack
 # The sweep runs every 5 minutes and leaves batches alone for a minute: 15 minutes is 2 failed sweeps.
 OVERDUE_DELIVERY_SECONDS = 15 * 60
 
@@ -193,15 +193,11 @@ def _queue(probe: Probe) -> dict:
 
 @check("scheduler", critical=True, public=("alive", "last_heartbeat", "age_seconds", "reason"))
 def _scheduler(probe: Probe) -> dict:
-    host, beat = probe.heartbeat.latest()
-    if beat is None:
-        return {"status": UNHEALTHY, "alive": False, "reason": "no consumer heartbeat",
-                "last_heartbeat": None, "age_seconds": None, "host": None}
-    age = round(time.time() - beat, 1)
-    out = {"alive": age <= STALE_HEARTBEAT_SECONDS, "host": host,
-           "last_heartbeat": iso_from_epoch(beat), "age_seconds": age}
+    # Only a beat saying `scheduler: true` counts: a worker-only host's never hides a dead one.
+    # With SEATWATCH_SCHEDULER=off (the schedule runs elsewhere on purpose) any consumer's beat.
+    out = scheduler_status(probe.heartbeat.beats(), required=probe.settings.scheduler)
     if not out["alive"]:
-        out.update(status=UNHEALTHY, reason=f"last consumer heartbeat {age:.0f} s ago")
+        out["status"] = UNHEALTHY
     return out
 
 
@@ -231,20 +227,10 @@ def _cron_lock(probe: Probe) -> dict:
 
 @check("cron", critical=False, public=("reason",))
 def _cron(probe: Probe) -> dict:
-    out: dict = {}
-    overdue = []
-    for group, run in last_runs(probe).items():
-        if run is None:
-            out[group] = None  # a fresh install: the scheduler check vouches for the schedule
-            continue
-        age = round(time.time() - datetime.fromisoformat(run["at"]).timestamp())
-        out[group] = {"at": iso(datetime.fromisoformat(run["at"])), "age_seconds": age,
-                      "sections_enqueued": run.get("sections_enqueued"),
-                      "duration_ms": run.get("duration_ms")}
-        if age > OVERDUE_CRON_SECONDS:
-            overdue.append(group)
-    if overdue:
-        out.update(status=DEGRADED, reason="cron overdue: " + ", ".join(overdue))
+    scheduler = scheduler_status(probe.heartbeat.beats(), required=probe.settings.scheduler)
+    out = cron_overdue(last_runs(probe), scheduler, time.time())
+    if out.get("reason"):
+        out["status"] = DEGRADED
     return out
 
 

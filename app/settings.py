@@ -40,6 +40,9 @@ OPTIONAL = {
     "HUEY_READ_TIMEOUT_SECONDS": "300",
     "SEATWATCH_NAME": "seatwatch",
     "SEATWATCH_RELEASE": "dev",
+    # "off": no consumer runs the schedule here on purpose (the cutover's zero-overlap step): the
+    # worker starts as `--no-scheduler` and health does not ask for a scheduler's beat.
+    "SEATWATCH_SCHEDULER": "on",
     # Dev mode (`make dev`, docs/dev.md). Anything but the defaults needs SEATWATCH_ENV=development:
     # a simulated scraper or an outbox folder in production would silently stop real emails.
     "SEATWATCH_ENV": "production",
@@ -52,6 +55,7 @@ OPTIONAL = {
     "SEATWATCH_AUDIT_RETENTION_DAYS": "365",
 }
 ENVIRONMENTS = ("production", "development")
+SWITCH_ON, SWITCH_OFF = ("on", "1", "true", "yes"), ("off", "0", "false", "no")  # as the deploy reads them
 SCRAPERS = ("http", "simulated")
 MAILERS = ("resend", "outbox")
 
@@ -105,6 +109,7 @@ class Settings:
     outbox_dir: str = OPTIONAL["SEATWATCH_OUTBOX_DIR"]
     sim_period: float = 120.0  # the simulated scraper's seats flip every this many seconds
     audit_retention_days: int = 365  # delivery audit rows older than this are deleted
+    scheduler: bool = True  # SEATWATCH_SCHEDULER: whether a consumer here runs the schedule
 
     @property
     def key_prefix(self) -> str:
@@ -147,6 +152,9 @@ class Settings:
             connection_urls.check_redis_url(opt("REDIS_URL"))
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
+        scheduler = opt("SEATWATCH_SCHEDULER").lower()
+        if scheduler not in SWITCH_ON + SWITCH_OFF:
+            raise SettingsError("SEATWATCH_SCHEDULER must be on or off")
 
         scraper_url = env["SCRAPER_URL"].strip().rstrip("/")
         site_url = env["NEXT_PUBLIC_SITE_URL"].strip().rstrip("/")
@@ -187,6 +195,7 @@ class Settings:
             outbox_dir=opt("SEATWATCH_OUTBOX_DIR"),
             sim_period=sim_period,
             audit_retention_days=retention_days,
+            scheduler=scheduler in SWITCH_ON,
         )
 
     def secret_values(self) -> list[str]:
@@ -279,8 +288,9 @@ def get_settings() -> Settings:
 
 
 def hostname() -> str:
-    """This host's name, for lock holders and heartbeats (not a secret)."""
-    return os.uname().nodename
+    """This host's name, for lock holders and heartbeats (not a secret). SEATWATCH_HOSTNAME
+    overrides it: two consumers on one machine (the tests) beat as two hosts."""
+    return os.environ.get("SEATWATCH_HOSTNAME") or os.uname().nodename
 
 
 def environment_with(changes: Mapping[str, str]) -> dict[str, str]:

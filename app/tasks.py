@@ -10,9 +10,9 @@ import time
 from typing import Iterable
 
 from huey.exceptions import RetryTask
-from huey.signals import SIGNAL_COMPLETE, SIGNAL_ERROR, SIGNAL_INTERRUPTED
+from huey.signals import SIGNAL_COMPLETE, SIGNAL_ERROR, SIGNAL_INTERRUPTED, SIGNAL_RETRYING
 
-from app import capacity, catchup, check, cron, delivery
+from app import capacity, catchup, check, cron, delivery, sentinel, slots
 from app.breaker import BreakerOpen
 from app.heartbeat import INTERVAL_SECONDS, Heartbeat
 from app.queue import huey
@@ -21,10 +21,6 @@ from app.services import get_services
 log = logging.getLogger(__name__)
 
 CHECK_RETRIES = 3
-# A check the breaker keeps refusing is dropped after this long: by then the section's next
-# hourly run has enqueued it again, so nothing is lost and the queue does not pile up.
-SUPERSEDED_AFTER_SECONDS = 50 * 60
-ENQUEUE_CHUNK = 1000
 SWEEP_INTERVAL_SECONDS = 300
 
 
@@ -32,19 +28,30 @@ SWEEP_INTERVAL_SECONDS = 300
 def check_section(term: str, class_nbr: str, enqueued_at: float | None = None,
                   slot: str | None = None) -> None:
     services = get_services()
+    services.pending.running(term, class_nbr)
     try:
         result = check.check_section(services, term, class_nbr)
     except BreakerOpen as exc:
-        waited = 0.0 if enqueued_at is None else time.time() - enqueued_at
-        if waited > SUPERSEDED_AFTER_SECONDS:
-            log.warning("check %s/%s dropped: breaker still %s, the next run covers it",
-                        term, class_nbr, exc.state)
+        delay = max(5.0, exc.retry_in)
+        if superseded(slot, enqueued_at, time.time() + delay):
+            # The retry would come after the section's next slot, which queues it afresh: drop
+            # this copy now (and free its marker before that run) rather than check it twice, late.
+            log.warning("check %s/%s of slot %s superseded: breaker still %s, its next slot "
+                        "covers it", term, class_nbr, slot or "-", exc.state)
             services.pending.release(term, class_nbr)
-            _slot_outcome(slot, failed=1)
+            _slot_outcome(slot, failed=1, superseded=1)
             return
         # Not a failure of the check: retry when the breaker may admit calls, without using a retry.
-        raise RetryTask(str(exc), delay=max(5.0, exc.retry_in)) from None
+        raise RetryTask(str(exc), delay=delay) from None
     _slot_outcome(slot, checked=1, changed=int(bool(result.changes)), emailed=result.delivered)
+
+
+def superseded(slot: str | None, enqueued_at: float | None, attempt_at: float) -> bool:
+    """Whether an attempt at `attempt_at` comes on or after the copy's section's next slot (an
+    hour after its own slot's start; for a check queued by hand, an hour after it was queued)."""
+    start = slots.start_of(slot) if slot else None
+    base = start.timestamp() if start else enqueued_at
+    return base is not None and attempt_at >= base + slots.SLOT_PERIOD.total_seconds()
 
 
 def _slot_outcome(slot: str | None, **outcome: int) -> None:
@@ -57,26 +64,19 @@ def _slot_outcome(slot: str | None, **outcome: int) -> None:
 def enqueue_checks(sections: Iterable[tuple[str, str]], slot: str | None = None) -> int:
     """Enqueue one check per section not already waiting or running; returns how many.
 
-    Serialized tasks go onto huey's list in one LPUSH per 1,000 (measured in bench/enqueue.py:
-    one command instead of one round trip each).
+    Markers and payloads go to Redis together, one script call per 1,000 sections (app.pending):
+    the marker is set exactly when its check reaches the queue, so a run killed at any point
+    never leaves a section marked but not queued.
     """
     services = get_services()
-    fresh = services.pending.claim(sections)
+    sections = list(dict.fromkeys(sections))
     now = time.time()
-    payloads = [huey.serialize_task(check_section.s(term, nbr, now, slot)) for term, nbr in fresh]
-    if slot:  # before the LPUSH: no check of the slot can finish before its count is known
-        capacity.open_slot(services.redis, services.keys, slot, slot.rsplit(":", 1)[-1],
-                           len(payloads), now)
-    storage = huey.storage
-    for start in range(0, len(payloads), ENQUEUE_CHUNK):
-        try:
-            storage.conn.lpush(storage.queue_key, *payloads[start:start + ENQUEUE_CHUNK])
-        except Exception:
-            # Nothing from here on reached the queue: give those sections back, or a retried run
-            # would skip them as "already waiting" until their markers lapse (50 minutes).
-            services.pending.release_many(fresh[start:])
-            raise
-    return len(payloads)
+    payloads = [huey.serialize_task(check_section.s(term, nbr, now, slot)) for term, nbr in sections]
+    stats = None
+    if slot:  # counted in the same script, before the LPUSH (app.capacity)
+        stats = (services.keys.slot_stats(slot), slot.rsplit(":", 1)[-1], capacity.STATS_TTL_SECONDS)
+    queued = services.pending.enqueue(sections, payloads, huey.storage.queue_key, now, stats)
+    return len(queued)
 
 
 def run_cron_now(group: str | None = None, force: bool = False, now=None) -> dict:
@@ -85,12 +85,17 @@ def run_cron_now(group: str | None = None, force: bool = False, now=None) -> dic
 
 # --- housekeeping: rides on the consumer's scheduler tick (app.consumer), never on the queue ----
 
-_slots = catchup.SlotRunner(lambda group, now: run_cron_now(group, now=now))
+def _redis_lost() -> bool:
+    return sentinel.for_process(get_services()).lost()
+
+
+_slots = catchup.SlotRunner(lambda group, now: run_cron_now(group, now=now), lost=_redis_lost)
 
 
 @huey.on_tick(scheduler_only=True)
 def cron_slots(now, scheduler: bool) -> None:
-    """Each due slot of the hour once, caught up late if a restart spanned it (app.catchup)."""
+    """Each group's latest slot once, caught up late if a restart, kill or lost Redis missed it
+    (app.catchup)."""
     _slots.tick(now)
 
 
@@ -119,6 +124,13 @@ def _check_finished(signal, task, *args) -> None:
         get_services().pending.release(task.args[0], task.args[1])
         if signal == SIGNAL_INTERRUPTED:
             _slot_outcome(_slot_of(task), failed=1)
+
+
+@huey.signal(SIGNAL_RETRYING)
+def _check_retrying(signal, task, *args) -> None:
+    if _is_check(task):  # waits in the schedule: its marker lives on as a queued copy's
+        enqueued_at = task.args[2] if len(task.args) > 2 and task.args[2] else time.time()
+        get_services().pending.waiting(task.args[0], task.args[1], enqueued_at)
 
 
 def _slot_of(task) -> str | None:

@@ -124,6 +124,7 @@ def test_status_command_prints_the_table(services, queue, scraper, make_watch, c
 
     make_watch("a@asu.edu", "12430")
     scraper.set_section(TERM, "12430", seats_available=0)
+    services.heartbeat.beat()  # a live scheduler
     tasks.run_cron_now("even")
     drain(queue)
     assert main(["status"]) == 0
@@ -133,7 +134,8 @@ def test_status_command_prints_the_table(services, queue, scraper, make_watch, c
     even = next(line for line in out if line.startswith("even"))
     assert even.split()[4:9] == ["1", "1", "0", "0", "0"] and "done in" in even
     assert next(line for line in out if line.startswith("odd")).split()[1] == "never"
-    assert "breaker closed" in out[-3] and out[-2] == "status healthy"
+    assert "breaker closed" in out[-4] and out[-2] == "status healthy"
+    assert out[-3].startswith("scheduler alive on ")
     assert out[-1] == "emails: 0 waiting (0 overdue), 0 not delivered in the last 24 h"
     assert main(["status", "--json"]) == 0
     assert '"circuit_breaker": "closed"' in capsys.readouterr().out

@@ -91,8 +91,10 @@ def test_two_schedulers_racing_run_the_slot_once(services, queue, make_watch):
         t.start()
     for t in threads:
         t.join()
+    # One ran; the others found its lock (a scheduler retries on its next tick) or its marker.
     enqueued = [r["sections_enqueued"] for r in results if isinstance(r, dict)]
-    assert sorted(enqueued) == [0, 0, 0, 3]
+    assert sum(enqueued) == 3 and len([e for e in enqueued if e]) == 1
+    assert all(r == "locked" or r["sections_enqueued"] == 3 or r.get("skipped") for r in results)
     assert len(queued_sections(queue)) == 3
 
 
@@ -155,7 +157,8 @@ def test_a_failing_check_is_retried_then_dead_lettered(services, queue, make_wat
 def test_breaker_refusals_wait_without_using_retries(services, queue, make_watch, scraper):
     make_watch("a@asu.edu", "12430")
     scraper.set_section("2261", "12430", seats_available=1)
-    run(services, now=AT_00)
+    # Queued now (by hand: its next slot is an hour away, so the refusals are not superseded).
+    assert tasks.enqueue_checks([("2261", "12430")]) == 1
     for _ in range(10):
         services.breaker.record_failure()
     task = queue.dequeue()

@@ -18,12 +18,13 @@ def queue(services):
 
 
 @pytest.fixture
-def failing_push(monkeypatch):
-    """LPUSH onto huey's queue fails (Redis restarting, out of memory, a network blip)."""
+def failing_push(services, monkeypatch):
+    """The script that marks and pushes the checks fails (Redis restarting, out of memory, a
+    network blip): markers and LPUSH are one script (app.pending), so both fail together."""
     def refuse(*args, **kwargs):
         raise redis.ConnectionError("Connection reset by peer")
 
-    monkeypatch.setattr(huey.storage.conn, "lpush", refuse)
+    monkeypatch.setattr(services.pending, "_enqueue", refuse)
 
 
 def test_a_failed_push_leaves_no_pending_markers(services, queue, failing_push, monkeypatch):

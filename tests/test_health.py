@@ -108,7 +108,11 @@ def test_no_consumer_heartbeat_is_unhealthy(services):
 
 def test_stale_heartbeat_is_unhealthy(services):
     old = time.time() - health.STALE_HEARTBEAT_SECONDS - 5
-    services.redis.hset(services.keys.heartbeat, "gone-host", f"{old:.3f}")
+    # A bare epoch (an old release's beat) does not say it runs the scheduler: it proves nothing.
+    services.redis.hset(services.keys.heartbeat, "old-release", f"{time.time():.3f}")
+    assert run(services)["checks"]["scheduler"]["reason"] == "no scheduler heartbeat"
+    services.redis.hset(services.keys.heartbeat, "gone-host", json.dumps(
+        {"at": old, "release": "r1", "pid": 1, "scheduler": True}))
     report = run(services)
     scheduler = report["checks"]["scheduler"]
     assert report["status"] == "unhealthy" and scheduler["alive"] is False

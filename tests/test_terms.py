@@ -49,11 +49,11 @@ def test_an_older_scrape_that_commits_late_changes_nothing(
     real_lock = db.lock_section_state
     stalled = {}
 
-    def lock_after_stall(conn, term, class_nbr):
+    def lock_after_stall(conn, term, class_nbr, *args):
         if threading.current_thread().name == "check-A":
             scraped.set()
             release.wait(10)
-        return real_lock(conn, term, class_nbr)
+        return real_lock(conn, term, class_nbr, *args)
 
     monkeypatch.setattr(db, "lock_section_state", lock_after_stall)
 

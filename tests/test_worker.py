@@ -15,7 +15,7 @@ import pytest
 
 from app import tasks
 from app.queue import huey
-from app.slots import slot_name
+from app.catchup import due_slots
 
 TERM = "2261"
 # The deploy's read timeout: a stop that waited for the blocking reads would take minutes.
@@ -72,10 +72,10 @@ def start_worker(services):
     started: list[Worker] = []
 
     def start(*args: str, catch_up: bool = False, **env: str) -> Worker:
-        if not catch_up:  # this hour's slots count as run: the test's own cron runs are the ones
+        if not catch_up:  # the latest slots count as run: the test's own cron runs are the ones
             now = datetime.datetime.now(datetime.timezone.utc)
-            for group in ("even", "odd"):
-                services.slots.take(slot_name(now, group), "test")
+            for _, slot in due_slots(now):
+                services.slots.mark_ran(slot, "test")
         w = Worker(*args, **env)
         started.append(w)
         wait_for(lambda: w.beat(services), 20, "the consumer's start-up heartbeat")
