@@ -8,6 +8,7 @@ operator's existing secrets carry over.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass, field
@@ -42,6 +43,11 @@ OPTIONAL = {
     "SEATWATCH_MAILER": "resend",
     "SEATWATCH_OUTBOX_DIR": "outbox",
     "SEATWATCH_SIM_PERIOD_SECONDS": "120",
+    # Telling the operator (app.alerts, app.ping): none set, nothing is sent.
+    "SEATWATCH_ALERT_EMAIL": "",
+    "SEATWATCH_ALERT_URLS": "",
+    "SEATWATCH_ALERT_AFTER_SECONDS": "600",
+    "SEATWATCH_PING_URL": "",
 }
 ENVIRONMENTS = ("production", "development")
 SCRAPERS = ("http", "simulated")
@@ -86,6 +92,12 @@ class Settings:
     mailer: str = OPTIONAL["SEATWATCH_MAILER"]  # "outbox": app.outbox, files not emails (development only)
     outbox_dir: str = OPTIONAL["SEATWATCH_OUTBOX_DIR"]
     sim_period: float = 120.0  # the simulated scraper's seats flip every this many seconds
+    alert_emails: tuple[str, ...] = ()  # operator addresses, sent through Resend (app.alerts)
+    # Notification URLs and the ping URL carry their own tokens (a webhook path, a check's UUID):
+    # secrets, masked like the others.
+    alert_urls: tuple[str, ...] = field(repr=False, default=())
+    alert_after: float = 600.0  # how long a check stays not healthy before it alerts
+    ping_url: str = field(repr=False, default="")  # the dead man's switch (app.ping)
 
     @property
     def key_prefix(self) -> str:
@@ -135,6 +147,8 @@ class Settings:
         if "@" not in sender:
             raise SettingsError("NOTIFICATION_FROM_EMAIL must be an email address")
 
+        alerting = _alert_settings(env, opt)
+
         return cls(
             database_url=env["DATABASE_URL"].strip(),
             scraper_url=scraper_url,
@@ -153,6 +167,7 @@ class Settings:
             **dev,
             outbox_dir=opt("SEATWATCH_OUTBOX_DIR"),
             sim_period=sim_period,
+            **alerting,
         )
 
     def secret_values(self) -> list[str]:
@@ -166,6 +181,8 @@ class Settings:
                 self.cron_secret,
                 self.unsubscribe_secret,
                 self.redis_url,
+                self.ping_url,
+                *self.alert_urls,
             )
             if v
         ]
@@ -181,6 +198,32 @@ class Settings:
         for value in sorted(filter(None, secrets), key=len, reverse=True):
             text = text.replace(value, "***")
         return text
+
+
+def _alert_settings(env: Mapping[str, str], opt) -> dict:
+    """SEATWATCH_ALERT_* and SEATWATCH_PING_URL, validated; errors name the variable, never the
+    value (a URL carries its token)."""
+    emails = tuple(a.strip() for a in env.get("SEATWATCH_ALERT_EMAIL", "").split(",") if a.strip())
+    if any("@" not in a for a in emails):
+        raise SettingsError("SEATWATCH_ALERT_EMAIL must be email addresses, comma separated")
+    urls = tuple(u for u in env.get("SEATWATCH_ALERT_URLS", "").replace(",", " ").split())
+    if any("://" not in u for u in urls):
+        raise SettingsError("SEATWATCH_ALERT_URLS must be URLs (scheme://...), space or comma "
+                            "separated")
+    others = [u for u in urls if not u.lower().startswith(("http://", "https://"))]
+    if others and importlib.util.find_spec("apprise") is None:  # looked up, not imported
+        raise SettingsError("SEATWATCH_ALERT_URLS: URLs other than http(s) need Apprise "
+                            "(pip install apprise), which is not installed")
+    try:
+        after = float(opt("SEATWATCH_ALERT_AFTER_SECONDS"))
+    except ValueError:
+        raise SettingsError("SEATWATCH_ALERT_AFTER_SECONDS must be a number of seconds") from None
+    if not 0 <= after <= 86400:
+        raise SettingsError("SEATWATCH_ALERT_AFTER_SECONDS must be in [0, 86400]")
+    ping = env.get("SEATWATCH_PING_URL", "").strip().rstrip("/")
+    if ping and not ping.startswith(("http://", "https://")):
+        raise SettingsError("SEATWATCH_PING_URL must start with http:// or https://")
+    return {"alert_emails": emails, "alert_urls": urls, "alert_after": after, "ping_url": ping}
 
 
 def _dev_choices(opt) -> dict:
