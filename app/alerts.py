@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 BUSY_SECONDS = 60  # between evaluations while something is wrong (the tick's own period)
 QUIET_LOOK_SECONDS = 300  # between looks at the shared report while all is healthy
-OWN_REPORT_SECONDS = 900  # a shared report older than this: compute one (and re-read the state)
+OWN_REPORT_SECONDS = 1200  # a shared report older than this: compute one (and re-read the state)
 SLACK_SECONDS = 5  # the scheduler's tick drifts a little around its minute
 LOCK_SECONDS = 120  # above the longest evaluation: every channel's SEND_TIMEOUT_SECONDS
 OUTBOX_LIMIT = 20

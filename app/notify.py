@@ -83,7 +83,8 @@ class WebhookChannel:
         self.url = url
         self.id = "url-" + _url_id(url)
         parts = urlsplit(url)
-        self.label = f"{parts.scheme}://{parts.hostname}"  # no path or query: they hold tokens
+        port = f":{parts.port}" if parts.port else ""
+        self.label = f"{parts.scheme}://{parts.hostname}{port}"  # no path or query: they hold tokens
 
     def send(self, event: dict) -> None:
         import requests
@@ -95,9 +96,9 @@ class WebhookChannel:
                                    headers={"Content-Type": "application/json"},
                                    timeout=SEND_TIMEOUT_SECONDS, allow_redirects=False)
         except requests.RequestException as exc:
-            raise ChannelFailed(f"{self.label}: {type(exc).__name__}") from None
+            raise ChannelFailed(type(exc).__name__) from None
         if not 200 <= answer.status_code < 300:
-            raise ChannelFailed(f"{self.label}: HTTP {answer.status_code}")
+            raise ChannelFailed(f"HTTP {answer.status_code}")
 
 
 class AppriseChannel:
@@ -112,13 +113,13 @@ class AppriseChannel:
         try:
             import apprise
         except ImportError:
-            raise ChannelFailed(f"{self.label}: Apprise is not installed") from None
+            raise ChannelFailed("Apprise is not installed") from None
         notifier = apprise.Apprise()
         if not notifier.add(self.url):
-            raise ChannelFailed(f"{self.label}: Apprise does not understand this URL")
+            raise ChannelFailed("Apprise does not understand this URL")
         if not notifier.notify(title=f"{event['event']}: {event['status']}",
                                body=email_text(event)):
-            raise ChannelFailed(f"{self.label}: Apprise could not deliver")
+            raise ChannelFailed("Apprise could not deliver")
 
 
 def channels(settings) -> list:
