@@ -15,14 +15,16 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
+from prometheus_client import exposition
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 STATUS_VALUE = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 BREAKER_VALUE = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
 SLOT_OUTCOMES = ("done", "checked", "changed", "emailed", "failed", "remaining")
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The classic text format (every Prometheus and agent reads it; our names are all plain ASCII).
+CONTENT_TYPE = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", exposition.CONTENT_TYPE_LATEST)
 
 
 def _epoch(iso: str | None) -> float | None:
