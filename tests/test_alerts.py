@@ -5,6 +5,7 @@ health's report says so, and the alerts reach a capture server (webhook) and the
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from app.settings import Settings, SettingsError
 from tests.capture import CaptureServer
 from tests.conftest import TEST_ENV
 from tests.deadends import closed_port
+from tests.test_worker import start_worker, wait_for  # noqa: F401  (a fixture, and its helper)
 
 TERM, NBR = "2261", "12430"
 OPS = "ops@example.test"
@@ -145,6 +147,26 @@ def test_a_restarted_consumer_sends_no_second_alert_for_the_same_incident(
         clock.advance(70)
         assert restarted.tick() == []
     assert len(events(hook)) == 1 and len(resend_server.to(OPS)) == 1
+
+
+def test_a_restarted_worker_process_sends_no_second_alert(start_worker, services, hook):
+    """The real `python -m app worker`, twice, during one incident (the breaker open)."""
+    for _ in range(10):
+        services.breaker.record_failure()  # open for its 2 minutes
+    services.heartbeat.beat()  # the scheduler check is healthy from the first report on
+    env = {"SEATWATCH_ALERT_URLS": hook.url + "/hook", "SEATWATCH_ALERT_AFTER_SECONDS": "0"}
+    first = start_worker(**env)
+    wait_for(lambda: events(hook), 20, "the first worker's alert")
+    assert first.stop()[0] == 0
+    evaluated = alerts.load_state(services.redis, services.keys)["evaluated_at"]
+
+    second = start_worker(**env)
+    wait_for(lambda: alerts.load_state(services.redis, services.keys)["evaluated_at"] != evaluated,
+             20, "the restarted worker's first evaluation")
+    assert second.stop()[0] == 0
+    [alert] = events(hook)
+    assert alert["event"] == "alert" and alert["failing"] == ["circuit_breaker"]
+    assert alerts.load_state(services.redis, services.keys)["open"]
 
 
 def test_only_one_host_sends(alerting, scraper, hook, clock):
@@ -293,7 +315,9 @@ def test_alert_test_command_says_which_channel_took_it(hook, resend_server, serv
 @pytest.mark.parametrize("name, value, message", [
     ("SEATWATCH_ALERT_EMAIL", "ops-at-example", "SEATWATCH_ALERT_EMAIL must be email addresses"),
     ("SEATWATCH_ALERT_URLS", "hooks.example/secret-token", "SEATWATCH_ALERT_URLS must be URLs"),
-    ("SEATWATCH_ALERT_URLS", "ntfy://secret-topic", "need Apprise"),
+    pytest.param("SEATWATCH_ALERT_URLS", "ntfy://secret-topic", "need Apprise",
+                 marks=pytest.mark.skipif(importlib.util.find_spec("apprise") is not None,
+                                          reason="Apprise is installed here")),
     ("SEATWATCH_ALERT_AFTER_SECONDS", "ten", "SEATWATCH_ALERT_AFTER_SECONDS must be a number"),
     ("SEATWATCH_ALERT_AFTER_SECONDS", "-5", "SEATWATCH_ALERT_AFTER_SECONDS must be in"),
     ("SEATWATCH_PING_URL", "hc-ping.example/secret-uuid", "SEATWATCH_PING_URL must start with"),
