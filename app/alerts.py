@@ -122,7 +122,7 @@ class Alerts:
                 log.error("alert %s dropped unsent: more than %d events owed",
                           entry["event"]["event"], OUTBOX_LIMIT)
             for event in events:
-                log.warning("alert %s: %s", event["event"], event["summary"])
+                log.warning("alert event %s: %s", event["event"], event["summary"])
             state["evaluated_at"] = iso_from_epoch(now)  # `alert status` and the tests read it
             self._save(state)  # the decision stands before anything is sent
             if state.get("outbox"):
