@@ -48,7 +48,7 @@ MAX_ATTEMPTS = 60  # about an hour of minutely retries
 
 
 def configured(settings: Settings) -> bool:
-    return bool(settings.alert_emails or settings.alert_urls)
+    return settings.alerting
 
 
 def load_state(client, keys) -> dict:

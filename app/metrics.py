@@ -148,8 +148,7 @@ class MetricsCache:
                                   ttl=ttl)
 
     def _alerts(self) -> dict:
-        settings = self.services.settings
-        if not (settings.alert_emails or settings.alert_urls):
+        if not self.services.settings.alerting:
             return {}
         from app import alerts
 

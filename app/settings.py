@@ -100,6 +100,11 @@ class Settings:
     ping_url: str = field(repr=False, default="")  # the dead man's switch (app.ping)
 
     @property
+    def alerting(self) -> bool:
+        """An alert channel is configured (app.alerts); without one nothing is evaluated."""
+        return bool(self.alert_emails or self.alert_urls)
+
+    @property
     def key_prefix(self) -> str:
         """Prefix of every Redis key this service owns (besides huey's own)."""
         return f"{self.name}:"

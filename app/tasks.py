@@ -119,7 +119,7 @@ def alerts(now, scheduler: bool) -> None:
     far less while all is healthy). Nothing is loaded or asked without alert settings."""
     global _alerts
     services = get_services()
-    if not (services.settings.alert_emails or services.settings.alert_urls):
+    if not services.settings.alerting:
         return
     if _alerts is None:
         from app.alerts import Alerts

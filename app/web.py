@@ -60,7 +60,7 @@ def make_app(services, health_cache_seconds: float = HEALTH_CACHE_SECONDS) -> Bo
     `health_cache_seconds`: how long one health report is served (0: every request computes)."""
     app = Bottle()
     compute = lambda: health.run_checks(services)  # noqa: E731
-    if services.settings.alert_emails or services.settings.alert_urls:
+    if services.settings.alerting:
         # The worker's alerts read the report this computes instead of running the checks again.
         from app import sharedreport
 
