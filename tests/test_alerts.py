@@ -337,3 +337,18 @@ def test_alert_settings_are_parsed_and_their_urls_are_secrets():
     assert "t2" not in repr(s) and "uuid-1" not in repr(s)
     assert s.redact("posting to https://h.test/t2 failed") == "posting to *** failed"
     assert json.dumps(alerts.counts.__doc__)  # the module imports without Apprise installed
+
+
+def test_other_schemes_go_through_apprise_when_it_is_installed(hook):
+    """Apprise's own `json://` URL posts to the capture server (skipped where Apprise is absent,
+    as it is by default: not a dependency)."""
+    pytest.importorskip("apprise")
+    from app import notify
+
+    settings = Settings.from_env({**TEST_ENV, "SEATWATCH_ALERT_URLS": f"json://127.0.0.1:{hook.port}/apprise"})
+    [channel] = notify.channels(settings)
+    assert channel.kind == "apprise"
+    [result] = alerts.send_test(settings)
+    assert result["ok"], result
+    [got] = hook.to("/apprise")
+    assert "test alert" in json.dumps(got["json"])
