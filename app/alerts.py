@@ -42,7 +42,8 @@ BUSY_SECONDS = 60  # between evaluations while something is wrong (the tick's ow
 QUIET_LOOK_SECONDS = 300  # between looks at the shared report while all is healthy
 OWN_REPORT_SECONDS = 1200  # a shared report older than this: compute one (and re-read the state)
 SLACK_SECONDS = 5  # the scheduler's tick drifts a little around its minute
-LOCK_SECONDS = 120  # above the longest evaluation: every channel's SEND_TIMEOUT_SECONDS
+LOCK_SECONDS = 120  # above the longest evaluation (a report, then DELIVER_BUDGET_SECONDS)
+DELIVER_BUDGET_SECONDS = 60  # sends stop starting after this; what is left goes next time
 OUTBOX_LIMIT = 20
 MAX_ATTEMPTS = 60  # about an hour of minutely retries
 
@@ -146,7 +147,11 @@ class Alerts:
     def _deliver(self, state: dict, channels: list) -> None:
         by_id = {c.id: c for c in channels}
         owed = []
+        started = time.monotonic()
         for entry in state["outbox"]:
+            if time.monotonic() - started > DELIVER_BUDGET_SECONDS:
+                owed.append(entry)  # the rest next time, well inside the lock
+                continue
             event = entry["event"]
             entry["pending"] = [cid for cid in entry["pending"] if cid in by_id]  # still configured
             entry["attempts"] += 1
