@@ -76,9 +76,13 @@ def test_a_slot_with_more_than_half_its_checks_failed_pings_fail(pinging, hook, 
 
 
 def test_a_failed_cron_run_pings_fail(pinging, hook, monkeypatch):
-    monkeypatch.setattr(pinging, "pool", db.make_pool(pg_url(closed_port()), timeout=1))
-    with pytest.raises(Exception):
-        tasks.run_cron_now("even", now=MINUTE_7)
+    unreachable = db.make_pool(pg_url(closed_port()), timeout=1)
+    monkeypatch.setattr(pinging, "pool", unreachable)
+    try:
+        with pytest.raises(Exception):
+            tasks.run_cron_now("even", now=MINUTE_7)
+    finally:
+        unreachable.close()
     assert len(pings(hook, CHECK + "/fail")) == 1
     assert hook.to(CHECK) == []
 
