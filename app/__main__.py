@@ -129,6 +129,27 @@ def _delivery_lines(d: dict) -> str:
     return "\n".join(lines)
 
 
+def cmd_alert(args) -> int:
+    from app import alerts
+
+    settings = get_settings()
+    if args.action == "status":
+        from app.services import get_services
+
+        _print({"configured": alerts.configured(settings),
+                "state": alerts.load_state(get_services().redis, get_services().keys)})
+        return 0
+    if not alerts.configured(settings):
+        print("error: no alert channel configured (SEATWATCH_ALERT_EMAIL, SEATWATCH_ALERT_URLS)",
+              file=sys.stderr)
+        return 1
+    results = alerts.send_test(settings)
+    for r in results:
+        print(f"{'ok    ' if r['ok'] else 'FAILED'} {r['channel']}"
+              + (f": {r['error']}" if not r["ok"] else ""))
+    return 0 if all(r["ok"] for r in results) else 1
+
+
 def cmd_web(args) -> int:
     from app import web
 
@@ -221,6 +242,11 @@ def parser() -> argparse.ArgumentParser:
                                       "failed, drain time; throughput, backlog, breaker, scheduler")
     s.add_argument("--json", action="store_true", help="the same figures as JSON")
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("alert", help="operator alerts: `test` sends a test alert to every "
+                                     "channel and says which took it; `status` shows the incident")
+    s.add_argument("action", choices=["test", "status"])
+    s.set_defaults(func=cmd_alert)
 
     s = sub.add_parser("web", help="serve the HTTP endpoints with waitress")
     s.add_argument("--host", default="127.0.0.1")

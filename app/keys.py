@@ -40,3 +40,15 @@ class Keys:
     @property
     def heartbeat(self) -> str:
         return f"{self.prefix}heartbeat"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.prefix}alerts"
+
+    @property
+    def alerts_lock(self) -> str:
+        return f"{self.prefix}alerts-lock"
+
+    @property
+    def health_report(self) -> str:
+        return f"{self.prefix}health-report"

@@ -10,6 +10,7 @@ so the operator's existing secrets carry over.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
@@ -53,6 +54,11 @@ OPTIONAL = {
     # Delivery audit rows (recipient, type, times) are deleted after this many days: the site's
     # privacy page removes notification records after one year (docs/delivery.md, retention).
     "SEATWATCH_AUDIT_RETENTION_DAYS": "365",
+    # Telling the operator (app.alerts, app.ping): none set, nothing is sent.
+    "SEATWATCH_ALERT_EMAIL": "",
+    "SEATWATCH_ALERT_URLS": "",
+    "SEATWATCH_ALERT_AFTER_SECONDS": "600",
+    "SEATWATCH_PING_URL": "",
 }
 ENVIRONMENTS = ("production", "development")
 SWITCH_ON, SWITCH_OFF = ("on", "1", "true", "yes"), ("off", "0", "false", "no")  # as the deploy reads them
@@ -110,6 +116,17 @@ class Settings:
     sim_period: float = 120.0  # the simulated scraper's seats flip every this many seconds
     audit_retention_days: int = 365  # delivery audit rows older than this are deleted
     scheduler: bool = True  # SEATWATCH_SCHEDULER: whether a consumer here runs the schedule
+    alert_emails: tuple[str, ...] = ()  # operator addresses, sent through Resend (app.alerts)
+    # Notification URLs and the ping URL carry their own tokens (a webhook path, a check's UUID):
+    # secrets, masked like the others.
+    alert_urls: tuple[str, ...] = field(repr=False, default=())
+    alert_after: float = 600.0  # how long a check stays not healthy before it alerts
+    ping_url: str = field(repr=False, default="")  # the dead man's switch (app.ping)
+
+    @property
+    def alerting(self) -> bool:
+        """An alert channel is configured (app.alerts); without one nothing is evaluated."""
+        return bool(self.alert_emails or self.alert_urls)
 
     @property
     def key_prefix(self) -> str:
@@ -176,6 +193,8 @@ class Settings:
         if not 1 <= retention_days <= 3650:
             raise SettingsError("SEATWATCH_AUDIT_RETENTION_DAYS must be in [1, 3650]")
 
+        alerting = _alert_settings(env, opt)
+
         return cls(
             database_url=database_url,
             scraper_url=scraper_url,
@@ -196,6 +215,7 @@ class Settings:
             sim_period=sim_period,
             audit_retention_days=retention_days,
             scheduler=scheduler in SWITCH_ON,
+            **alerting,
         )
 
     def secret_values(self) -> list[str]:
@@ -209,6 +229,8 @@ class Settings:
                 self.cron_secret,
                 self.unsubscribe_secret,
                 self.redis_url,
+                self.ping_url,
+                *self.alert_urls,
             )
             if v
         ]
@@ -228,7 +250,10 @@ class Settings:
 
 # Every variable whose value is a secret (or holds one): masked in every log line and error.
 SECRET_VARIABLES = ("DATABASE_URL", "REDIS_URL", "SCRAPER_SECRET_TOKEN", "RESEND_API_KEY",
-                    "CRON_SECRET", "SUPABASE_SERVICE_ROLE_KEY", "REDIS_PASSWORD")
+                    "CRON_SECRET", "SUPABASE_SERVICE_ROLE_KEY", "REDIS_PASSWORD",
+                    "SEATWATCH_ALERT_URLS", "SEATWATCH_PING_URL")
+# Lists of URLs, each carrying its own token: every member is masked on its own too.
+SECRET_URL_LISTS = ("SEATWATCH_ALERT_URLS",)
 
 
 def known_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -242,6 +267,8 @@ def known_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
         values.update((raw, raw.strip()))
     for name in ("DATABASE_URL", "REDIS_URL"):
         values.update(_url_passwords(env.get(name, "").strip()))
+    for name in SECRET_URL_LISTS:
+        values.update(u.strip() for u in env.get(name, "").replace(",", " ").split())
     return sorted(filter(None, values), key=len, reverse=True)
 
 
@@ -259,6 +286,32 @@ def _url_passwords(url: str) -> Iterable[str]:
         except Exception:
             pass
     return [v for p in found for v in (p, unquote(p))]
+
+
+def _alert_settings(env: Mapping[str, str], opt) -> dict:
+    """SEATWATCH_ALERT_* and SEATWATCH_PING_URL, validated; errors name the variable, never the
+    value (a URL carries its token)."""
+    emails = tuple(a.strip() for a in env.get("SEATWATCH_ALERT_EMAIL", "").split(",") if a.strip())
+    if any("@" not in a for a in emails):
+        raise SettingsError("SEATWATCH_ALERT_EMAIL must be email addresses, comma separated")
+    urls = tuple(u for u in env.get("SEATWATCH_ALERT_URLS", "").replace(",", " ").split())
+    if any("://" not in u for u in urls):
+        raise SettingsError("SEATWATCH_ALERT_URLS must be URLs (scheme://...), space or comma "
+                            "separated")
+    others = [u for u in urls if not u.lower().startswith(("http://", "https://"))]
+    if others and importlib.util.find_spec("apprise") is None:  # looked up, not imported
+        raise SettingsError("SEATWATCH_ALERT_URLS: URLs other than http(s) need Apprise "
+                            "(pip install apprise), which is not installed")
+    try:
+        after = float(opt("SEATWATCH_ALERT_AFTER_SECONDS"))
+    except ValueError:
+        raise SettingsError("SEATWATCH_ALERT_AFTER_SECONDS must be a number of seconds") from None
+    if not 0 <= after <= 86400:
+        raise SettingsError("SEATWATCH_ALERT_AFTER_SECONDS must be in [0, 86400]")
+    ping = env.get("SEATWATCH_PING_URL", "").strip().rstrip("/")
+    if ping and not ping.startswith(("http://", "https://")):
+        raise SettingsError("SEATWATCH_PING_URL must start with http:// or https://")
+    return {"alert_emails": emails, "alert_urls": urls, "alert_after": after, "ping_url": ping}
 
 
 def _dev_choices(opt) -> dict:

@@ -12,7 +12,7 @@ from typing import Iterable
 from huey.exceptions import RetryTask
 from huey.signals import SIGNAL_COMPLETE, SIGNAL_ERROR, SIGNAL_INTERRUPTED, SIGNAL_RETRYING
 
-from app import capacity, catchup, check, cron, delivery, sentinel, slots
+from app import capacity, catchup, check, cron, delivery, ping, sentinel, slots
 from app.breaker import BreakerOpen
 from app.heartbeat import INTERVAL_SECONDS, Heartbeat
 from app.queue import huey
@@ -58,7 +58,9 @@ def _slot_outcome(slot: str | None, **outcome: int) -> None:
     """The check's part of its slot's figures (app.capacity); checks enqueued by hand have none."""
     if slot:
         services = get_services()
-        capacity.record(services.redis, services.keys, slot, **outcome)
+        figures = capacity.record(services.redis, services.keys, slot, **outcome)
+        if figures:  # this check closed its slot: the dead man's switch (app.ping)
+            ping.slot_finished(services.settings, figures)
 
 
 def enqueue_checks(sections: Iterable[tuple[str, str]], slot: str | None = None) -> int:
@@ -80,7 +82,16 @@ def enqueue_checks(sections: Iterable[tuple[str, str]], slot: str | None = None)
 
 
 def run_cron_now(group: str | None = None, force: bool = False, now=None) -> dict:
-    return cron.run_cron(get_services(), enqueue_checks, group=group, force=force, now=now)
+    services = get_services()
+    try:
+        result = cron.run_cron(services, enqueue_checks, group=group, force=force, now=now)
+    except cron.CronLocked:
+        raise  # another run is going: not a failure
+    except Exception:
+        ping.cron_failed(services.settings)
+        raise
+    ping.cron_done(services.settings, result)
+    return result
 
 
 # --- housekeeping: rides on the consumer's scheduler tick (app.consumer), never on the queue ----
@@ -102,6 +113,24 @@ def cron_slots(now, scheduler: bool) -> None:
 @huey.on_tick(every=SWEEP_INTERVAL_SECONDS, scheduler_only=True)
 def sweep_undelivered(now, scheduler: bool) -> None:
     delivery.sweep(get_services())
+
+
+_alerts = None
+
+
+@huey.on_tick(scheduler_only=True)
+def alerts(now, scheduler: bool) -> None:
+    """Health's failing checks told to the operator (app.alerts decides when: at most each tick,
+    far less while all is healthy). Nothing is loaded or asked without alert settings."""
+    global _alerts
+    services = get_services()
+    if not services.settings.alerting:
+        return
+    if _alerts is None:
+        from app.alerts import Alerts
+
+        _alerts = Alerts(services)
+    _alerts.tick()
 
 
 @huey.on_tick(every=INTERVAL_SECONDS)

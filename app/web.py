@@ -4,6 +4,8 @@
   (app.healthcache) and shown in full only to a caller with the cron secret (app.healthview);
   200 healthy, 503 degraded, 500 unhealthy. `Accept: application/health+json` gets the IETF
   draft's format and its status codes (pass and warn 200, fail 503).
+- `GET /api/metrics` with `Authorization: Bearer <CRON_SECRET>`: the health report's figures in
+  Prometheus's text format (app.metrics), from the same cache; 401 without the token.
 - `GET|POST /api/cron` with `Authorization: Bearer <CRON_SECRET>`: one cron run now
   (app.tasks.run_cron_now); 401 without the token, 400 for a bad `group`, 409 while another run
   holds the lock, 500 when the run fails. PostgreSQL is tried first within the health deadline, so
@@ -26,6 +28,7 @@ from bottle import Bottle, HTTPResponse, request, response
 
 from app import cron, health, healthview, serving, tasks
 from app.healthcache import TTL_SECONDS as HEALTH_CACHE_SECONDS, HealthCache
+from app.metrics import MetricsCache
 from app.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -56,7 +59,15 @@ def make_app(services, health_cache_seconds: float = HEALTH_CACHE_SECONDS) -> Bo
     through app.tasks.run_cron_now, on the process-wide services and queue, like the scheduler's cron slots.
     `health_cache_seconds`: how long one health report is served (0: every request computes)."""
     app = Bottle()
-    cache = HealthCache(lambda: health.run_checks(services), ttl=health_cache_seconds)
+    compute = lambda: health.run_checks(services)  # noqa: E731
+    if services.settings.alerting:
+        # The worker's alerts read the report this computes instead of running the checks again.
+        from app import sharedreport
+
+        compute = lambda: sharedreport.publish(services.redis, services.keys,  # noqa: E731
+                                               health.run_checks(services))
+    cache = HealthCache(compute, ttl=health_cache_seconds)
+    metrics = MetricsCache(services, cache, ttl=health_cache_seconds)
 
     @app.get("/api/monitoring/health")
     def health_endpoint():
@@ -69,6 +80,15 @@ def make_app(services, health_cache_seconds: float = HEALTH_CACHE_SECONDS) -> Bo
             draft = health.as_health_json(report)
             return _json(DRAFT_HTTP_STATUS[draft["status"]], draft, HEALTH_JSON, Vary="Accept")
         return _json(HEALTH_STATUS[report["status"]], report, Vary="Accept")
+
+    @app.get("/api/metrics")
+    def metrics_endpoint():
+        if not _authorized(services.settings.cron_secret):
+            return _json(401, {"success": False, "error": UNAUTHORIZED},
+                         **{"WWW-Authenticate": "Bearer"})
+        return HTTPResponse(metrics.text(), status=200,
+                            headers={"Content-Type": metrics.content_type,
+                                     "Cache-Control": "no-store"})
 
     @app.route("/api/cron", method=["GET", "POST"])
     def cron_endpoint():

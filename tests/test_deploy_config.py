@@ -119,7 +119,7 @@ def test_ecosystem_runs_web_only_on_the_primary_and_one_scheduler(primary):
 
 def test_caddyfile_proxies_only_the_service_routes_unless_an_upstream_is_set():
     plain = _render("Caddyfile.j2", domain="api.example.com", tls_internal=False, email="", upstream="", port=8080)
-    assert "@service path /api/monitoring/* /api/cron" in plain
+    assert "@service path /api/monitoring/* /api/cron /api/metrics" in plain
     assert "reverse_proxy 127.0.0.1:8080" in plain and 'respond "Not found" 404' in plain
     assert "tls internal" not in plain
     site = _render("Caddyfile.j2", domain="api.example.com", tls_internal=True, email="a@b.c",

@@ -136,3 +136,13 @@ def test_the_deploy_stops_on_a_malformed_dsn_naming_it_and_printing_no_password(
     out = cp.stdout + cp.stderr
     assert cp.returncode != 0 and "DATABASE_URL" in out
     assert PASSWORD not in out
+
+
+def test_alert_and_ping_urls_are_masked_each_on_its_own():
+    from app.settings import known_secrets
+
+    env = {"SEATWATCH_ALERT_URLS": "https://hooks.example/t0ken-abc, ntfy://tok3n/topic",
+           "SEATWATCH_PING_URL": "https://hc-ping.example/0b1d-uuid"}
+    secrets = known_secrets(env)
+    for url in ("https://hooks.example/t0ken-abc", "ntfy://tok3n/topic", "https://hc-ping.example/0b1d-uuid"):
+        assert url in secrets
