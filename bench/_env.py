@@ -143,7 +143,7 @@ def migrate(env: dict) -> None:
 
 def start_consumer(env: dict, workers: int | None = None, heartbeat_key: str | None = None,
                    redis_url: str | None = None) -> subprocess.Popen:
-    """The real consumer (bench/_consumer.py = app.worker's flags), started and ready: its
+    """The real consumer (bench/_consumer.py = app.queue.worker's flags), started and ready: its
     start-up heartbeat is in Redis."""
     import sys
 

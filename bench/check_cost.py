@@ -3,7 +3,7 @@
 Also the same quiet checks as the code ran them before issue 11 (bench: as_before), interleaved
 with the current ones, so the saving is measured on the same machine at the same time.
 
-The check runs in this process (app.check.check_section with the process's real Services), the
+The check runs in this process (app.check.run.check_section with the process's real Services), the
 stand-in scraper and Resend in another, so this process's CPU time is ours alone: the breaker's
 Redis calls, the HTTP client, the PostgreSQL transaction, change detection, and for a notifying
 check the claims, 100 emails rendered and stored, the Resend batch and its bookkeeping. Wall time
@@ -102,7 +102,7 @@ def main() -> None:
         env = app_env(redis_url, database_url, **si.env())
         migrate(env)
         os.environ.update(env)
-        from app import check
+        from app.check.run import check_section
         from app.services import get_services
 
         services = get_services()
@@ -112,11 +112,11 @@ def main() -> None:
         # quiet: baselines first (not measured), then checks that find nothing new
         sections = [("2261", f"{30000 + i:05d}") for i in range(QUIET)]
         for term, nbr in sections[:20]:
-            check.check_section(services, term, nbr)  # warm up: pools, templates, scripts
+            check_section(services, term, nbr)  # warm up: pools, templates, scripts
         for term, nbr in sections:
-            check.check_section(services, term, nbr)
+            check_section(services, term, nbr)
         quiet, before = [], []
-        calls = [lambda t=t, n=n: check.check_section(services, t, n) for t, n in sections]
+        calls = [lambda t=t, n=n: check_section(services, t, n) for t, n in sections]
         for rep in range(S.REPEATS):
             quiet.append(measure(services, calls))
             # the same checks as the code was before issue 11, interleaved so that both see the
@@ -128,16 +128,16 @@ def main() -> None:
         # it clears the notifications) and opens them again (measured)
         term, nbr = "2262", "40000"
         seed_watchers(database_url, term, [nbr], per_section=WATCHERS, prefix="n")
-        check.check_section(services, term, nbr)  # baseline, no seats
+        check_section(services, term, nbr)  # baseline, no seats
         notifying, sent = [], 0
         for rep in range(NOTIFYING + (1 if PROFILE else 0)):
             si.scraper("/_section", sections=[[term, nbr]], seats=0)
-            check.check_section(services, term, nbr)
+            check_section(services, term, nbr)
             si.scraper("/_section", sections=[[term, nbr]], seats=5)
 
             def one():
                 nonlocal sent
-                sent += check.check_section(services, term, nbr).delivered
+                sent += check_section(services, term, nbr).delivered
 
             if rep == NOTIFYING:  # the extra, profiled round: not counted
                 profiled("notifying_check", lambda: measure(services, [one]))

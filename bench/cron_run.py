@@ -30,7 +30,7 @@ def main() -> None:
         os.environ.update(env)
         seed_watchers(database_url, "2261", [f"{10000 + i:05d}" for i in range(2 * SECTIONS)])
         from app import db, tasks
-        from app.queue import huey
+        from app.queue.instance import huey
         from app.services import get_services
 
         services = get_services()

@@ -1,7 +1,7 @@
 """Redis commands per quiet check, per notifying check, per cron run and per idle day (item 5),
 and what a per-command-billed Redis (500K commands a month free) can carry.
 
-The real consumer (app.worker's flags: 4 workers, 60 s blocking reads, -s 60) on a private
+The real consumer (app.queue.worker's flags: 4 workers, 60 s blocking reads, -s 60) on a private
 redis-server, watched with MONITOR, which names each command and whether a client sent it or a
 Lua script ran it (the breaker's script runs TIME, HMGET, HSET inside one EVALSHA). A provider
 that bills per command sent counts the first; the second is given for one that bills a script's
@@ -98,7 +98,7 @@ def main() -> None:
         noisy = [("2262", f"{20000 + 2 * i:05d}") for i in range(CHECKS)]
         seed_watchers(database_url, "2262", [n for _, n in noisy])
         consumer = start_consumer(env)
-        from app.queue import huey
+        from app.queue.instance import huey
         from app.services import get_services
 
         get_services().redis.ping()  # this process's connections are open before any window,

@@ -181,9 +181,9 @@ UNIT_MARGIN_S = 30  # systemd's TimeoutStopSec above PM2 stopping web, then the 
 
 
 def stop_timeouts(env: dict[str, str]) -> dict[str, int]:
-    """Every stop bound from one figure: app.worker.shutdown_timeout of the settings this deploy renders.
+    """Every stop bound from one figure: app.queue.worker.shutdown_timeout of the settings this deploy renders.
     consumer (huey -t) < worker kill_timeout (PM2, SIGKILL after) < pm2-<user> unit's TimeoutStopSec."""
-    from app import worker
+    from app.queue import worker
 
     consumer = int(worker.shutdown_timeout(Settings.from_env(env)))
     kill = consumer + KILL_MARGIN_S

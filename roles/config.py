@@ -23,7 +23,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 # Values that are secrets wherever they appear: masked in every printout, refused in deploy.env.
 SECRET_NAMES = ("DATABASE_URL", "REDIS_URL", "REDIS_PASSWORD", "SCRAPER_SECRET_TOKEN", "RESEND_API_KEY",
                 "CRON_SECRET", "SUPABASE_SERVICE_ROLE_KEY",
-                # their URLs carry tokens (a webhook's path, the ping check's id): app.notify, app.ping
+                # their URLs carry tokens (a webhook's path, the ping check's id): app.alerting.notify, app.alerting.ping
                 "SEATWATCH_ALERT_URLS", "SEATWATCH_PING_URL")
 
 

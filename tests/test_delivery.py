@@ -13,8 +13,11 @@ import psycopg
 import pytest
 import resend
 
-from app import check, db, delivery, health
-from app.mailer import Mailer
+from app import db
+from app.check.run import check_section
+from app.health import checks
+from app.mail import delivery
+from app.mail.mailer import Mailer
 from tests.fakes import RESEND_KEY
 
 TERM, NBR = "2261", "12430"
@@ -35,9 +38,9 @@ def open_seat(services, scraper, make_watch, emails, nbr=NBR):
     """Watchers of a full section whose seat then opens; returns the opening check's result."""
     watches = [make_watch(e, nbr) for e in emails]
     scraper.set_section(TERM, nbr, seats_available=0)
-    check.check_section(services, TERM, nbr)
+    check_section(services, TERM, nbr)
     scraper.set_section(TERM, nbr, seats_available=2)
-    return check.check_section(services, TERM, nbr), watches
+    return check_section(services, TERM, nbr), watches
 
 
 def inbox(resend_server) -> list[str]:
@@ -134,16 +137,16 @@ def test_401_403_keep_emails_for_the_sweep_and_show_in_health(
     assert len(resend_server.requests) == 1  # no hammering: the sweep retries
     [batch] = open_batches(sql)
     assert batch["last_status"] == 403
-    report = health.run_checks(services)
+    report = checks.run_checks(services)
     deliveries = report["checks"]["deliveries"]
-    assert deliveries["status"] == health.DEGRADED and "HTTP 403" in deliveries["reason"]
-    assert report["status"] != health.HEALTHY
+    assert deliveries["status"] == checks.DEGRADED and "HTTP 403" in deliveries["reason"]
+    assert report["status"] != checks.HEALTHY
     # The operator fixes the account; the next sweep delivers each email once.
     resend_server.api_key = RESEND_KEY
     resend_server.unverified_domains.clear()
     assert delivery.sweep(services, grace_seconds=0)["delivered"] == 2
     assert inbox(resend_server) == ["a@asu.edu", "b@asu.edu"]
-    assert "refused_status" not in health.run_checks(services)["checks"]["deliveries"]
+    assert "refused_status" not in checks.run_checks(services)["checks"]["deliveries"]
 
 
 def test_429_then_5xx_then_success_delivers_once(services, scraper, resend_server, make_watch, monkeypatch):
@@ -262,10 +265,10 @@ def test_payloads_are_pruned_after_a_day_but_the_audit_row_stays(
     # An undelivered batch keeps its payload for Resend's window, then loses it.
     resend_server.fail_next(4, status=503)
     scraper.set_section(TERM, NBR, seats_available=0)
-    check.check_section(services, TERM, NBR)
+    check_section(services, TERM, NBR)
     scraper.set_section(TERM, NBR, seats_available=4)
     services.mailer.sleep = lambda s: None
-    check.check_section(services, TERM, NBR)
+    check_section(services, TERM, NBR)
     sql("update notification_deliveries set created_at = now() - interval '25 hours' where payload is not null")
     sql("update delivery_batches set created_at = now() - interval '25 hours'")
     delivery.sweep(services, grace_seconds=0)

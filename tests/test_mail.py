@@ -17,10 +17,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from app.changes import Change
-from app.mail import build_email
-from app.scraper import SectionInfo
-from app.unsubscribe import make_token, verify_token
+from app.check.changes import Change
+from app.mail.build import build_email
+from app.check.scraper import SectionInfo
+from app.mail.unsubscribe import make_token, verify_token
 
 SITE = "https://s.example"
 INFO = SectionInfo(subject="CSE", catalog_nbr="110", title="<script>alert(1)</script> & more",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app import tasks
-from app.queue import huey
+from app.queue.instance import huey
 
 
 def test_running_a_task_asks_redis_nothing_about_revocation(services, scraper, monkeypatch):
