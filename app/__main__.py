@@ -14,9 +14,9 @@ def _print(obj) -> None:
 
 
 def cmd_migrate(args) -> int:
-    from app import db
+    from app.db import migrations
 
-    applied = db.migrate(get_settings().database_url, bootstrap=args.bootstrap)
+    applied = migrations.migrate(get_settings().database_url, bootstrap=args.bootstrap)
     _print({"applied": applied, "bootstrap": args.bootstrap})
     return 0
 
@@ -113,9 +113,10 @@ def cmd_status(args) -> int:
 
 def _delivery_status(services) -> dict:
     from app import db
+    from app.db import batches
 
     with db.transaction(services.pool) as conn:
-        return db.delivery_counts(conn)
+        return batches.delivery_counts(conn)
 
 
 def _delivery_lines(d: dict) -> str:

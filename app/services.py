@@ -9,17 +9,17 @@ from psycopg_pool import ConnectionPool
 
 from app import db
 from app.check.breaker import CircuitBreaker
-from app.queue.deadletters import DeadLetters
-from app.queue.heartbeat import Heartbeat
+from app.check.scraper import ScraperClient
+from app.check.simscraper import SimulatedScraper
 from app.keys import Keys
-from app.schedule.lock import CronLock
 from app.mail.mailer import Mailer
 from app.mail.outbox import Outbox
+from app.queue.deadletters import DeadLetters
+from app.queue.heartbeat import Heartbeat
+from app.schedule.lock import CronLock
 from app.schedule.pending import PendingChecks
-from app.check.scraper import ScraperClient
-from app.settings import Settings, get_settings
-from app.check.simscraper import SimulatedScraper
 from app.schedule.slots import SlotMarkers
+from app.settings import Settings, get_settings
 
 
 class Services:

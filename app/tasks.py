@@ -14,11 +14,11 @@ from huey.signals import SIGNAL_COMPLETE, SIGNAL_ERROR, SIGNAL_INTERRUPTED, SIGN
 
 from app.alerting import ping
 from app.check import run as check  # its check_section, not this module's task of that name
-from app.mail import delivery
-from app.schedule import capacity, catchup, cron, sentinel, slots
 from app.check.breaker import BreakerOpen
+from app.mail import delivery
 from app.queue.heartbeat import INTERVAL_SECONDS, Heartbeat
 from app.queue.instance import huey
+from app.schedule import capacity, catchup, cron, sentinel, slots
 from app.services import get_services
 
 log = logging.getLogger(__name__)

@@ -62,23 +62,23 @@ def measure(services, calls) -> tuple[float, float]:
 def as_before(services):
     """The quiet check's path as it was before issue 11: requests re-reading the environment
     (proxies, CA bundle) on every call, and the two state rows in two statements."""
-    from app import db
+    from app.db import watches
 
     client = services.scraper.inner
-    saved_env, saved_save_states = client._env, db.save_states
+    saved_env, saved_save_states = client._env, watches.save_states
 
     def two_statements(conn, term, class_nbr, values, scraped_at):
-        params = db._state_params(term, class_nbr, values, scraped_at)
-        conn.execute(db._SAVE_SECTION_STATE, params)
-        conn.execute(db._UPSERT_STATE, params)
+        params = watches._state_params(term, class_nbr, values, scraped_at)
+        conn.execute(watches._SAVE_SECTION_STATE, params)
+        conn.execute(watches._UPSERT_STATE, params)
 
     client.session.trust_env, client._env = True, {}
-    db.save_states = two_statements
+    watches.save_states = two_statements
     try:
         yield
     finally:
         client.session.trust_env, client._env = False, saved_env
-        db.save_states = saved_save_states
+        watches.save_states = saved_save_states
 
 
 def profiled(name: str, fn):

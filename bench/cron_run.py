@@ -30,6 +30,7 @@ def main() -> None:
         os.environ.update(env)
         seed_watchers(database_url, "2261", [f"{10000 + i:05d}" for i in range(2 * SECTIONS)])
         from app import db, tasks
+        from app.db import watches
         from app.queue.instance import huey
         from app.services import get_services
 
@@ -45,7 +46,7 @@ def main() -> None:
             services.redis.flushdb()
             t0 = time.perf_counter()
             with db.transaction(services.pool) as conn:
-                sections = db.sections_to_check(conn, "even")
+                sections = watches.sections_to_check(conn, "even")
             t1 = time.perf_counter()
             fresh = services.pending.claim(sections)
             t2 = time.perf_counter()

@@ -16,10 +16,10 @@ import pytest
 
 from app import tasks
 from app.alerting import alerts
-from app.check.run import CheckFailed, check_section
-from app.health import sharedreport
 from app.alerting.alerts import Alerts
 from app.check.breaker import BreakerPolicy, CircuitBreaker
+from app.check.run import CheckFailed, check_section
+from app.health import sharedreport
 from app.queue.instance import huey
 from app.settings import Settings, SettingsError
 from tests.capture import CaptureServer

@@ -11,8 +11,8 @@ import pytest
 from app import tasks
 from app.check.run import check_section
 from app.health import checks
-from app.schedule import capacity
 from app.queue.instance import huey
+from app.schedule import capacity
 
 TERM = "2261"
 NOW = dt.datetime.now(dt.timezone.utc)

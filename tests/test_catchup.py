@@ -13,8 +13,8 @@ import logging
 import pytest
 
 from app import tasks
-from app.schedule import catchup, cron
 from app.queue.instance import huey
+from app.schedule import catchup, cron
 
 HOUR = dt.datetime(2026, 11, 30, 14, 0, tzinfo=dt.timezone.utc)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from app.check.breaker import BreakerOpen
 from app.check.run import CheckFailed, check_section
 from app.mail import delivery
-from app.check.breaker import BreakerOpen
 from app.mail.unsubscribe import verify_token
 
 TERM, NBR = "2261", "12430"
@@ -235,7 +235,7 @@ def test_open_breaker_refuses_without_calling_the_scraper(services, scraper):
 ])
 def test_two_states_are_compared_on_the_same_basis(before, after, expected):
     from app.check.changes import detect
-    from app.check.scraper import SectionInfo
+    from app.section import SectionInfo
 
     previous = {"seats_available": before[0], "non_reserved_seats": before[1], "instructor_name": "Staff"}
     current = SectionInfo("CSE", "110", "t", "Staff", after[0], 10, after[1], "", "")

@@ -15,6 +15,7 @@ import resend
 
 from app import db
 from app.check.run import check_section
+from app.db import batches, watches
 from app.health import checks
 from app.mail import delivery
 from app.mail.mailer import Mailer
@@ -163,9 +164,9 @@ def test_429_then_5xx_then_success_delivers_once(services, scraper, resend_serve
 def _make_batch(services, make_watch, size: int) -> str:
     watches = [make_watch(f"r{i}@asu.edu", NBR) for i in range(size)]
     with db.transaction(services.pool) as conn:
-        ids = db.claim_notifications(conn, [w for _, w in watches], "seat_available")
+        ids = watches.claim_notifications(conn, [w for _, w in watches], "seat_available")
         key = f"race-{ids[0]}"
-        db.add_batch(conn, key, "seat_available", [
+        batches.add_batch(conn, key, "seat_available", [
             (nid, {"from": "PickMyClass <alerts@example.test>", "to": [f"r{i}@asu.edu"],
                    "subject": "s", "text": "t"}) for i, nid in enumerate(ids)])
     return key
@@ -224,8 +225,8 @@ def test_sweep_survives_a_failing_batch(services, resend_server, make_watch, mon
     first = _make_batch(services, make_watch, 1)
     with db.transaction(services.pool) as conn:
         _, watch = make_watch("other@asu.edu", "12432")
-        [nid] = db.claim_notifications(conn, [watch], "seat_available")
-        db.add_batch(conn, "second", "seat_available", [(nid, {"from": "PickMyClass <alerts@example.test>",
+        [nid] = watches.claim_notifications(conn, [watch], "seat_available")
+        batches.add_batch(conn, "second", "seat_available", [(nid, {"from": "PickMyClass <alerts@example.test>",
                                              "to": ["other@asu.edu"], "subject": "s", "text": "t"})])
     real_send = services.mailer.send_batch
 
@@ -299,4 +300,4 @@ def test_a_batch_never_sent_within_the_window_is_given_up_not_left_pending(
     rows = sql("select failed_at, last_error from notification_deliveries")
     assert len(rows) == 2 and all(r["failed_at"] and "idempotency window" in r["last_error"] for r in rows)
     with db.transaction(services.pool) as conn:
-        assert db.delivery_counts(conn)["pending"] == 0
+        assert batches.delivery_counts(conn)["pending"] == 0

@@ -19,8 +19,8 @@ import resend
 
 from app.check.run import check_section
 from app.health import checks
-from app.mail import delivery
 from app.health.view import public_view
+from app.mail import delivery
 from app.mail.mailer import Mailer
 from tests.deadends import closed_port
 from tests.fakes import RESEND_KEY

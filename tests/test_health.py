@@ -11,7 +11,9 @@ import time
 import pytest
 
 from app import db
+from app.db import batches, watches
 from app.health import checks
+from app.health.report import as_health_json
 from tests.deadends import (HungServer, assert_no_secrets, closed_port, pg_url, redis_url,
                             services_with)
 
@@ -33,7 +35,7 @@ def statuses(report: dict) -> dict:
 def run(services) -> dict:
     report = checks.run_checks(services)
     assert_no_secrets(json.dumps(report), services)
-    assert_no_secrets(json.dumps(checks.as_health_json(report)), services)
+    assert_no_secrets(json.dumps(as_health_json(report)), services)
     return report
 
 
@@ -184,8 +186,8 @@ def test_overdue_cron_is_degraded(alive):
 def test_overdue_delivery_backlog_is_degraded(alive, make_watch, sql):
     _, watch_id = make_watch("a@asu.edu", "12430")
     with db.transaction(alive.pool) as conn:
-        [nid] = db.claim_notifications(conn, [watch_id], "seat_available")
-        db.add_batch(conn, "batch-1", "seat_available", [(nid, {"to": ["a@asu.edu"]})])
+        [nid] = watches.claim_notifications(conn, [watch_id], "seat_available")
+        batches.add_batch(conn, "batch-1", "seat_available", [(nid, {"to": ["a@asu.edu"]})])
     report = run(alive)
     assert report["checks"]["deliveries"] == {"status": "healthy", "pending": 1, "overdue": 0, "failed": 0}
     sql("update delivery_batches set created_at = now() - interval '1 hour'")  # counted by batch
@@ -209,7 +211,7 @@ def test_a_held_cron_lock_is_reported_not_degraded(alive):
 
 def test_health_json_form(alive):
     alive.dead_letters.add("2261", "12430", reason="x", attempts=4)
-    draft = checks.as_health_json(run(alive))
+    draft = as_health_json(run(alive))
     assert draft["status"] == "warn"
     for key, entries in draft["checks"].items():
         assert ":" in key and isinstance(entries, list) and entries

@@ -17,10 +17,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from app.check.changes import Change
 from app.mail.build import build_email
-from app.check.scraper import SectionInfo
 from app.mail.unsubscribe import make_token, verify_token
+from app.section import Change, SectionInfo
 
 SITE = "https://s.example"
 INFO = SectionInfo(subject="CSE", catalog_nbr="110", title="<script>alert(1)</script> & more",

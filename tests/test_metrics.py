@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app import tasks
 from app.health import sharedreport
-from app.web import routes
 from app.queue.instance import huey
+from app.web import routes
 from tests.conftest import TEST_ENV
 from tests.test_web import bearer, call
 

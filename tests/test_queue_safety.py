@@ -16,8 +16,8 @@ from huey.registry import Message
 
 from app import tasks
 from app.queue.instance import huey
-from app.settings import get_settings
 from app.queue.taskcodec import PREFIX, TaskSerializer, signing_key
+from app.settings import get_settings
 from tests.test_worker import TERM, start_worker, wait_for  # noqa: F401  (start_worker: fixture)
 
 

@@ -22,10 +22,10 @@ import psycopg
 import pytest
 
 from app import tasks
-from app.health import checks
-from app.schedule import catchup, cron
 from app.__main__ import main
+from app.health import checks
 from app.queue.instance import huey
+from app.schedule import catchup, cron
 from tests.test_worker import LONG_READ, Worker, wait_for
 
 TERM = "2261"

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from app import db
 from app.check.run import check_section
+from app.db import migrations
 from app.health import checks
 from app.mail import delivery
 from app.services import Services
@@ -114,14 +114,14 @@ def test_migrate_twice_through_the_transaction_pooler(services, busy_pooler):
     """A session advisory lock taken and released through a transaction pooler can land on two
     server connections and stay held: the next migrate would hang. Ours does not."""
     for _ in range(2):
-        assert db.migrate(PGBOUNCER_DSN, lock_wait_seconds=10) == []
+        assert migrations.migrate(PGBOUNCER_DSN, lock_wait_seconds=10) == []
 
 
 def test_a_held_migration_lock_fails_with_a_clear_error(services, database):
     with psycopg.connect(database) as holder:
-        holder.execute("select pg_advisory_xact_lock(%s)", (db.MIGRATION_LOCK,))
-        with pytest.raises(db.MigrationLockTimeout, match="another migration"):
-            db.migrate(PGBOUNCER_DSN, lock_wait_seconds=1)
+        holder.execute("select pg_advisory_xact_lock(%s)", (migrations.MIGRATION_LOCK,))
+        with pytest.raises(migrations.MigrationLockTimeout, match="another migration"):
+            migrations.migrate(PGBOUNCER_DSN, lock_wait_seconds=1)
 
 
 def test_check_email_sweep_and_health_through_the_transaction_pooler(

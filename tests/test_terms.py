@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from app import db
 from app.check.run import check_section
+from app.db import watches
 
 NBR = "12430"
 SPRING, FALL = "2261", "2267"
@@ -47,7 +47,7 @@ def test_an_older_scrape_that_commits_late_changes_nothing(
     check_section(services, SPRING, NBR)  # baseline: full
 
     scraped, release = threading.Event(), threading.Event()
-    real_lock = db.lock_section_state
+    real_lock = watches.lock_section_state
     stalled = {}
 
     def lock_after_stall(conn, term, class_nbr, *args):
@@ -56,7 +56,7 @@ def test_an_older_scrape_that_commits_late_changes_nothing(
             release.wait(10)
         return real_lock(conn, term, class_nbr, *args)
 
-    monkeypatch.setattr(db, "lock_section_state", lock_after_stall)
+    monkeypatch.setattr(watches, "lock_section_state", lock_after_stall)
 
     def run_a():
         stalled["result"] = check_section(services, SPRING, NBR)

@@ -18,8 +18,8 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 
 from app.health import checks
-from app.web import routes, serving
 from app.queue.instance import huey
+from app.web import routes, serving
 from tests.deadends import HungServer, assert_no_secrets, closed_port, pg_url, redis_url, services_with
 
 

@@ -193,6 +193,7 @@ def test_housekeeping_is_on_time_behind_a_backlog_of_slow_checks(start_worker, s
     """60 checks of 1 s each wait for 4 workers (~15 s); the heartbeat, the cron run of the due
     slot and the sweep still happen at start, and health is not unhealthy meanwhile."""
     from app import db
+    from app.db import batches, watches
     from app.health import checks
     from app.schedule import cron
 
@@ -204,8 +205,8 @@ def test_housekeeping_is_on_time_behind_a_backlog_of_slow_checks(start_worker, s
     _, watch_id = make_watch("late@asu.edu", "12498")  # an email a crashed worker left unsent
     scraper.set_section(TERM, "12498", seats_available=0)
     with db.transaction(services.pool) as conn:
-        [nid] = db.claim_notifications(conn, [watch_id], "seat_available")
-        db.add_batch(conn, "batch-left-behind", "seat_available", [(nid, {
+        [nid] = watches.claim_notifications(conn, [watch_id], "seat_available")
+        batches.add_batch(conn, "batch-left-behind", "seat_available", [(nid, {
             "from": "PickMyClass <alerts@example.test>", "to": ["late@asu.edu"],
             "subject": "Seat Available", "html": "<p>seat</p>", "text": "seat"})])
     sql("update notification_deliveries set created_at = now() - interval '10 minutes'")

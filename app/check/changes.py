@@ -2,23 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
-
-from app.check.scraper import SectionInfo
-
-
-class Change(str, Enum):
-    SEAT_AVAILABLE = "seat_available"          # 0 open seats -> some
-    SEATS_FILLED = "seats_filled"              # some -> 0: clears seat notifications
-    INSTRUCTOR_ASSIGNED = "instructor_assigned"  # "Staff"/empty -> a name
-
-
-# The changes that email watchers; the value is the notifications_sent.notification_type.
-NOTIFYING = (Change.SEAT_AVAILABLE, Change.INSTRUCTOR_ASSIGNED)
-
-
-def is_unnamed(instructor: str | None) -> bool:
-    return not instructor or instructor.strip().lower() in ("staff", "tba")
+from app.section import Change, SectionInfo, is_unnamed
 
 
 def open_seats_compared(previous: dict, current: SectionInfo) -> tuple[int, int]:

@@ -7,11 +7,13 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from app import db
-from app.check.changes import NOTIFYING, Change, detect, state_values
-from app.mail.delivery import deliver_batch
+from app.check.changes import detect, state_values
+from app.check.scraper import ScraperError
+from app.db import batches, watches
 from app.mail.build import build_email
+from app.mail.delivery import deliver_batch
 from app.mail.mailer import MAX_BATCH
-from app.check.scraper import ScraperError, SectionInfo
+from app.section import Change, NOTIFYING, SectionInfo
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ def check_section(services, term: str, class_nbr: str) -> CheckResult:
     with db.transaction(services.pool) as conn:
         # State per (term, class_nbr), locked: of two overlapping checks of one section, the
         # second waits here, and a scrape older than the stored one changes nothing.
-        previous, scraped_at = db.lock_section_state(conn, term, class_nbr, scraped)
+        previous, scraped_at = watches.lock_section_state(conn, term, class_nbr, scraped)
         if previous is not None and previous["scraped_at"] >= scraped_at:
             result.stale = True
             log.info("checked %s/%s: a newer scrape is already stored, this one is ignored",
@@ -66,25 +68,25 @@ def check_section(services, term: str, class_nbr: str) -> CheckResult:
         if previous is None:
             # No state of our own yet (a section first seen since this service took over, or one
             # the old worker stored during the cutover): the site's row counts if it is this term's.
-            site = db.get_state(conn, class_nbr)
+            site = watches.get_state(conn, class_nbr)
             previous = site if site is not None and site["term"] == term else None
         result.baseline = previous is None
         changes = detect(previous, info)
         result.changes = [c.value for c in changes]
         if Change.SEATS_FILLED in changes:
-            cleared = db.clear_seat_notifications(conn, term, class_nbr)
+            cleared = watches.clear_seat_notifications(conn, term, class_nbr)
             log.info("%s/%s filled: %d seat notifications cleared", term, class_nbr, cleared)
         notifying = [c for c in changes if c in NOTIFYING]
-        watchers = db.watchers_for_section(conn, term, class_nbr) if notifying else []
+        watchers = watches.watchers_for_section(conn, term, class_nbr) if notifying else []
         for kind in notifying:
-            ids = db.claim_notifications(conn, [w.watch_id for w in watchers], kind.value)
+            ids = watches.claim_notifications(conn, [w.watch_id for w in watchers], kind.value)
             claimed = [(w, nid) for w, nid in zip(watchers, ids) if nid]
             result.claimed += len(claimed)
             for start in range(0, len(claimed), MAX_BATCH):
                 chunk = claimed[start:start + MAX_BATCH]
                 # Deterministic and unique: derived from the first claim's id, stored with the rows.
                 batch_key = f"seatwatch-{kind.value}-{chunk[0][1]}"
-                db.add_batch(conn, batch_key, kind.value, [
+                batches.add_batch(conn, batch_key, kind.value, [
                     (nid, build_email(
                         kind, to=watcher.email, user_id=watcher.user_id, term=term,
                         class_nbr=class_nbr, info=info, site_url=services.settings.site_url,
@@ -94,7 +96,7 @@ def check_section(services, term: str, class_nbr: str) -> CheckResult:
                 batch_keys.append(batch_key)
         values = state_values(info)
         # this service's state and the site's dashboard row, in one round trip
-        db.save_states(conn, term, class_nbr, values, scraped_at)
+        watches.save_states(conn, term, class_nbr, values, scraped_at)
     # Claims and state are committed: from here a crash leaves work for the sweep, never a loss.
     for key in batch_keys:
         result.delivered += deliver_batch(services, key)

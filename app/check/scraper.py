@@ -7,8 +7,9 @@ The caller counts each as a breaker failure; none of them crashes a worker.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from app.section import SectionInfo
 
 if TYPE_CHECKING:  # imported when a client is made: the web process never needs requests
     import requests
@@ -19,24 +20,6 @@ INT_FIELDS = ("seats_available", "seats_capacity")
 
 class ScraperError(Exception):
     """The scraper did not give a usable answer."""
-
-
-@dataclass(frozen=True)
-class SectionInfo:
-    subject: str
-    catalog_nbr: str
-    title: str
-    instructor: str
-    seats_available: int
-    seats_capacity: int
-    non_reserved_seats: int | None
-    location: str
-    meeting_times: str
-
-    @property
-    def open_seats(self) -> int:
-        """Seats a watcher can take: the non-reserved count when the scraper knows it."""
-        return self.non_reserved_seats if self.non_reserved_seats is not None else self.seats_available
 
 
 def parse_section(body: object) -> SectionInfo:

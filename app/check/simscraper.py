@@ -13,7 +13,7 @@ import time
 import zlib
 from typing import Callable
 
-from app.check.scraper import SectionInfo
+from app.section import SectionInfo
 
 # A few real-looking sections; any other class number gets a generic one.
 CATALOG = {

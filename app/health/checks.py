@@ -1,9 +1,9 @@
 """The health checks behind `GET /api/monitoring/health` and `python -m app health`.
 
 `run_checks(services)` runs every check concurrently and returns
-`{"timestamp", "status", "checks": {...}, "response_time_ms"}`; `as_health_json(report)` renders
-the same report in the IETF draft's format (draft-inadarei-api-health-check). app.web.routes only maps
-them to HTTP.
+`{"timestamp", "status", "checks": {...}, "response_time_ms"}`; app.health.report renders the same
+report in the IETF draft's format, app.health.view trims it for an anonymous caller, and
+app.web.routes only maps them to HTTP.
 
 Status rules (docs/health.md explains them to the operator):
 
@@ -50,14 +50,15 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from app import db
-from app.schedule import capacity
 from app.check.breaker import CircuitBreaker
-from app.schedule.cron import OVERDUE_SECONDS, last_runs, overdue as cron_overdue
+from app.db import batches
+from app.keys import Keys
 from app.queue.deadletters import DeadLetters
 from app.queue.heartbeat import STALE_SECONDS, Heartbeat, scheduler_status
-from app.keys import Keys
-from app.schedule.lock import CronLock
 from app.queue.instance import huey
+from app.schedule import capacity
+from app.schedule.cron import OVERDUE_SECONDS, last_runs, overdue as cron_overdue
+from app.schedule.lock import CronLock
 from app.settings import Settings, missing_variables
 from app.timeutil import iso, iso_from_epoch
 
@@ -239,7 +240,7 @@ def _cron(probe: Probe) -> dict:
 def _deliveries(probe: Probe) -> dict:
     # Public view: the status only (counts and reasons are for the cron secret's holder).
     with probe.postgres() as conn:
-        out = db.delivery_counts(conn, overdue_after_seconds=OVERDUE_DELIVERY_SECONDS)
+        out = batches.delivery_counts(conn, overdue_after_seconds=OVERDUE_DELIVERY_SECONDS)
     reasons = []
     refused = out.pop("refused", None)
     if refused:
@@ -336,59 +337,3 @@ def database_error(services, deadline: float = DEADLINE_SECONDS) -> str | None:
         future.cancel()
         return "timeout"
     return result.get("error")
-
-
-# --- the IETF draft's format --------------------------------------------------------------------
-
-DRAFT_STATUS = {HEALTHY: "pass", DEGRADED: "warn", UNHEALTHY: "fail"}
-
-# check -> (componentType, [(key "component:measurement", field, unit, componentId)])
-_MEASUREMENTS = {
-    "database": ("datastore", [("postgresql:responseTime", "latency_ms", "ms", None)]),
-    "redis": ("datastore", [("redis:responseTime", "latency_ms", "ms", None)]),
-    "queue": ("component", [("queue:pending", "pending", None, None),
-                            ("queue:scheduled", "scheduled", None, None),
-                            ("queue:deadLetters", "dead_letters", None, None)]),
-    "scheduler": ("component", [("scheduler:heartbeatAge", "age_seconds", "s", None)]),
-    "circuit_breaker": ("component", [("scraperCircuitBreaker:state", "state", None, None)]),
-    "cron_lock": ("component", [("cronLock:locked", "locked", None, None)]),
-    "capacity": ("component", [("checks:throughput", "throughput_per_minute", "checks/min", None),
-                               ("checks:drainTime", "drain_seconds", "s", None)]),
-    "cron": ("component", [("cron:lastRunAge", "even.age_seconds", "s", "even"),
-                           ("cron:lastRunAge", "odd.age_seconds", "s", "odd")]),
-    "deliveries": ("component", [("emailDeliveries:pending", "pending", None, None),
-                                 ("emailDeliveries:overdue", "overdue", None, None)]),
-    "configuration": ("component", [("configuration:missingVariables", "missing", None, None)]),
-    "email": ("component", [("email:configured", "configured", None, None)]),
-}
-
-
-def _field(result: dict, path: str):
-    value = result
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
-def as_health_json(report: dict) -> dict:
-    """The report as draft-inadarei-api-health-check: status pass|warn|fail, and `checks` keyed
-    "component:measurement", each a list of observations."""
-    checks: dict[str, list] = {}
-    for name, result in report["checks"].items():
-        # A check without measurements here (a new one) still shows up, as its status.
-        ctype, measurements = _MEASUREMENTS.get(name, ("component", [(f"{name}:status", "status", None, None)]))
-        for key, path, unit, component_id in measurements:
-            entry = {"componentType": ctype, "status": DRAFT_STATUS[result["status"]],
-                     "time": report["timestamp"]}
-            if component_id:
-                entry["componentId"] = component_id
-            value = _field(result, path)
-            if value is not None:
-                entry["observedValue"] = value
-                if unit:
-                    entry["observedUnit"] = unit
-            if result.get("error") or result.get("reason"):
-                entry["output"] = result.get("error") or result.get("reason")
-            checks.setdefault(key, []).append(entry)
-    return {"status": DRAFT_STATUS[report["status"]], "serviceId": "seatwatch",
-            "description": "seat-watch backend", "checks": checks}

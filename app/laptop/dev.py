@@ -21,8 +21,8 @@ from pathlib import Path
 
 import psycopg
 
-from app.settings import SettingsError, declared_environment, environment_with
 from app.check.simscraper import CATALOG
+from app.settings import SettingsError, declared_environment, environment_with
 
 TERM = "2261"
 SEED_USERS = ("ana@dev.example", "ben@dev.example", "cho@dev.example")

@@ -12,9 +12,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
-from app.check.changes import Change
-from app.check.scraper import SectionInfo
 from app.mail.unsubscribe import make_token
+from app.section import Change, SectionInfo
 
 SUBJECTS = {
     Change.SEAT_AVAILABLE: "🎉 Seat Available: {subject} {catalog_nbr} ({class_nbr})",

@@ -35,6 +35,7 @@ from datetime import datetime, timedelta, timezone
 import redis
 
 from app import db
+from app.db import batches
 from app.mail import recheck, retention
 from app.mail.mailer import SendFailed, is_sender_error
 from app.settings import hostname
@@ -77,8 +78,8 @@ def _give_up(conn, batch: dict) -> None:
     else:
         outcome = "failed"
         reason = "undelivered past Resend's idempotency window; Resend never accepted it"
-    db.fail_open_rows(conn, batch["batch_key"], reason, outcome)
-    db.close_batch(conn, batch["batch_key"], outcome=outcome, error=reason)
+    batches.fail_open_rows(conn, batch["batch_key"], reason, outcome)
+    batches.close_batch(conn, batch["batch_key"], outcome=outcome, error=reason)
     log.error("batch %s given up (%s): past the idempotency window", batch["batch_key"], outcome)
 
 
@@ -89,12 +90,12 @@ def _emails_for(conn, services, batch: dict) -> tuple[list[str], list[dict], int
         # Resend may hold this key: exactly the bytes it may have accepted.
         return [str(i) for i in batch["delivery_ids"]], batch["payload"], generation
     if batch["attempts"] == 1 or not recheck.possible(batch):
-        ids, emails = db.freeze_batch(conn, key)  # the first attempt: the emails as claimed
+        ids, emails = batches.freeze_batch(conn, key)  # the first attempt: the emails as claimed
         return ids, emails, generation
     ids, emails = recheck.rebuild(conn, services, batch)
     if ids:
         generation += 1
-        emails = db.freeze_rebuilt(conn, key, ids, emails, generation)
+        emails = batches.freeze_rebuilt(conn, key, ids, emails, generation)
     return ids, emails, generation
 
 
@@ -102,7 +103,7 @@ def deliver_batch(services, batch_key: str) -> int:
     """Send one batch if it is open and nobody else is sending it; the emails delivered now."""
     owner = _lease_owner()
     with db.transaction(services.pool) as conn:
-        batch = db.lease_batch(conn, batch_key, owner, LEASE_SECONDS)
+        batch = batches.lease_batch(conn, batch_key, owner, LEASE_SECONDS)
         if batch is None:
             return 0  # delivered already, given up, or another sender holds the lease
         if datetime.now(timezone.utc) - batch["created_at"] > IDEMPOTENCY_WINDOW:
@@ -110,10 +111,10 @@ def deliver_batch(services, batch_key: str) -> int:
             return 0
         ids, emails, generation = _emails_for(conn, services, batch)
         if not ids:  # every email was cancelled (seats filled, watch deleted) before Resend took it
-            db.close_batch(conn, batch_key, outcome="cancelled", error="nothing left to send")
+            batches.close_batch(conn, batch_key, outcome="cancelled", error="nothing left to send")
             log.info("batch %s cancelled: no email of it is still true", batch_key)
             return 0
-        db.mark_in_flight(conn, batch_key)
+        batches.mark_in_flight(conn, batch_key)
     doubted = batch["maybe_sent_at"] is not None  # before this attempt
     retry_at = datetime.now(timezone.utc) + timedelta(seconds=retry_delay(batch["attempts"]))
     # The lease is committed: no transaction or row lock is held while Resend answers.
@@ -124,12 +125,12 @@ def deliver_batch(services, batch_key: str) -> int:
         with db.transaction(services.pool) as conn:
             if exc.permanent:
                 outcome = "unknown" if maybe else "failed"
-                db.fail_open_rows(conn, batch_key, str(exc), outcome)
-                db.close_batch(conn, batch_key, outcome=outcome, error=str(exc), status=exc.status)
+                batches.fail_open_rows(conn, batch_key, str(exc), outcome)
+                batches.close_batch(conn, batch_key, outcome=outcome, error=str(exc), status=exc.status)
             else:
-                db.note_attempt(conn, ids, str(exc))
+                batches.note_attempt(conn, ids, str(exc))
                 # An answer saying "not sent" clears only this attempt's doubt, not an earlier one's.
-                db.release_batch(conn, batch_key, owner, exc.status, str(exc),
+                batches.release_batch(conn, batch_key, owner, exc.status, str(exc),
                                  maybe_sent=True if exc.maybe_sent else (None if doubted else False),
                                  retry_at=retry_at)
         log.error("batch %s (%d emails) not delivered%s: %s", batch_key, len(ids),
@@ -141,16 +142,16 @@ def deliver_batch(services, batch_key: str) -> int:
         (waiting if is_sender_error(reason) else refused)[ids[i]] = f"refused by Resend: {reason}"
     sent = [(nid, rid) for i, (nid, rid) in enumerate(zip(ids, result.ids)) if i not in result.errors]
     with db.transaction(services.pool) as conn:
-        db.mark_delivered(conn, [n for n, _ in sent], [r for _, r in sent])
-        db.mark_failed(conn, refused)
+        batches.mark_delivered(conn, [n for n, _ in sent], [r for _, r in sent])
+        batches.mark_failed(conn, refused)
         if waiting:  # our sender refused: the operator's to fix, the emails wait for it
             reason = next(iter(waiting.values()))
-            db.note_attempt(conn, list(waiting), reason)
-            db.release_batch(conn, batch_key, owner, 422, reason, maybe_sent=False, retry_at=retry_at)
+            batches.note_attempt(conn, list(waiting), reason)
+            batches.release_batch(conn, batch_key, owner, 422, reason, maybe_sent=False, retry_at=retry_at)
             log.error("batch %s: Resend refuses our sender for %d emails, kept for a retry: %s",
                       batch_key, len(waiting), reason)
         else:
-            db.close_batch(conn, batch_key, outcome="delivered" if sent else "failed", status=200,
+            batches.close_batch(conn, batch_key, outcome="delivered" if sent else "failed", status=200,
                            error=f"{len(refused)} refused" if refused else None)
     for nid, reason in refused.items():
         log.error("batch %s: email %s refused, not retried: %s", batch_key, nid, reason)
@@ -174,8 +175,8 @@ def sweep(services, grace_seconds: float = SWEEP_GRACE_SECONDS, now: datetime | 
     try:
         due_by = None if force else (now or datetime.now(timezone.utc))
         with db.transaction(services.pool) as conn:
-            keys = db.open_batch_keys(conn, grace_seconds, due_by=due_by)
-            pruned = db.prune_payloads(conn)
+            keys = batches.open_batch_keys(conn, grace_seconds, due_by=due_by)
+            pruned = batches.prune_payloads(conn)
             kept = retention.sweep(conn, services.settings.audit_retention_days)
         delivered = errors = 0
         for key in keys:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.check.changes import Change
 from app.mail.build import build_email
-from app.check.scraper import SectionInfo
+from app.section import Change, SectionInfo
 
 SAMPLE = SectionInfo(subject="CSE", catalog_nbr="110", title="Principles of Programming",
                      instructor="Ana Müller", seats_available=3, seats_capacity=150,

@@ -12,10 +12,9 @@ A batch Resend may have accepted is never rebuilt (app.mail.delivery keeps its k
 
 from __future__ import annotations
 
-from app import db
-from app.check.changes import Change, is_unnamed
+from app.db import batches, watches
 from app.mail.build import build_email
-from app.check.scraper import SectionInfo
+from app.section import Change, SectionInfo, is_unnamed
 
 
 def possible(batch: dict) -> bool:
@@ -59,7 +58,7 @@ def rebuild(conn, services, batch: dict) -> tuple[list[str], list[dict]]:
     kind = Change(batch["notification_type"])
     info = _section(conn, term, class_nbr)
     stale = no_longer_true(kind, info) if info else None
-    watchers = {w.watch_id: w for w in db.watchers_for_section(conn, term, class_nbr)}
+    watchers = {w.watch_id: w for w in watches.watchers_for_section(conn, term, class_nbr)}
     settings = services.settings
     cancelled: dict[str, str] = {}
     ids: list[str] = []
@@ -85,7 +84,7 @@ def rebuild(conn, services, batch: dict) -> tuple[list[str], list[dict]]:
                 kind, to=watcher.email, user_id=watcher.user_id, term=term, class_nbr=class_nbr,
                 info=info, site_url=settings.site_url, sender=settings.notification_from_email,
                 unsubscribe_secret=settings.unsubscribe_secret))
-    db.cancel_rows(conn, cancelled)
+    batches.cancel_rows(conn, cancelled)
     # The audit row names the address the email goes to now (a student may have changed it).
     conn.execute(
         """update public.notification_deliveries d set recipient = r.recipient

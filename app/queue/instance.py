@@ -32,8 +32,8 @@ from huey.exceptions import HueyException
 from huey.storage import RedisStorage
 from redis import ConnectionPool
 
-from app.settings import Settings, get_settings
 from app.queue.taskcodec import TaskSerializer, UnverifiedTask, signing_key
+from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import logging
 import time
 from datetime import datetime, timedelta, timezone
 
-from app.schedule.cron import GROUPS
 from app.keys import Keys
+from app.schedule.cron import GROUPS
 from app.schedule.slots import SLOT_MINUTE, slot_name
 from app.timeutil import iso_from_epoch
 

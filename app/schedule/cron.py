@@ -9,9 +9,10 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable
 
 from app import db
+from app.db import watches
+from app.schedule.slots import latest_slot
 from app.settings import hostname
 from app.timeutil import iso
-from app.schedule.slots import latest_slot
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def run_cron(services, enqueue: Callable[..., int], *,
         if not force and services.slots.ran(slot):  # a run that finished while we looked
             return result(0, message="Already ran for this slot", skipped=True, slot=slot)
         with db.transaction(services.pool) as conn:
-            sections = db.sections_to_check(conn, group)
+            sections = watches.sections_to_check(conn, group)
         enqueued = enqueue(sections, slot=slot)
         extra = {}
         if not sections:

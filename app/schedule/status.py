@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 
-from app.schedule import capacity, cron
 from app.queue.heartbeat import scheduler_status
+from app.schedule import capacity, cron
 
 _RANK = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 

@@ -28,11 +28,12 @@ from bottle import Bottle, HTTPResponse, request, response
 
 from app import tasks
 from app.health import checks, view
-from app.schedule import cron
-from app.web import serving
 from app.health.cache import TTL_SECONDS as HEALTH_CACHE_SECONDS, HealthCache
-from app.web.metrics import MetricsCache
+from app.health.report import as_health_json
+from app.schedule import cron
 from app.timeutil import utcnow
+from app.web import serving
+from app.web.metrics import MetricsCache
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def make_app(services, health_cache_seconds: float = HEALTH_CACHE_SECONDS) -> Bo
         else:
             report = view.public_view(report)
         if HEALTH_JSON in request.get_header("Accept", "").lower():
-            draft = checks.as_health_json(report)
+            draft = as_health_json(report)
             return _json(DRAFT_HTTP_STATUS[draft["status"]], draft, HEALTH_JSON, Vary="Accept")
         return _json(HEALTH_STATUS[report["status"]], report, Vary="Accept")
 
