@@ -25,7 +25,7 @@ from contextlib import contextmanager
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import _stats as S  # noqa: E402
-from bench._env import StandIns, app_env, bench_database, migrate, redis_server, seed_watchers  # noqa: E402
+from bench._env import bench_service, seed_watchers  # noqa: E402
 
 QUIET = 100 if S.QUICK else 300
 NOTIFYING = 3 if S.QUICK else 8
@@ -97,11 +97,8 @@ def profiled(name: str, fn):
 
 
 def main() -> None:
-    database_url = bench_database()
-    with redis_server() as redis_url, StandIns() as si:
-        env = app_env(redis_url, database_url, **si.env())
-        migrate(env)
-        os.environ.update(env)
+    with bench_service(standins=True) as (env, si):
+        database_url = env["DATABASE_URL"]
         from app.check.run import check_section
         from app.services import get_services
 

@@ -16,18 +16,15 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import _stats as S  # noqa: E402
-from bench._env import app_env, bench_database, migrate, redis_server, seed_watchers  # noqa: E402
+from bench._env import bench_service, seed_watchers  # noqa: E402
 
 SECTIONS = 2000 if S.QUICK else 10000
 REPEATS = max(S.REPEATS, 5)  # a run is short: take more of them
 
 
 def main() -> None:
-    database_url = bench_database()
-    with redis_server() as redis_url:
-        env = app_env(redis_url, database_url)
-        migrate(env)
-        os.environ.update(env)
+    with bench_service() as (env, _):
+        database_url = env["DATABASE_URL"]
         seed_watchers(database_url, "2261", [f"{10000 + i:05d}" for i in range(2 * SECTIONS)])
         from app import db, tasks
         from app.db import watches

@@ -29,8 +29,7 @@ import redis
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import _stats as S  # noqa: E402
-from bench._env import (StandIns, app_env, bench_database, migrate, redis_server,  # noqa: E402
-                        seed_watchers, start_consumer, stop)
+from bench._env import bench_service, seed_watchers, start_consumer, stop  # noqa: E402
 
 IDLE_SECONDS = float(os.environ.get("IDLE_SECONDS", "40" if S.QUICK else "120"))
 CHECKS = 20 if S.QUICK else 100
@@ -82,11 +81,8 @@ def window(url: str, fn) -> tuple[Counter, Counter]:
 
 
 def main() -> None:
-    database_url = bench_database()
-    with redis_server() as url, StandIns() as si:
-        env = app_env(url, database_url, **si.env())
-        migrate(env)
-        os.environ.update(env)
+    with bench_service(standins=True) as (env, si):
+        database_url, url = env["DATABASE_URL"], env["REDIS_URL"]
         from app import tasks
         db = psycopg.connect(database_url, autocommit=True)
 
