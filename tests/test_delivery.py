@@ -37,11 +37,11 @@ def impatient_mailer(services, resend_server, monkeypatch):
 
 def open_seat(services, scraper, make_watch, emails, nbr=NBR):
     """Watchers of a full section whose seat then opens; returns the opening check's result."""
-    watches = [make_watch(e, nbr) for e in emails]
+    watched = [make_watch(e, nbr) for e in emails]
     scraper.set_section(TERM, nbr, seats_available=0)
     check_section(services, TERM, nbr)
     scraper.set_section(TERM, nbr, seats_available=2)
-    return check_section(services, TERM, nbr), watches
+    return check_section(services, TERM, nbr), watched
 
 
 def inbox(resend_server) -> list[str]:
@@ -92,9 +92,9 @@ def test_watch_deleted_after_a_lost_answer_resends_exactly_what_was_attempted(
     is frozen at its first attempt, so the sweep resends the same bytes."""
     resend_server.lose_next_answers(1)
     resend_server.fail_next(3, status=502)
-    result, watches = open_seat(services, scraper, make_watch, ["a@asu.edu", "b@asu.edu"])
+    result, watched = open_seat(services, scraper, make_watch, ["a@asu.edu", "b@asu.edu"])
     assert result.delivered == 0 and inbox(resend_server) == ["a@asu.edu", "b@asu.edu"]
-    sql("delete from class_watches where id = %s", (watches[1][1],))  # b stops watching
+    sql("delete from class_watches where id = %s", (watched[1][1],))  # b stops watching
     # Both emails of the attempted batch are Resend's answer (replayed); b's went out at the first try.
     assert delivery.sweep(services, grace_seconds=0)["delivered"] == 2
     assert [r["key"] for r in resend_server.requests][-1] == resend_server.requests[0]["key"]
@@ -162,9 +162,9 @@ def test_429_then_5xx_then_success_delivers_once(services, scraper, resend_serve
 
 
 def _make_batch(services, make_watch, size: int) -> str:
-    watches = [make_watch(f"r{i}@asu.edu", NBR) for i in range(size)]
+    watched = [make_watch(f"r{i}@asu.edu", NBR) for i in range(size)]
     with db.transaction(services.pool) as conn:
-        ids = watches.claim_notifications(conn, [w for _, w in watches], "seat_available")
+        ids = watches.claim_notifications(conn, [w for _, w in watched], "seat_available")
         key = f"race-{ids[0]}"
         batches.add_batch(conn, key, "seat_available", [
             (nid, {"from": "PickMyClass <alerts@example.test>", "to": [f"r{i}@asu.edu"],
