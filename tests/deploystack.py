@@ -139,6 +139,8 @@ class DeployStack(UpDown):
             "SCRAPER_TIMEOUT_SECONDS": "10",
             "HUEY_READ_TIMEOUT_SECONDS": "5",  # PM2 reloads wait for the blocking read: keep it short here
         })
+        if self.host.arch != NATIVE_ARCH:  # qemu-user cannot speak nf_tables netlink: no firewall there
+            env["SEATWATCH_FIREWALL"] = "off"
         return env
 
     def deploy(self, project: Path | None = None, dry: bool = False, timeout: float | None = None,

@@ -156,6 +156,9 @@ def test_firewall_opens_ssh_and_web_only_on_ipv4_and_ipv6_and_persists_it(stack)
     from roles.firewall import JUMP
 
     h = stack.host
+    if h.arch != NATIVE_ARCH:  # emulated (qemu-user has no nf_tables): the deploy runs with the firewall off
+        assert h.ssh("sudo iptables -S SEATWATCH", check=False).returncode != 0
+        return
     for tool in ("iptables", "ip6tables"):
         assert h.ssh(f"sudo {tool} -S INPUT 1").stdout.strip() == JUMP, tool
         chain = h.ssh(f"sudo {tool} -S SEATWATCH").stdout.splitlines()
@@ -270,7 +273,7 @@ def test_stack_comes_back_after_a_reboot(stack):
     assert stack.host.ssh("systemctl is-active redis-server caddy").stdout.split() == ["active", "active"]
     # the firewall rules came back with the host (netfilter-persistent)
     from roles.firewall import JUMP
-    for tool in ("iptables", "ip6tables"):
+    for tool in ("iptables", "ip6tables") if stack.host.arch == NATIVE_ARCH else ():
         assert stack.host.ssh(f"sudo {tool} -S INPUT 1").stdout.strip() == JUMP, tool
 
 
