@@ -123,7 +123,7 @@ for e in * .[!.]* ..?*; do
   esac
 done
 [ -d releases ] || mkdir releases
-chown -h {user}:{user} releases && chmod 755 releases
+chown -h {user}: releases && chmod 755 releases
 """
 # Releases that passed the gate under the old layout (a .gated file in the release) stay rollback targets.
 _CARRY_OVER_GATED = r"""

@@ -139,3 +139,48 @@ def test_the_roles_and_ops_agree_on_roots_places():
     assert ops.LOCK.startswith(common.STATE_DIR + "/")
     for place in (common.BIN_DIR, common.STATE_DIR, common.LOG_DIR, common.ENV_DIR):
         assert not place.startswith(ops.ROOT), place  # nothing of root's under the app's tree
+
+
+@needs_root
+@pytest.mark.parametrize("releases_is_a_link", [False, True])
+def test_the_old_app_owned_layout_is_taken_back_without_following_its_links(tmp_path, canary, releases_is_a_link):
+    """A host deployed before: /opt/seatwatch, bin/ and shared/ the app user's, with links it planted."""
+    import subprocess
+
+    from roles.app import _CARRY_OVER_GATED, _ROOT_FIX, _ROOT_PROBLEMS
+
+    nobody = pwd.getpwnam(APP_USER)
+    root, gated, elsewhere = tmp_path / "opt", tmp_path / "gated", tmp_path / "elsewhere"
+    for d in (root / "bin", root / "shared", elsewhere / "r0"):
+        d.mkdir(parents=True)
+    gated.mkdir()
+    (root / "shared" / "app.env").write_text("SECRET=1\n")
+    if releases_is_a_link:  # planted: root's chown would have followed it
+        os.symlink(elsewhere, root / "releases")
+    else:
+        (root / "releases" / "r1").mkdir(parents=True)
+        (root / "releases" / "r1" / ".gated").write_text("")
+        (root / "releases" / "r2").mkdir()
+        os.symlink(canary, root / "releases" / "r2" / ".gated")  # a link is not a gated release
+        os.symlink(root / "releases" / "r1", root / "current")
+    os.symlink(canary, root / "ecosystem.config.js")
+    os.symlink(canary, root / "bin" / "activate")
+    for path in [root, *root.rglob("*")]:
+        os.lchown(path, nobody.pw_uid, nobody.pw_gid)
+
+    def sh(script: str) -> str:
+        return subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
+
+    problems = sh(_ROOT_PROBLEMS.format(root=root, user=APP_USER))
+    assert "owner" in problems and "stray bin" in problems and "stray shared" in problems
+    sh(_ROOT_FIX.format(root=root, user=APP_USER))
+    sh(_CARRY_OVER_GATED.format(releases=root / "releases", gated=gated))
+    assert sh(_ROOT_PROBLEMS.format(root=root, user=APP_USER)).strip() == ""
+    st = os.lstat(root)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o755)
+    assert sorted(os.listdir(root)) == (["releases"] if releases_is_a_link else ["current", "releases"])
+    releases = os.lstat(root / "releases")
+    assert stat.S_ISDIR(releases.st_mode) and releases.st_uid == nobody.pw_uid
+    assert sorted(os.listdir(gated)) == ([] if releases_is_a_link else ["r1"])
+    assert unchanged(canary) and sorted(os.listdir(elsewhere)) == ["r0"]
+    assert os.lstat(elsewhere).st_uid == os.geteuid()  # the link's target was not chowned
