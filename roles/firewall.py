@@ -47,6 +47,7 @@ for t in iptables ip6tables; do
   echo "## $t"; $t -S SEATWATCH 2>/dev/null; $t -S INPUT 1 2>/dev/null
 done
 echo "## saved"; grep -h -c -- '-j SEATWATCH' /etc/iptables/rules.v4 /etc/iptables/rules.v6 2>/dev/null
+true
 """
 
 
