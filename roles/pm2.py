@@ -54,10 +54,13 @@ def activation_command(p: dict, rel: str, marker: str, timeout: int) -> str:
     log = p["activate_log"]
     return (
         f"while systemctl is-active -q {unit}; do sleep 1; done; "
-        f"systemctl reset-failed {unit} >/dev/null 2>&1; rm -f {log}; "
+        # a finished unit stays loaded until systemd collects it, and systemd-run refuses the name until then
+        f"n=0; while [ \"$(systemctl show -p LoadState --value {unit})\" = loaded ] && [ $n -lt 60 ]; do "
+        f"systemctl reset-failed {unit} >/dev/null 2>&1; sleep 1; n=$((n + 1)); done; "
+        f"rm -f {log}; start=$(date +%s); "
         f"systemd-run --quiet --unit={unit} --collect --wait --property=TimeoutStartSec={timeout + 300} "
         f"/usr/bin/python3 {p['activate']} {shlex.quote(rel)} {shlex.quote(marker)}; rc=$?; "
-        f"cat {log} 2>/dev/null || journalctl -q -o cat -u {unit} -n 20 --no-pager; exit $rc"
+        f"cat {log} 2>/dev/null || journalctl -q -o cat -u {unit} --since @$start --no-pager; exit $rc"
     )
 
 
