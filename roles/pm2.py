@@ -45,22 +45,26 @@ def _pm2_version() -> str:
     return "7.0.4"
 
 
+def activation_running(prefix: str = ACTIVATE_UNIT) -> str:
+    """A shell test: true while an activation unit (any seatwatch-activate-<n>) is running or stopping."""
+    return (f"systemctl list-units --plain --no-legend --type=service --state=activating,active,deactivating "
+            f"'{prefix}-*' | grep -q .")
+
+
 def activation_command(p: dict, rel: str, marker: str, timeout: int) -> str:
     """Wait for an activation left running by a dropped connection, start this one as a transient
     unit (systemd-run: it survives the ssh session), wait for it, print its log, exit with its code.
+    Each activation gets its own unit name (seatwatch-activate-<time>): systemd keeps a finished unit
+    loaded until it has collected it, and refuses the same name until then.
     `p` needs "activate" and "activate_log" (app_paths(); scripts/ops.py's rollback passes its own).
     An activation that refused to start (its directories not root's) wrote no log: its journal is shown."""
-    unit = ACTIVATE_UNIT
     log = p["activate_log"]
     return (
-        f"while systemctl is-active -q {unit}; do sleep 1; done; "
-        # a finished unit stays loaded until systemd collects it, and systemd-run refuses the name until then
-        f"n=0; while [ \"$(systemctl show -p LoadState --value {unit})\" = loaded ] && [ $n -lt 60 ]; do "
-        f"systemctl reset-failed {unit} >/dev/null 2>&1; sleep 1; n=$((n + 1)); done; "
-        f"rm -f {log}; start=$(date +%s); "
-        f"systemd-run --quiet --unit={unit} --collect --wait --property=TimeoutStartSec={timeout + 300} "
+        f"while {activation_running()}; do sleep 1; done; "
+        f"unit={ACTIVATE_UNIT}-$(date +%s%N); rm -f {log}; "
+        f"systemd-run --quiet --unit=$unit --collect --wait --property=TimeoutStartSec={timeout + 300} "
         f"/usr/bin/python3 {p['activate']} {shlex.quote(rel)} {shlex.quote(marker)}; rc=$?; "
-        f"cat {log} 2>/dev/null || journalctl -q -o cat -u {unit} --since @$start --no-pager; exit $rc"
+        f"cat {log} 2>/dev/null || journalctl -q -o cat -u $unit --no-pager; exit $rc"
     )
 
 

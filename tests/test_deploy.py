@@ -311,7 +311,9 @@ def worker_release(stack) -> str | None:
 
 def wait_activation_done(stack, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
-    while stack.host.ssh("systemctl is-active -q seatwatch-activate", check=False).returncode == 0:
+    from roles.pm2 import activation_running
+
+    while stack.host.ssh(activation_running(), check=False).returncode == 0:
         assert time.monotonic() < deadline, "the activation unit is still running"
         time.sleep(1)
 
