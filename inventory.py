@@ -8,7 +8,9 @@ primary  exactly one host: web (waitress behind Caddy), the worker with the peri
          and (unless REDIS_URL points elsewhere) the Redis everything uses.
 workers  optional extra hosts (SEATWATCH_WORKERS=ip1,ip2): consumers only (`huey_consumer -n`),
          no web, no Caddy, no Redis; they need a REDIS_URL that they can reach (a managed Redis,
-         or the primary's Redis bound to a private address with SEATWATCH_REDIS_BIND).
+         or the primary's Redis bound to a private address with SEATWATCH_REDIS_BIND). An entry
+         `ssh-address=private-address` names the address a worker reaches that Redis from (the
+         primary's firewall accepts the Redis port from it only; roles/firewall.py).
 
 SEATWATCH_SSH_USER, _KEY, _PORT and _KNOWN_HOSTS apply to every host.
 """
@@ -45,8 +47,17 @@ if not _primary:
     raise SystemExit("inventory.py: set SEATWATCH_HOST to the VPS address (see docs/deploy.md)")
 
 primary = [(_primary, {**_ssh_data(), "seatwatch_role": "primary"})]
+def _worker(entry: str) -> tuple[str, dict]:
+    """`ssh-address` or `ssh-address=private-address` (the address it reaches the primary's Redis from)."""
+    address, _, private = (part.strip() for part in entry.partition("="))
+    data = {**_ssh_data(), "seatwatch_role": "worker"}
+    if private:
+        data["private_address"] = private
+    return address, data
+
+
 workers = [
-    (h.strip(), {**_ssh_data(), "seatwatch_role": "worker"})
+    _worker(h)
     for h in os.environ.get("SEATWATCH_WORKERS", "").split(",")
-    if h.strip() and h.strip() != _primary
+    if h.strip() and h.partition("=")[0].strip() != _primary
 ]

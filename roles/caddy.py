@@ -30,9 +30,11 @@ CANDIDATE = "/etc/caddy/Caddyfile.candidate"
 
 def caddyfile_text() -> str:
     tls = cfg("caddy_tls")
-    names = [cfg("caddy_domain"), *[d for d in str(cfg("caddy_extra_domains")).replace(",", " ").split() if d]]
-    return render("Caddyfile.j2", domain=", ".join(dict.fromkeys(names)), tls_internal=(tls == "internal"),
-                  email=cfg("caddy_email"), upstream=cfg("caddy_site_upstream"), port=cfg("app_port"))
+    names = list(dict.fromkeys([cfg("caddy_domain"),
+                                *[d for d in str(cfg("caddy_extra_domains")).replace(",", " ").split() if d]]))
+    return render("Caddyfile.j2", domain=", ".join(names), http_names=", ".join(f"http://{n}" for n in names),
+                  tls_internal=(tls == "internal"), email=cfg("caddy_email"), upstream=cfg("caddy_site_upstream"),
+                  port=cfg("app_port"))
 
 
 @deploy("Caddy")

@@ -59,16 +59,31 @@ def is_primary() -> bool:
     return host.data.get("seatwatch_role", "primary") == "primary"
 
 
+# Root's own places (root:root 0755, never writable by the app user): what root executes or writes.
+BIN_DIR = "/usr/local/lib/seatwatch"  # run, activate, ecosystem.config.js
+STATE_DIR = "/var/lib/seatwatch"  # active (the gate's marker), gated/<release>, deploy.lock, uploads/
+LOG_DIR = "/var/log/seatwatch"  # activate.log, deploys.log (audit)
+ENV_DIR = "/etc/seatwatch"  # app.env, root:<app user> 0640: the app user reads it, cannot change it
+
+
 def app_paths() -> dict[str, str]:
+    """The app user owns `releases` (and its home); everything else here is root's (docs/deploy.md, "Who owns what")."""
     root = cfg("app_root")
     return {
         "root": root,
         "releases": f"{root}/releases",
         "current": f"{root}/current",
-        "shared": f"{root}/shared",
-        "env_file": f"{root}/shared/app.env",
-        "run": f"{root}/bin/run",
-        "ecosystem": f"{root}/ecosystem.config.js",
+        "env_file": f"{ENV_DIR}/app.env",
+        "bin": BIN_DIR,
+        "run": f"{BIN_DIR}/run",
+        "activate": f"{BIN_DIR}/activate",
+        "ecosystem": f"{BIN_DIR}/ecosystem.config.js",
+        "state": STATE_DIR,
+        "marker": f"{STATE_DIR}/active",
+        "gated": f"{STATE_DIR}/gated",
+        "uploads": f"{STATE_DIR}/uploads",
+        "logs": LOG_DIR,
+        "activate_log": f"{LOG_DIR}/activate.log",
         "home": f"/home/{cfg('app_user')}",
     }
 

@@ -2,10 +2,11 @@
 
 `pm2 startup` installs the systemd unit pm2-<user> (it resurrects the saved process list at boot).
 
-Activation (switch `current`, reload PM2, gate, roll back) is one step on the server, `bin/activate`,
-started with `systemd-run` so that it outlives the ssh session: a dropped connection cannot leave a
-switched but ungated release. The deploy waits for it and prints its log. Whether to activate is
-decided by comparing the marker the gate writes on success (shared/active: release directory and
+Activation (switch `current`, reload PM2, gate, roll back) is one step on the server,
+/usr/local/lib/seatwatch/activate (root's, like everything it writes: roles/app.py), started with
+`systemd-run` so that it outlives the ssh session: a dropped connection cannot leave a switched but
+ungated release. The deploy waits for it and prints its log. Whether to activate is decided by
+comparing the marker the gate writes on success (/var/lib/seatwatch/active: release directory and
 configuration hash) with what this deploy wants, not by what changed in this run, so a rerun after
 an interrupted deploy finishes the job. The gate wants web's health answering 200/503 (primary), the
 worker online in PM2 with a restart count that holds still, and a heartbeat from the new release's
@@ -44,17 +45,26 @@ def _pm2_version() -> str:
     return "7.0.4"
 
 
+def activation_running(prefix: str = ACTIVATE_UNIT) -> str:
+    """A shell test: true while an activation unit (any seatwatch-activate-<n>) is running or stopping."""
+    return (f"systemctl list-units --plain --no-legend --type=service --state=activating,active,deactivating "
+            f"'{prefix}-*' | grep -q .")
+
+
 def activation_command(p: dict, rel: str, marker: str, timeout: int) -> str:
     """Wait for an activation left running by a dropped connection, start this one as a transient
-    unit (systemd-run: it survives the ssh session), wait for it, print its log, exit with its code."""
-    unit = ACTIVATE_UNIT
-    log = f"{p['shared']}/activate.log"
+    unit (systemd-run: it survives the ssh session), wait for it, print its log, exit with its code.
+    Each activation gets its own unit name (seatwatch-activate-<time>): systemd keeps a finished unit
+    loaded until it has collected it, and refuses the same name until then.
+    `p` needs "activate" and "activate_log" (app_paths(); scripts/ops.py's rollback passes its own).
+    An activation that refused to start (its directories not root's) wrote no log: its journal is shown."""
+    log = p["activate_log"]
     return (
-        f"while systemctl is-active -q {unit}; do sleep 1; done; "
-        f"systemctl reset-failed {unit} >/dev/null 2>&1; "
-        f"systemd-run --quiet --unit={unit} --collect --wait --property=TimeoutStartSec={timeout + 300} "
-        f"/usr/bin/python3 {p['root']}/bin/activate {shlex.quote(rel)} {shlex.quote(marker)}; rc=$?; "
-        f"cat {log} 2>/dev/null; exit $rc"
+        f"while {activation_running()}; do sleep 1; done; "
+        f"unit={ACTIVATE_UNIT}-$(date +%s%N); rm -f {log}; "
+        f"systemd-run --quiet --unit=$unit --collect --wait --property=TimeoutStartSec={timeout + 300} "
+        f"/usr/bin/python3 {p['activate']} {shlex.quote(rel)} {shlex.quote(marker)}; rc=$?; "
+        f"cat {log} 2>/dev/null || journalctl -q -o cat -u $unit --no-pager; exit $rc"
     )
 
 
@@ -74,19 +84,20 @@ def pm2(release: dict) -> None:
         consumer_timeout=timeouts["consumer_s"],
     )
     files.put(name="Install the PM2 ecosystem file", src=StringIO(ecosystem_text), dest=p["ecosystem"],
-              user=user, group=user, mode="644")
+              user="root", group="root", mode="644")
     files.template(
         name="Rotate the PM2 logs", src=str(TEMPLATES / "pm2-logrotate.j2"),
         dest=f"/etc/logrotate.d/pm2-{user}", mode="644", user_name=user, home=p["home"],
     )
     gate_timeout = int(cfg("app_health_timeout"))
     activate_text = render(
-        "activate.j2", user=user, home=p["home"], root=p["root"], current=p["current"], shared=p["shared"],
-        ecosystem=p["ecosystem"], run=p["run"], timeout=gate_timeout, web=primary,
+        "activate.j2", user=user, home=p["home"], root=p["root"], current=p["current"], marker=p["marker"],
+        gated=p["gated"], log=p["activate_log"], bin=p["bin"], ecosystem=p["ecosystem"], run=p["run"],
+        timeout=gate_timeout, web=primary,
         url=f"http://127.0.0.1:{cfg('app_port')}/api/monitoring/health",
     )
     files.put(name="Install the activation script (switch, reload, gate, roll back)", src=StringIO(activate_text),
-              dest=f"{p['root']}/bin/activate", user="root", group="root", mode="755")
+              dest=p["activate"], user="root", group="root", mode="755")
 
     unit = f"pm2-{user}"
     if not host.get_fact(File, path=f"/etc/systemd/system/{unit}.service"):
@@ -104,10 +115,10 @@ def pm2(release: dict) -> None:
     systemd.service(name=f"Run {unit} now and at boot", service=unit, running=True, enabled=True)
 
     marker = f"{release['dir']} {sha256_text(release['config'] + ecosystem_text + activate_text)[:16]}"
-    active = host.get_fact(Command, command=f"cat {p['shared']}/active 2>/dev/null || true") or ""
+    active = host.get_fact(Command, command=f"cat {p['marker']} 2>/dev/null || true") or ""
     if active.strip() != marker:
         server.shell(
-            name=f"Activate release {release['id']}: switch, reload PM2, gate (bin/activate under systemd-run)",
+            name=f"Activate release {release['id']}: switch, reload PM2, gate (activate under systemd-run)",
             commands=[activation_command(p, release["dir"], marker, gate_timeout)],
         )
 

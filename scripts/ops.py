@@ -9,8 +9,10 @@
 
 Settings as for the deploy: deploy.env, secrets.env, the environment (roles/config.py). The commands
 talk to the primary (SEATWATCH_HOST) over ssh with the same user, key, port and known-hosts file.
-On the server: the lock is /var/lib/seatwatch/deploy.lock (who, since, from where), the audit log
-/var/log/seatwatch/deploys.log (one line per deploy and per activation).
+On the server (roles/app.py, "Who owns what"): the lock is /var/lib/seatwatch/deploy.lock (who, since,
+from where), the audit log /var/log/seatwatch/deploys.log (one line per deploy and per activation), the
+gate's marker /var/lib/seatwatch/active and the gated releases /var/lib/seatwatch/gated/<id>; `rollback`
+runs root's /usr/local/lib/seatwatch/activate, never anything the app user can change.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ LOCK = "/var/lib/seatwatch/deploy.lock"
 AUDIT = "/var/log/seatwatch/deploys.log"
 ROOT = "/opt/seatwatch"
 USER = "seatwatch"
+# root's places, as roles/common.py names them (tests/test_deploy_config.py checks they agree)
+BIN = "/usr/local/lib/seatwatch"
+MARKER = "/var/lib/seatwatch/active"
+GATED = "/var/lib/seatwatch/gated"
+ACTIVATE_LOG = "/var/log/seatwatch/activate.log"
 
 
 def env(name: str, default: str = "") -> str:
@@ -144,25 +151,25 @@ def cmd_run(args: list[str]) -> int:
     if not args:
         raise SystemExit('usage: make run CMD="dead-letters"')
     words = shlex.split(" ".join(args)) if len(args) == 1 else args
-    remote = f"sudo -u {USER} -H {ROOT}/bin/run " + " ".join(shlex.quote(w) for w in words)
+    remote = f"sudo -u {USER} -H {BIN}/run " + " ".join(shlex.quote(w) for w in words)
     return subprocess.run(ssh_cmd(remote)).returncode
 
 
 RELEASES_SCRIPT = r"""
-cur=$(readlink ROOT/current); gated=$(sudo cat ROOT/shared/active 2>/dev/null | cut -d' ' -f1)
+cur=$(readlink ROOT/current); gated=$(cut -d' ' -f1 MARKER 2>/dev/null)
 cd ROOT/releases || exit 0
 for r in $(ls -1t); do
   [ -f "$r/.complete" ] || continue
   flags=""; [ "ROOT/releases/$r" = "$cur" ] && flags="current"
   [ "ROOT/releases/$r" = "$gated" ] && flags="$flags,active"
-  [ -f "$r/.gated" ] && flags="$flags,gated" || flags="$flags,never-gated"
+  [ -f "GATED/$r" ] && flags="$flags,gated" || flags="$flags,never-gated"
   printf '%s\t%s\t%s\n' "$r" "$(date -u -r "$r/.complete" +%Y-%m-%dT%H:%M:%SZ)" "${flags#,}"
 done
 """
 
 
 def list_releases() -> list[tuple[str, str, str]]:
-    out = ssh(RELEASES_SCRIPT.replace("ROOT", ROOT)).stdout
+    out = ssh(RELEASES_SCRIPT.replace("ROOT", ROOT).replace("MARKER", MARKER).replace("GATED", GATED)).stdout
     return [tuple(line.split("\t")) for line in out.splitlines() if line.strip()]  # type: ignore[misc]
 
 
@@ -184,16 +191,16 @@ def cmd_rollback(args: list[str]) -> int:
         (r for r, _, f in rows if r != cur and "never-gated" not in f), None)
     if not target or target not in {r for r, _, _ in rows}:
         raise SystemExit(f"no such release to roll back to: {target!r} (make releases lists them)")
-    marker = ssh(f"sudo cat {ROOT}/shared/active 2>/dev/null || true").stdout.split()
+    marker = ssh(f"cat {MARKER} 2>/dev/null || true").stdout.split()
     config_hash = marker[1] if len(marker) > 1 else "manual"
     rel = f"{ROOT}/releases/{target}"
     print(f"activating {target} (was {cur}): switch, reload, gate")
-    from roles.pm2 import ACTIVATE_UNIT
+    from roles.pm2 import activation_command
 
-    remote = (f"sudo sh -c 'while systemctl is-active -q {ACTIVATE_UNIT}; do sleep 1; done; "
-              f"systemctl reset-failed {ACTIVATE_UNIT} >/dev/null 2>&1; "
-              f"systemd-run --quiet --unit={ACTIVATE_UNIT} --collect --wait /usr/bin/python3 {ROOT}/bin/activate "
-              f"{rel} \"{rel} {config_hash}\"; rc=$?; cat {ROOT}/shared/activate.log; exit $rc'")
+    timeout = int(env("SEATWATCH_HEALTH_TIMEOUT", "90"))
+    command = activation_command({"activate": f"{BIN}/activate", "activate_log": ACTIVATE_LOG}, rel,
+                                 f"{rel} {config_hash}", timeout)
+    remote = f"sudo sh -c {shlex.quote(command)}"
     rc = subprocess.run(ssh_cmd(remote)).returncode
     audit(f"{now()} rollback operator={operator()} release={target} result={'ok' if rc == 0 else 'failed'}")
     return rc

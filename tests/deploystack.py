@@ -139,6 +139,8 @@ class DeployStack(UpDown):
             "SCRAPER_TIMEOUT_SECONDS": "10",
             "HUEY_READ_TIMEOUT_SECONDS": "5",  # PM2 reloads wait for the blocking read: keep it short here
         })
+        if self.host.arch != NATIVE_ARCH:  # qemu-user cannot speak nf_tables netlink: no firewall there
+            env["SEATWATCH_FIREWALL"] = "off"
         return env
 
     def deploy(self, project: Path | None = None, dry: bool = False, timeout: float | None = None,
@@ -217,6 +219,27 @@ class DeployStack(UpDown):
         cp = subprocess.run([*cmd, f"{scheme}://{DOMAIN}:{port}{path}"], capture_output=True, text=True)
         body, _, code = cp.stdout.rpartition("\n")
         return int(code or 0), body
+
+    def head(self, path: str, port: int = 443) -> str:
+        """The status line and headers of Caddy's answer to a GET."""
+        scheme = "https" if port == 443 else "http"
+        cp = subprocess.run(["curl", "-sk", "--max-time", "15", "-D", "-", "-o", "/dev/null",
+                             "--resolve", f"{DOMAIN}:{port}:{self.host.address}", f"{scheme}://{DOMAIN}:{port}{path}"],
+                            capture_output=True, text=True)
+        return cp.stdout
+
+    def upload(self, path: str, body_file: Path, chunked: bool = False) -> tuple[int, float, int, str]:
+        """POST the file through Caddy (HTTP/1.1, the body sent at once, no `Expect: 100-continue`):
+        (status, seconds, body bytes sent before the server closed, the answer's head)."""
+        cmd = ["curl", "-sk", "--http1.1", "--max-time", "60", "-H", "Expect:", "--data-binary", f"@{body_file}",
+               "-D", "-", "-o", "/dev/null", "-w", "\n%{http_code} %{time_total} %{size_upload}",
+               "--resolve", f"{DOMAIN}:443:{self.host.address}", f"https://{DOMAIN}{path}"]
+        if chunked:
+            cmd[1:1] = ["-H", "Transfer-Encoding: chunked"]
+        cp = subprocess.run(cmd, capture_output=True, text=True)
+        head, _, summary = cp.stdout.rpartition("\n")
+        code, seconds, sent = summary.split()
+        return int(code), float(seconds), int(float(sent)), head
 
     def wait_healthy(self, timeout: float | None = None) -> tuple[int, str]:
         timeout = timeout or 90 * self.host.slowdown

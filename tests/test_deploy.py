@@ -9,17 +9,19 @@ host cannot be built the fixture errors.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 
 import pytest
 
 from tests.deploystack import DOMAIN, DeployStack
-from tests.testhost import NATIVE_ARCH, TestHost
+from tests.testhost import NATIVE_ARCH, TestHost, unique_name
 
 pytestmark = pytest.mark.deploy
 
 APP_USER = "seatwatch"
+RUN = "/usr/local/lib/seatwatch/run"
 ORACLE = TestHost("probe").arch == NATIVE_ARCH
 TIMINGS: dict[str, float] = {}
 
@@ -47,7 +49,7 @@ def stack(pytestconfig):
     t0 = time.monotonic()
     # The host starts like an Oracle Cloud image: an iptables REJECT-all but SSH in rules.v4.
     # (Not under qemu emulation, SEATWATCH_TEST_ARCH=arm64: qemu-user cannot speak nf_tables netlink.)
-    with DeployStack(oracle_firewall=ORACLE) as s:
+    with DeployStack(name=unique_name("swt18"), oracle_firewall=ORACLE) as s:
         TIMINGS["host up"] = time.monotonic() - t0
         res = s.deploy()
         TIMINGS["fresh deploy"] = res.seconds
@@ -109,6 +111,10 @@ def test_caddy_answers_on_80_and_443_and_proxies_the_service(stack):
     assert code == 401
     code, _ = stack.https("/somewhere/else")  # not the service's: no upstream configured
     assert code == 404
+    # no answer names the server: the HTTPS site, its 404, the port-80 redirect
+    for path, port in (("/api/monitoring/health", 443), ("/somewhere/else", 443), ("/api/cron", 80)):
+        head = stack.head(path, port=port)
+        assert head and "server:" not in head.lower() and "via:" not in head.lower(), head
     assert stack.host.ssh("systemctl is-enabled caddy-api || true").stdout.strip() != "enabled"
     assert stack.host.ssh("systemctl is-active caddy-api || true").stdout.strip() != "active"
     # waitress itself is not reachable from outside
@@ -119,24 +125,65 @@ def test_caddy_answers_on_80_and_443_and_proxies_the_service(stack):
     assert "refused" in reach
 
 
-def test_firewall_opens_web_ports_before_the_reject_and_persists_them(stack):
-    if not ORACLE:  # a host without Oracle's rules.v4: the role leaves its firewall alone
-        assert stack.host.ssh("test -e /etc/iptables/rules.v4", check=False).returncode != 0
-        assert stack.host.ssh("dpkg -s iptables-persistent", check=False).returncode != 0
-        return
-    rules = stack.host.ssh("sudo iptables -S INPUT").stdout.splitlines()
-    reject = next(i for i, r in enumerate(rules) if "-j REJECT" in r)
-    for proto, port in (("tcp", 80), ("tcp", 443), ("udp", 443)):
-        pos = next(i for i, r in enumerate(rules) if f"-p {proto}" in r and f"--dport {port} " in r + " "
-                   and "ACCEPT" in r)
-        assert pos < reject, rules
-    assert any("--dport 22 " in r + " " for r in rules), "the image's own rules are kept (no flush)"
-    saved = stack.host.ssh("sudo cat /etc/iptables/rules.v4").stdout
-    assert "--dport 443" in saved and "REJECT" in saved and "--dport 22" in saved
-    # 8080 stays closed from outside, by the REJECT and by waitress binding 127.0.0.1
+def test_a_50_mb_upload_through_caddy_gets_413_at_once_and_nothing_is_spooled(stack, tmp_path):
+    body = tmp_path / "50mb"
+    with open(body, "wb") as fh:
+        fh.truncate(50 * 2**20)
+    h = stack.host
+    pids = " ".join([str(pm2_processes(stack)["web"]["pid"]), h.ssh("pidof caddy").stdout.strip()])
+    spool_dirs = "/tmp /var/tmp /var/lib/caddy"
+    usage = f"sudo du -sb {spool_dirs} | awk '{{s += $1}} END {{print s}}'"
+    open_spool = (f"for p in {pids}; do sudo ls -l /proc/$p/fd; done | "
+                  f"grep -E ' -> /(tmp|var/tmp|var/lib/caddy)/' || true")
+    before = int(h.ssh(usage).stdout)
+    code, seconds, sent, head = stack.upload("/api/cron", body)
+    report(f"50 MB upload through Caddy: HTTP {code} after {seconds:.3f}s, {sent} bytes sent before the close")
+    assert code == 413 and seconds < 1.0, (code, seconds)
+    assert sent < 10 * 2**20 and "server:" not in head.lower(), (sent, head)
+    chunked = stack.upload("/api/cron", body, chunked=True)  # no length: Caddy stops reading at its limit
+    report(f"50 MB chunked upload through Caddy: HTTP {chunked[0]} after {chunked[1]:.3f}s, {chunked[2]} bytes sent")
+    assert chunked[0] == 413 and chunked[2] < 10 * 2**20, chunked[:3]
+    assert h.ssh(open_spool).stdout.strip() == ""
+    assert abs(int(h.ssh(usage).stdout) - before) < 2**20  # nothing spooled (logs aside)
+    code, _ = stack.https("/api/monitoring/health")
+    assert code == 200
+
+
+def test_firewall_opens_ssh_and_web_only_on_ipv4_and_ipv6_and_persists_it(stack):
+    """One promise whether or not the image came with Oracle's rules.v4 (this host: ORACLE)."""
     import socket
-    with pytest.raises(OSError):
-        socket.create_connection((stack.host.address, 8080), timeout=3).close()
+
+    from roles.firewall import JUMP
+
+    h = stack.host
+    if h.arch != NATIVE_ARCH:  # emulated (qemu-user has no nf_tables): the deploy runs with the firewall off
+        assert h.ssh("sudo iptables -S SEATWATCH", check=False).returncode != 0
+        return
+    for tool in ("iptables", "ip6tables"):
+        assert h.ssh(f"sudo {tool} -S INPUT 1").stdout.strip() == JUMP, tool
+        chain = h.ssh(f"sudo {tool} -S SEATWATCH").stdout.splitlines()
+        assert chain[-1].startswith("-A SEATWATCH -j REJECT"), chain
+    for saved in ("/etc/iptables/rules.v4", "/etc/iptables/rules.v6"):
+        assert "-j SEATWATCH" in h.ssh(f"sudo cat {saved}").stdout, saved
+    if ORACLE:  # the image's own rules are kept behind the jump (never flushed)
+        rules = h.ssh("sudo iptables -S INPUT").stdout
+        assert "--dport 22 " in rules and "icmp-host-prohibited" in rules, rules
+    # from this machine, over IPv4 and IPv6: 443 answers, a port something listens on does not
+    h.ssh("sudo systemd-run --quiet --unit=sw18probe python3 -m http.server 8999 --bind ::")
+    try:
+        deadline = time.monotonic() + 20
+        while h.ssh("curl -s -o /dev/null http://127.0.0.1:8999/", check=False).returncode != 0:
+            assert time.monotonic() < deadline, "the probe listener did not start"
+            time.sleep(0.3)
+        assert h.ssh(f"curl -s -o /dev/null -w '%{{http_code}}' http://[{h.address6}]:8999/").stdout == "200"
+        for address in (h.address, h.address6):
+            socket.create_connection((address, 443), timeout=5).close()
+            with pytest.raises(OSError):
+                socket.create_connection((address, 8999), timeout=3).close()
+            with pytest.raises(OSError):
+                socket.create_connection((address, 8080), timeout=3).close()
+    finally:
+        h.ssh("sudo systemctl stop sw18probe", check=False)
 
 
 def test_redis_is_bound_to_localhost_and_needs_the_password(stack):
@@ -150,21 +197,25 @@ def test_redis_is_bound_to_localhost_and_needs_the_password(stack):
     assert "noeviction" in h.ssh(f"{auth} redis-cli -h 127.0.0.1 config get maxmemory-policy").stdout
     maxmem = h.ssh(f"{auth} redis-cli -h 127.0.0.1 config get maxmemory").stdout.split()[-1]
     assert int(maxmem) > 0
-    # from this machine (another host on the network) the port is closed
+    # from this machine (another host on the network) the port is closed, on IPv4 and IPv6
     import socket
-    with pytest.raises(OSError):
-        socket.create_connection((h.address, 6379), timeout=3).close()
+    for address in (h.address, h.address6):
+        with pytest.raises(OSError):
+            socket.create_connection((address, 6379), timeout=3).close()
     assert h.ssh("systemctl is-enabled redis-server").stdout.strip() == "enabled"
 
 
-def test_env_file_is_0600_and_owned_by_the_app_user(stack):
-    out = stack.host.ssh("sudo stat -c '%a %U' /opt/seatwatch/shared/app.env").stdout.split()
-    assert out == ["600", APP_USER]
-    assert stack.host.ssh("cat /opt/seatwatch/shared/app.env", check=False).returncode != 0
-    env = stack.host.ssh("sudo cat /opt/seatwatch/shared/app.env").stdout
+def test_env_file_is_roots_and_only_readable_by_the_app_user(stack):
+    env_file = "/etc/seatwatch/app.env"
+    out = stack.host.ssh(f"sudo stat -c '%a %U %G' {env_file}").stdout.split()
+    assert out == ["640", "root", APP_USER]
+    assert stack.host.ssh(f"cat {env_file}", check=False).returncode != 0  # another user
+    env = stack.host.ssh(f"sudo -u {APP_USER} cat {env_file}").stdout  # the app user reads it ...
     assert f"CRON_SECRET={stack.cron_secret}" in env
+    # ... and cannot change it
+    assert stack.host.ssh(f"sudo -u {APP_USER} sh -c 'echo X=1 >> {env_file}'", check=False).returncode != 0
     # the secrets live only there: not in the ecosystem file nor in PM2's saved process list
-    for path in ("/opt/seatwatch/ecosystem.config.js", f"/home/{APP_USER}/.pm2/dump.pm2"):
+    for path in ("/usr/local/lib/seatwatch/ecosystem.config.js", f"/home/{APP_USER}/.pm2/dump.pm2"):
         assert stack.cron_secret not in stack.host.ssh(f"sudo cat {path}").stdout, path
 
 
@@ -220,9 +271,10 @@ def test_stack_comes_back_after_a_reboot(stack):
     TIMINGS["reboot to healthy"] = seconds + (time.monotonic() - t0)
     report(f"host rebooted; stack healthy again {TIMINGS['reboot to healthy']:.1f}s after poweroff")
     assert stack.host.ssh("systemctl is-active redis-server caddy").stdout.split() == ["active", "active"]
-    # the firewall rules came back with the host (netfilter-persistent), or Caddy would not answer
-    if ORACLE:
-        assert "--dport 443" in stack.host.ssh("sudo iptables -S INPUT").stdout
+    # the firewall rules came back with the host (netfilter-persistent)
+    from roles.firewall import JUMP
+    for tool in ("iptables", "ip6tables") if stack.host.arch == NATIVE_ARCH else ():
+        assert stack.host.ssh(f"sudo {tool} -S INPUT 1").stdout.strip() == JUMP, tool
 
 
 def test_unhealthy_release_rolls_back(stack):
@@ -246,20 +298,22 @@ def current(stack) -> str:
 
 
 def marker(stack) -> str:
-    return stack.host.ssh("sudo cat /opt/seatwatch/shared/active", check=False).stdout.strip()
+    return stack.host.ssh("cat /var/lib/seatwatch/active", check=False).stdout.strip()
 
 
 def worker_release(stack) -> str | None:
     """The release named in the heartbeat of the process PM2 runs as `worker`."""
     pid = pm2_processes(stack)["worker"]["pid"]
-    out = stack.host.ssh(f"sudo -u {APP_USER} /opt/seatwatch/bin/run heartbeat").stdout
+    out = stack.host.ssh(f"sudo -u {APP_USER} {RUN} heartbeat").stdout
     beats = json.loads(out[out.index("{"):])["beats"]
     return next((b["release"] for b in beats if b["pid"] == pid), None)
 
 
 def wait_activation_done(stack, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
-    while stack.host.ssh("systemctl is-active -q seatwatch-activate", check=False).returncode == 0:
+    from roles.pm2 import activation_running
+
+    while stack.host.ssh(activation_running(), check=False).returncode == 0:
         assert time.monotonic() < deadline, "the activation unit is still running"
         time.sleep(1)
 
@@ -368,7 +422,7 @@ def test_scheduler_off_starts_the_worker_without_the_scheduler(stack):
     assert res.returncode == 0, res.tail(60)
     pid = pm2_processes(stack)["worker"]["pid"]
     assert "--no-scheduler" in stack.host.ssh(f"tr '\\0' ' ' < /proc/{pid}/cmdline").stdout
-    out = stack.host.ssh(f"sudo -u {APP_USER} /opt/seatwatch/bin/run heartbeat").stdout
+    out = stack.host.ssh(f"sudo -u {APP_USER} {RUN} heartbeat").stdout
     beat = next(b for b in json.loads(out[out.index("{"):])["beats"] if b["pid"] == pid)
     assert beat["scheduler"] is False
     res = stack.deploy()  # the setting back on: the scheduler is back
@@ -398,7 +452,7 @@ def test_broken_release_interrupted_after_the_switch_ends_rolled_back(stack):
     assert current(stack) == before and marker(stack).split()[0] == before
     assert_stack_runs(stack)
     assert worker_release(stack) == before.rsplit("/", 1)[1]
-    log = stack.host.ssh("sudo cat /opt/seatwatch/shared/activate.log").stdout
+    log = stack.host.ssh("sudo cat /var/log/seatwatch/activate.log").stdout
     assert "ROLLED BACK" in log, log
     assert stack.planned_changes() == []
 
@@ -427,3 +481,62 @@ def test_rollback_command_goes_back_to_the_previous_gated_release(stack):
     assert marker(stack).split()[0] == after
     assert worker_release(stack) == after.rsplit("/", 1)[1]
     assert stack.planned_changes() == []  # the first release's project has nothing to change
+
+
+# --------------------------------------------------------------------------- issue 18: root trusts nothing of the app user's
+
+ROOTS_FILES = ["/usr/local/lib/seatwatch/activate", "/usr/local/lib/seatwatch/run",
+               "/usr/local/lib/seatwatch/ecosystem.config.js", "/etc/seatwatch/app.env"]
+CANARIES = ["/etc/sw18-canary", "/root/sw18-canary", f"/etc/systemd/system/pm2-{APP_USER}.service.d/sw18.conf"]
+# where the app user may own new files: its releases, its home, the temporary directories
+APP_PLACES = ("/opt/seatwatch/releases/", f"/home/{APP_USER}/", "/tmp/", "/var/tmp/", "/dev/shm/")
+
+
+def _fingerprint(stack) -> str:
+    files = " ".join(ROOTS_FILES + CANARIES)
+    return stack.host.ssh(f"sudo stat -c '%n %U:%G %a %s' {files} && sudo sha256sum {files}").stdout
+
+
+def _owned_by_app(stack) -> set[str]:
+    out = stack.host.ssh(f"sudo find / -xdev -user {APP_USER} 2>/dev/null || true").stdout
+    return set(out.split("\n")) - {""}
+
+
+def test_the_app_user_cannot_make_root_write_or_run_what_it_controls(stack):
+    h = stack.host
+    as_app = f"sudo -u {APP_USER} sh -c"
+    for canary in CANARIES:
+        h.ssh(f"echo 'root only' | sudo tee {canary} >/dev/null && sudo chmod 600 {canary}")
+    try:
+        before, owned_before = _fingerprint(stack), _owned_by_app(stack)
+        # what root runs and the places it writes: the app user can change none of them
+        for attempt in ("echo evil > /usr/local/lib/seatwatch/activate", "ln -sf /bin/sh /usr/local/lib/seatwatch/run",
+                        "mv /usr/local/lib/seatwatch /usr/local/lib/sw18", "echo X=1 >> /etc/seatwatch/app.env",
+                        "ln -s /etc/sw18-canary /opt/seatwatch/current.new", "mkdir /opt/seatwatch/shared",
+                        "mkdir /opt/seatwatch/bin", "ln -s /etc/sw18-canary /var/lib/seatwatch/active.new",
+                        "ln -s /etc/sw18-canary /var/lib/seatwatch/gated/x",
+                        "ln -s /etc/sw18-canary /var/log/seatwatch/activate.log",
+                        "mv /opt/seatwatch/releases /opt/seatwatch/r"):
+            cp = h.ssh(f"{as_app} {shlex.quote(attempt)}", check=False)
+            assert cp.returncode != 0, f"the app user could: {attempt}"
+        # links planted where the app user can: in its releases (the old .gated, the next release's directory)
+        project = stack.changed_copy("attack")
+        nxt = f"/opt/seatwatch/releases/{stack.release_id(project)}"
+        cur = current(stack)
+        for link, target in ((f"{cur}/.gated", "/etc/sw18-canary"), (nxt, "/root"),
+                             (f"{cur}/.complete.new", "/etc/sw18-canary")):
+            h.ssh(f"{as_app} {shlex.quote(f'rm -f {link}; ln -s {target} {link}')}")
+        res = stack.deploy(project=project)
+        assert res.returncode == 0, res.tail(60)
+        assert current(stack) == nxt and h.ssh(f"stat -c %F {nxt}").stdout.strip() == "directory"
+        cp = _ops(stack, "rollback")
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        assert current(stack) != nxt
+        assert_stack_runs(stack)
+        # root's files and the canaries unchanged; the link and marker are root's
+        assert _fingerprint(stack) == before
+        assert h.ssh("stat -c %U /opt/seatwatch/current /var/lib/seatwatch/active").stdout.split() == ["root"] * 2
+        new = sorted(p for p in _owned_by_app(stack) - owned_before if not p.startswith(APP_PLACES))
+        assert new == [], new
+    finally:
+        h.ssh("sudo rm -f " + " ".join(CANARIES), check=False)

@@ -118,13 +118,35 @@ def test_ecosystem_runs_web_only_on_the_primary_and_one_scheduler(primary):
 
 
 def test_caddyfile_proxies_only_the_service_routes_unless_an_upstream_is_set():
-    plain = _render("Caddyfile.j2", domain="api.example.com", tls_internal=False, email="", upstream="", port=8080)
+    plain = _render("Caddyfile.j2", domain="api.example.com", http_names="http://api.example.com",
+                    tls_internal=False, email="", upstream="", port=8080)
     assert "@service path /api/monitoring/* /api/cron /api/metrics" in plain
     assert "reverse_proxy 127.0.0.1:8080" in plain and 'respond "Not found" 404' in plain
     assert "tls internal" not in plain
-    site = _render("Caddyfile.j2", domain="api.example.com", tls_internal=True, email="a@b.c",
-                   upstream="https://site.example", port=8080)
+    site = _render("Caddyfile.j2", domain="api.example.com", http_names="http://api.example.com",
+                   tls_internal=True, email="a@b.c", upstream="https://site.example", port=8080)
     assert "reverse_proxy https://site.example" in site and "tls internal" in site and "email a@b.c" in site
+
+
+def test_caddyfile_bounds_the_service_routes_like_waitress_and_names_no_server():
+    """The body limit Caddy applies is waitress's own (app/web/serving.py), by Content-Length and by reading."""
+    import re
+
+    from app.web import serving
+
+    text = _render("Caddyfile.j2", domain="a.example, b.example", http_names="http://a.example, http://b.example",
+                   tls_internal=False, email="", upstream="", port=8080)
+    service = text.split("handle @service {", 1)[1].split("\n\t}\n", 1)[0]
+    pattern = re.search(r"@too_large header_regexp Content-Length (\S+)", service).group(1)
+    limit = serving.MAX_BODY_BYTES
+    assert re.match(pattern, str(limit)) and re.match(pattern, "0" + str(limit * 5000))
+    assert not re.match(pattern, str(limit - 1)) and not re.match(pattern, "12")
+    assert f"max_size {limit - 1}" in service and "413" in service
+    assert service.index("@too_large") < service.index("reverse_proxy")
+    assert text.count("header -Server") == 2  # the HTTPS site and the port-80 redirect
+    assert "http://a.example, http://b.example {" in text
+    for bound in ("read_header", "read_body", "idle", "max_header_size", "max_conns_per_host"):
+        assert bound in text, bound
 
 
 def test_the_unsubscribe_key_reaches_the_env_file_byte_for_byte(monkeypatch):

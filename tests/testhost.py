@@ -234,6 +234,15 @@ class TestHost(UpDown):
     def address(self) -> str:
         return f"10.99.{self.subnet}.2"
 
+    @property
+    def gateway6(self) -> str:
+        return f"fd99:{self.subnet}::1"
+
+    @property
+    def address6(self) -> str:
+        """The host's IPv6 address (a ULA on the same veth): the firewall's IPv6 half is tested through it."""
+        return f"fd99:{self.subnet}::2"
+
     # ------------------------------------------------------------------ lifecycle
     def _save(self) -> None:
         self.state_file.write_text(json.dumps(self.state, indent=2))
@@ -310,7 +319,9 @@ class TestHost(UpDown):
         run(["ip", "link", "set", self.veth_guest, "netns", ns])
         run(["ip", "addr", "add", f"{gw}/24", "dev", self.veth_host])
         run(["ip", "link", "set", self.veth_host, "up"])
-        for cmd in (f"ip addr add {ip}/24 dev {self.veth_guest}", f"ip link set {self.veth_guest} up",
+        run(["ip", "-6", "addr", "add", f"{self.gateway6}/64", "dev", self.veth_host, "nodad"])
+        for cmd in (f"ip addr add {ip}/24 dev {self.veth_guest}",
+                    f"ip -6 addr add {self.address6}/64 dev {self.veth_guest} nodad", f"ip link set {self.veth_guest} up",
                     "ip link set lo up", f"ip route add default via {gw}"):
             run(["ip", "netns", "exec", ns, *cmd.split()])
         s["ip_forward_before"] = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()

@@ -1,4 +1,11 @@
-"""Serving a WSGI app with waitress: no server banner, an access log, a clean stop on signals.
+"""Serving a WSGI app with waitress: no server banner, bounded requests, an access log, a clean stop.
+
+Bounds (docs/health.md, "Request bounds"; Caddy in front applies the same body limit): a body of
+MAX_BODY_BYTES or more is answered 413 from its Content-Length before any of it is read (a chunked one
+as soon as it passes the limit), and no request is ever spooled to disk: waitress buffers a body in
+memory up to `inbuf_overflow` and in a temporary file beyond it, so that threshold is set above the
+body limit plus one read (a chunked body is checked after each read of up to 8 KB). Headers are capped too, an idle connection is closed after CHANNEL_TIMEOUT_S, and at most
+CONNECTION_LIMIT connections are open at once (Caddy's proxy opens fewer).
 
 waitress handles no signals itself. SIGINT (what PM2 sends) and SIGTERM raise KeyboardInterrupt in
 its main loop, which is waitress's own stop path: the loop ends and it waits up to 5 s (fixed
@@ -22,6 +29,11 @@ from waitress.server import create_server
 log = logging.getLogger(__name__)
 
 THREADS = 4
+MAX_BODY_BYTES = 10_000  # the service's routes take no body at all; Caddy refuses the same (Caddyfile.j2)
+MAX_HEADER_BYTES = 16_384
+INBUF_OVERFLOW = 128 * 1024  # never reached: refused at MAX_BODY_BYTES + one read (recv_bytes 8192)
+CHANNEL_TIMEOUT_S = 60  # above Caddy's upstream keep-alive (30 s), so Caddy closes idle connections first
+CONNECTION_LIMIT = 64  # Caddy's proxy keeps at most 32 (max_conns_per_host)
 
 
 class AccessLog:
@@ -55,9 +67,12 @@ class AccessLog:
 
 
 def make_server(app, host: str, port: int):
-    """A waitress server (not yet running) that sends no Server header or version anywhere."""
-    return create_server(app, host=host, port=port, threads=THREADS, ident="",
-                         expose_tracebacks=False)
+    """A waitress server (not yet running) that sends no Server header or version anywhere and
+    refuses oversized requests without reading or spooling them."""
+    return create_server(app, host=host, port=port, threads=THREADS, ident="", expose_tracebacks=False,
+                         max_request_body_size=MAX_BODY_BYTES, inbuf_overflow=INBUF_OVERFLOW,
+                         max_request_header_size=MAX_HEADER_BYTES, channel_timeout=CHANNEL_TIMEOUT_S,
+                         connection_limit=CONNECTION_LIMIT)
 
 
 def run(server) -> None:
