@@ -3,8 +3,8 @@
 Local PostgreSQL and Redis (scripts/services.sh starts them), the real web and worker processes,
 the simulated scraper (app.check.simscraper) instead of the scraper service and the outbox folder
 (app.mail.outbox) instead of Resend. It creates and migrates a database of its own, seeds a few
-watches, then runs a cron cycle for both groups every `--cycle` seconds (the periodic tasks only
-fire at :00 and :30), so emails appear in the outbox within minutes. Ctrl-C stops everything.
+watches, then runs a cron cycle for both groups every `--cycle` seconds (the scheduler's own slots only
+come at :00 and :30), so emails appear in the outbox within minutes. Ctrl-C stops everything.
 
 The dev stand-ins are chosen by settings that app.settings refuses unless SEATWATCH_ENV is
 development; this command also refuses to start where SEATWATCH_ENV says production.

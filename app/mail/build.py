@@ -1,6 +1,6 @@
 """Building notification emails: subject, escaped HTML, a text part and one-click unsubscribe.
 
-The bodies are Jinja2 templates under app/templates/ (a designer can open them), laid out like the
+The bodies are Jinja2 templates under app/mail/templates/ (a designer can open them), laid out like the
 emails students already get from the running site. HTML templates are autoescaped: everything the
 scraper says (titles, instructor names, rooms) is text, never markup. The text part is rendered
 from the same values without escaping.
@@ -20,7 +20,7 @@ SUBJECTS = {
     Change.INSTRUCTOR_ASSIGNED: "👨‍🏫 Instructor Assigned: {subject} {catalog_nbr} ({class_nbr})",
 }
 
-# Change -> template basename; `.html.j2` and `.txt.j2` of each exist under app/templates/.
+# Change -> template basename; `.html.j2` and `.txt.j2` of each exist under app/mail/templates/.
 TEMPLATES = {
     Change.SEAT_AVAILABLE: "seat_available",
     Change.INSTRUCTOR_ASSIGNED: "instructor_assigned",

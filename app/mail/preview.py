@@ -1,6 +1,6 @@
 """`python -m app preview-emails DIR`: both notification emails for a sample section, as files.
 
-For whoever edits app/templates/: open the .html files in a browser, read the .txt ones. Needs no
+For whoever edits app/mail/templates/: open the .html files in a browser, read the .txt ones. Needs no
 settings and sends nothing; the unsubscribe link is signed with a throwaway key.
 """
 
