@@ -270,7 +270,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: Ctrl-C)")
     s.set_defaults(func=cmd_dev)
 
-    s = sub.add_parser("cutover-check", help="from the laptop: is the VPS ready for the DNS switch (app/laptop/cutover.py)")
+    s = sub.add_parser("cutover-check",
+                       help="from the laptop: is the VPS ready for the DNS switch (app/laptop/cutover.py)")
     s.add_argument("--host", required=True, help="the VPS's public address")
     s.add_argument("--domain", required=True, help="the name Caddy serves")
     s.add_argument("--ca-file", help="trust this CA too (tests; a staging CA)")

@@ -3,8 +3,8 @@
 huey's periodic tasks look at the current minute only, so a restart, deploy or reboot that spans
 :00 or :30 skipped that slot. Instead, on each tick (the first one right at start), the latest
 slot of each group (the last :00 for even, the last :30 for odd, whichever hour it fell in) runs
-unless its marker says it ran (app.schedule.slots, app.schedule.cron): a slot missed during a restart runs once,
-late, and says by how much. After a long outage that is one late run per group, not one per
+unless its marker says it ran (app.schedule.slots, app.schedule.cron): a slot missed during a
+restart runs once, late, and says by how much. After a long outage that is one late run per group, not one per
 missed slot. A run refused by a held cron lock, one that failed, or one killed before it marked
 its slot, is run again by the next tick of any scheduler.
 
