@@ -87,13 +87,22 @@ def plots(tp: dict) -> list[str]:
 
 
 def main() -> str:
-    cc, cr, rc, hl, tp, mem, host, run = (load(n) for n in (
+    cc, cr, rc, hl, tp, mem, host, run, bq = (load(n) for n in (
         "check_cost", "cron_run", "redis_commands", "health_latency", "throughput", "memory",
-        "on_host", "run"))
+        "on_host", "run", "bullmq_compare"))
     rows: list[tuple[str, str, str, str]] = []
 
     def row(item, figure, target, ok):
         rows.append((item, figure, target, verdict(ok)))
+
+    if bq:
+        v = bq["versions"]
+        row(f"0 vs BullMQ {v['bullmq']}: {bq['n']:,} no-ops, {bq['workers']} workers, ours ÷ BullMQ",
+            f"{spread(bq['drain_ratio'], 2)} (ours {spread(bq['ours_drain_s'], 2, ' s')}, BullMQ "
+            f"{spread(bq['bullmq_drain_s'], 2, ' s')})", "≤ 1.0", bq["drain_ratio"]["median"] <= 1.0)
+        row(f"0 vs BullMQ: cron run for {bq['n']:,} sections ÷ addBulk of {bq['n']:,}",
+            f"{spread(bq['cron_ratio'], 2)} (ours {spread(bq['ours_cron_s'], 3, ' s')}, BullMQ "
+            f"{spread(bq['bullmq_add_bulk_s'], 3, ' s')})", "≤ 1.0", bq["cron_ratio"]["median"] <= 1.0)
 
     if tp:
         for c in tp["drain"]:
@@ -153,10 +162,10 @@ def main() -> str:
         row(f"8 seat seen → email accepted ({lat['changes']} changes)",
             f"p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms", "≤ 2 s", lat["p99_ms"] <= 2000)
 
-    any_json = next((x for x in (tp, cc, cr, rc, hl, mem) if x), None)
+    any_json = next((x for x in (tp, cc, cr, rc, hl, mem, bq) if x), None)
     m = any_json["machine"] if any_json else S.machine()
     mode = "quick (BENCH_QUICK=1)" if any_json and any_json["quick"] else "full grid (BENCH_FULL=1)" if any_json and any_json["full"] else "default"
-    loads = [x.get("machine", {}).get("load_1min_at_start") for x in (tp, cc, cr, rc, hl, mem) if x]
+    loads = [x.get("machine", {}).get("load_1min_at_start") for x in (bq, cc, cr, rc, hl, tp, mem) if x]
     lines = [
         "# Benchmark results",
         "",
@@ -172,6 +181,11 @@ def main() -> str:
         "what each benchmark does is in its docstring. The scraper and Resend are the stand-ins of "
         "tests/fakes.py in a process of their own (bench/_standins.py).",
         "",
+        *([f"Item 0 is bench/bullmq_compare.py: BullMQ {bq['versions']['bullmq']} (ioredis "
+           f"{bq['versions']['ioredis']}, Node.js {bq['versions']['node']}, bench/bullmq/) and ours on one "
+           "private redis-server, each ratio taken within one round (all three measurements one right "
+           "after the other) and the median of the rounds given with their spread; 1-minute load in "
+           f"each round: {', '.join(str(r['load_1min']) for r in bq['rounds'])}.", ""] if bq else []),
         "| item | figure | target | |",
         "| --- | --- | --- | --- |",
         *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
