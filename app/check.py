@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from app import db
 from app.changes import NOTIFYING, Change, detect, state_values
 from app.delivery import deliver_batch
-from app.mail import build_email
+from app.mail import EmailComposer
 from app.mailer import MAX_BATCH
 from app.scraper import ScraperError, SectionInfo
 
@@ -80,16 +80,20 @@ def check_section(services, term: str, class_nbr: str) -> CheckResult:
             ids = db.claim_notifications(conn, [w.watch_id for w in watchers], kind.value)
             claimed = [(w, nid) for w, nid in zip(watchers, ids) if nid]
             result.claimed += len(claimed)
+            if not claimed:
+                continue
+            # the templates rendered once for the section, each watcher's link put in (app.mail)
+            composer = EmailComposer(
+                kind, term=term, class_nbr=class_nbr, info=info,
+                site_url=services.settings.site_url,
+                sender=services.settings.notification_from_email,
+                unsubscribe_secret=services.settings.unsubscribe_secret)
             for start in range(0, len(claimed), MAX_BATCH):
                 chunk = claimed[start:start + MAX_BATCH]
                 # Deterministic and unique: derived from the first claim's id, stored with the rows.
                 batch_key = f"seatwatch-{kind.value}-{chunk[0][1]}"
                 db.add_batch(conn, batch_key, kind.value, [
-                    (nid, build_email(
-                        kind, to=watcher.email, user_id=watcher.user_id, term=term,
-                        class_nbr=class_nbr, info=info, site_url=services.settings.site_url,
-                        sender=services.settings.notification_from_email,
-                        unsubscribe_secret=services.settings.unsubscribe_secret))
+                    (nid, composer.email(to=watcher.email, user_id=watcher.user_id))
                     for watcher, nid in chunk])
                 batch_keys.append(batch_key)
         values = state_values(info)

@@ -26,3 +26,48 @@ def test_running_a_task_asks_redis_nothing_about_revocation(services, scraper, m
 def test_revoking_is_refused_loudly():
     with pytest.raises(NotImplementedError):
         huey.revoke(tasks.check_section.s("2261", "12430"))
+
+
+@pytest.fixture
+def huey_log():
+    """huey's logger as its consumer_main leaves it (INFO, a handler); records collected."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    loggers = [logging.getLogger(n) for n in ("huey", "huey.consumer")]
+    saved = [lg.level for lg in loggers]
+    loggers[0].setLevel(logging.INFO)
+    loggers[0].addHandler(handler)
+    yield records
+    loggers[0].removeHandler(handler)
+    for lg, level in zip(loggers, saved):
+        lg.setLevel(level)
+
+
+@huey.task()
+def _does_nothing() -> None:
+    pass
+
+
+@huey.task()
+def _fails() -> None:
+    raise RuntimeError("test failure")
+
+
+def test_the_consumer_writes_no_line_per_task_but_keeps_its_own_and_every_error(huey_log):
+    import logging
+
+    from app.consumer import Consumer
+
+    consumer = huey.create_consumer(workers=1, worker_type="thread")
+    assert isinstance(consumer, Consumer)
+    huey.execute(_does_nothing.s())  # stock huey: "Executing ..." and "... executed in ..." at INFO
+    assert [r.getMessage() for r in huey_log] == []
+    logging.getLogger("huey.consumer").info("consumer started")  # start/stop lines stay
+    huey.execute(_fails.s())  # a task's exception is still logged, with its traceback
+    messages = [(r.name, r.levelname, r.getMessage()) for r in huey_log]
+    assert messages[0] == ("huey.consumer", "INFO", "consumer started")
+    assert [(n, lv) for n, lv, _ in messages[1:]] == [("huey", "ERROR")]
+    assert huey_log[1].exc_info and "test failure" in str(huey_log[1].exc_info[1])
