@@ -38,14 +38,15 @@ class CheckResult:
 
 def scrape(services, term: str, class_nbr: str) -> SectionInfo:
     """The scraper call, guarded by the shared breaker (raises BreakerOpen or CheckFailed)."""
-    services.breaker.allow()
+    report_success = services.breaker.allow()
     try:
         info = services.scraper.fetch(term, class_nbr)
     except ScraperError as exc:
         services.breaker.record_failure()
         log.warning("scraper failed for %s/%s: %s", term, class_nbr, exc)
         raise CheckFailed(f"scraper: {exc}") from None
-    services.breaker.record_success()
+    if report_success:  # a closed breaker with no failure counted: nothing to record
+        services.breaker.record_success()
     return info
 
 
