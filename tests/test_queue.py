@@ -71,3 +71,16 @@ def test_the_consumer_writes_no_line_per_task_but_keeps_its_own_and_every_error(
     assert messages[0] == ("huey.consumer", "INFO", "consumer started")
     assert [(n, lv) for n, lv, _ in messages[1:]] == [("huey", "ERROR")]
     assert huey_log[1].exc_info and "test failure" in str(huey_log[1].exc_info[1])
+
+
+def test_a_cron_runs_messages_are_the_ones_huey_makes_each_with_its_own_id():
+    sections = [("2261", "12430"), ("2261", "12431"), ("2262", "12430")]
+    payloads = tasks.check_payloads(sections, 1_000.5, "2026-12-01T10:even")
+    made = [huey.deserialize_task(p) for p in payloads]
+    for (term, nbr), task in zip(sections, made):
+        expected = huey.deserialize_task(huey.serialize_task(
+            tasks.check_section.s(term, nbr, 1_000.5, "2026-12-01T10:even")))
+        assert type(task) is type(expected) and task.args == expected.args == (term, nbr, 1_000.5, "2026-12-01T10:even")
+        assert (task.retries, task.retry_delay, task.retry_backoff, task.eta, task.priority) == (
+            expected.retries, expected.retry_delay, expected.retry_backoff, expected.eta, expected.priority)
+    assert len({t.id for t in made}) == len(made)
