@@ -110,11 +110,15 @@ def main() -> str:
             floor = 0.90 if c["latency_s"] < 0.2 else 0.95
             row("1 drain ratio", f"N={c['n']}, L={c['latency_s'] * 1000:.0f} ms: "
                 f"{spread({k: v * 100 for k, v in c['ratio'].items() if k != 'values'} | {'runs': c['ratio']['runs']}, 1, ' %')}"
-                f" ({spread(c['seconds'], 1, ' s')} vs limit {c['limit_s']:.1f} s)", f"≥ {floor * 100:.0f} %",
+                f" ({spread(c['seconds'], 1, ' s')} vs limit {c['limit_s']:.1f} s"
+                + (f"; one stand-in call alone {c['scraper_call_ms']:.1f} ms" if "scraper_call_ms" in c else "")
+                + ")", f"≥ {floor * 100:.0f} %",
                 c["ratio"]["median"] >= floor)
         for p in tp["workers_curve"]:
-            row("1 drain vs workers", f"W={p['workers']}: {100 * p['ratio']['median']:.1f} % "
-                f"({spread(p['seconds'], 2, ' s')} vs {p['limit_s']:.2f} s)", "≥ 95 %", p["ratio"]["median"] >= 0.95)
+            floor = 0.90 if p["latency_s"] < 0.2 else 0.95
+            row("1 drain vs workers", f"W={p['workers']}, L={p['latency_s'] * 1000:.0f} ms: "
+                f"{100 * p['ratio']['median']:.1f} % ({spread(p['seconds'], 2, ' s')} vs {p['limit_s']:.2f} s)",
+                f"≥ {floor * 100:.0f} %", p["ratio"]["median"] >= floor)
     if cc:
         row("2 quiet check CPU", spread(cc["quiet"]["cpu_ms"], 2, " ms"), "≤ 2 ms", cc["quiet"]["cpu_ms"]["median"] <= 2)
         if "quiet_before_issue_11" in cc:
