@@ -86,8 +86,14 @@ sandbox-down:
 
 # The benchmarks, then bench/results/README.md with the figures, targets and plots (~15 min;
 # BENCH_QUICK=1 for a smoke run of a few minutes, BENCH_FULL=1 for the issue's whole grid, ~1 h more).
-bench: $(VENV)/.bench services
+bench: $(VENV)/.bench bench/bullmq/node_modules/.installed services
 	$(BIN)/python bench/run_all.py
+
+# The BullMQ comparator's npm packages (bench only: pinned by bench/bullmq/package-lock.json,
+# installed into bench/bullmq/node_modules, which git ignores and no release ships).
+bench/bullmq/node_modules/.installed: bench/bullmq/package.json bench/bullmq/package-lock.json
+	cd bench/bullmq && npm ci --no-audit --no-fund --ignore-scripts
+	touch $@
 
 $(VENV)/.bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[test,bench]'

@@ -145,21 +145,15 @@ class Settings:
         def opt(name: str) -> str:
             return env.get(name, "").strip() or OPTIONAL[name]
 
-        try:
-            scraper_timeout = float(opt("SCRAPER_TIMEOUT_SECONDS"))
-            read_timeout = int(opt("HUEY_READ_TIMEOUT_SECONDS"))
-        except ValueError as exc:
-            raise SettingsError(f"invalid number in environment: {exc}") from None
+        scraper_timeout = _number(opt, "SCRAPER_TIMEOUT_SECONDS", float)
+        read_timeout = _number(opt, "HUEY_READ_TIMEOUT_SECONDS", int)
         if not 0 < scraper_timeout <= 120:
             raise SettingsError("SCRAPER_TIMEOUT_SECONDS must be in (0, 120]")
         if not 1 <= read_timeout <= 300:
             raise SettingsError("HUEY_READ_TIMEOUT_SECONDS must be in [1, 300]")
 
         dev = _dev_choices(opt)
-        try:
-            sim_period = float(opt("SEATWATCH_SIM_PERIOD_SECONDS"))
-        except ValueError as exc:
-            raise SettingsError(f"invalid number in environment: {exc}") from None
+        sim_period = _number(opt, "SEATWATCH_SIM_PERIOD_SECONDS", float)
         if not 1 <= sim_period <= 86400:
             raise SettingsError("SEATWATCH_SIM_PERIOD_SECONDS must be in [1, 86400]")
 
@@ -254,6 +248,15 @@ SECRET_VARIABLES = ("DATABASE_URL", "REDIS_URL", "SCRAPER_SECRET_TOKEN", "RESEND
                     "SEATWATCH_ALERT_URLS", "SEATWATCH_PING_URL")
 # Lists of URLs, each carrying its own token: every member is masked on its own too.
 SECRET_URL_LISTS = ("SEATWATCH_ALERT_URLS",)
+
+
+def _number(opt, name: str, kind: type):
+    """A numeric setting; the error names the variable and never quotes the value (Python's own
+    ValueError would, and it reaches logs and terminals)."""
+    try:
+        return kind(opt(name))
+    except ValueError:
+        raise SettingsError(f"{name} must be a {'whole ' if kind is int else ''}number") from None
 
 
 def known_secrets(environ: Mapping[str, str] | None = None) -> list[str]:

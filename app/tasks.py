@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Iterable
 
 from huey.exceptions import RetryTask
@@ -76,12 +77,27 @@ def enqueue_checks(sections: Iterable[tuple[str, str]], slot: str | None = None)
     services = get_services()
     sections = list(dict.fromkeys(sections))
     now = time.time()
-    payloads = [huey.serialize_task(check_section.s(term, nbr, now, slot)) for term, nbr in sections]
+    payloads = check_payloads(sections, now, slot)
     stats = None
     if slot:  # counted in the same script, before the LPUSH (app.schedule.capacity)
         stats = (services.keys.slot_stats(slot), slot.rsplit(":", 1)[-1], capacity.STATS_TTL_SECONDS)
     queued = services.pending.enqueue(sections, payloads, huey.storage.queue_key, now, stats)
     return len(queued)
+
+
+def check_payloads(sections: list[tuple[str, str]], enqueued_at: float,
+                   slot: str | None = None) -> list[bytes]:
+    """The queue messages of check_section(term, class_nbr, enqueued_at, slot), one per section.
+
+    What huey.serialize_task(check_section.s(...)) gives for each, but huey builds the message
+    once: each check is that message with its own task id and arguments (a cron run of 10,000
+    spent a third of its serializing on building huey Task objects, issue 20).
+    """
+    serializer = huey.serializer
+    template = serializer.deserialize(huey.serialize_task(check_section.s("", "", enqueued_at, slot)))
+    return [serializer.serialize(template._replace(id=str(uuid.uuid4()),
+                                                   args=(term, nbr, enqueued_at, slot)))
+            for term, nbr in sections]
 
 
 def run_cron_now(group: str | None = None, force: bool = False, now=None) -> dict:

@@ -48,7 +48,7 @@ def main() -> None:
             fresh = services.pending.claim(sections)
             t2 = time.perf_counter()
             now = time.time()
-            payloads = [huey.serialize_task(tasks.check_section.s(t, n, now)) for t, n in fresh]
+            payloads = tasks.check_payloads(fresh, now)
             t3 = time.perf_counter()
             huey.storage.conn.lpush(huey.storage.queue_key, *payloads)
             t4 = time.perf_counter()

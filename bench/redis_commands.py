@@ -119,8 +119,12 @@ def main() -> None:
             cron_sent, cron_lua = window(url, lambda: tasks.run_cron_now("odd"))
 
             def periodic():
-                tasks.heartbeat()
-                tasks.sweep_undelivered()
+                # the housekeeping jobs as the scheduler's tick calls them (app.queue.consumer)
+                from datetime import datetime, timezone
+
+                now = datetime.now(timezone.utc)
+                tasks.heartbeat(now, True)
+                tasks.sweep_undelivered(now, True)
                 time.sleep(2)
 
             per_sent, per_lua = window(url, periodic)

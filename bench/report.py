@@ -87,30 +87,46 @@ def plots(tp: dict) -> list[str]:
 
 
 def main() -> str:
-    cc, cr, rc, hl, tp, mem, host, run = (load(n) for n in (
+    cc, cr, rc, hl, tp, mem, host, run, bq = (load(n) for n in (
         "check_cost", "cron_run", "redis_commands", "health_latency", "throughput", "memory",
-        "on_host", "run"))
+        "on_host", "run", "bullmq_compare"))
     rows: list[tuple[str, str, str, str]] = []
 
     def row(item, figure, target, ok):
         rows.append((item, figure, target, verdict(ok)))
 
+    if bq:
+        v = bq["versions"]
+        row(f"0 vs BullMQ {v['bullmq']}: {bq['n']:,} no-ops, {bq['workers']} workers, ours ÷ BullMQ",
+            f"{spread(bq['drain_ratio'], 2)} (ours {spread(bq['ours_drain_s'], 2, ' s')}, BullMQ "
+            f"{spread(bq['bullmq_drain_s'], 2, ' s')})", "≤ 1.0", bq["drain_ratio"]["median"] <= 1.0)
+        row(f"0 vs BullMQ: cron run for {bq['n']:,} sections ÷ addBulk of {bq['n']:,}",
+            f"{spread(bq['cron_ratio'], 2)} (ours {spread(bq['ours_cron_s'], 3, ' s')}, BullMQ "
+            f"{spread(bq['bullmq_add_bulk_s'], 3, ' s')})", "≤ 1.0", bq["cron_ratio"]["median"] <= 1.0)
+
     if tp:
         for c in tp["drain"]:
+            # issue 20's targets: 90 % where the scraper answers in 50 ms, 95 % from 200 ms on
+            floor = 0.90 if c["latency_s"] < 0.2 else 0.95
             row("1 drain ratio", f"N={c['n']}, L={c['latency_s'] * 1000:.0f} ms: "
                 f"{spread({k: v * 100 for k, v in c['ratio'].items() if k != 'values'} | {'runs': c['ratio']['runs']}, 1, ' %')}"
-                f" ({spread(c['seconds'], 1, ' s')} vs limit {c['limit_s']:.1f} s)", "≥ 95 %",
-                c["ratio"]["median"] >= 0.95)
+                f" ({spread(c['seconds'], 1, ' s')} vs limit {c['limit_s']:.1f} s"
+                + (f"; one stand-in call alone {c['scraper_call_ms']:.1f} ms" if "scraper_call_ms" in c else "")
+                + ")", f"≥ {floor * 100:.0f} %",
+                c["ratio"]["median"] >= floor)
         for p in tp["workers_curve"]:
-            row("1 drain vs workers", f"W={p['workers']}: {100 * p['ratio']['median']:.1f} % "
-                f"({spread(p['seconds'], 2, ' s')} vs {p['limit_s']:.2f} s)", "≥ 95 %", p["ratio"]["median"] >= 0.95)
+            floor = 0.90 if p["latency_s"] < 0.2 else 0.95
+            row("1 drain vs workers", f"W={p['workers']}, L={p['latency_s'] * 1000:.0f} ms: "
+                f"{100 * p['ratio']['median']:.1f} % ({spread(p['seconds'], 2, ' s')} vs {p['limit_s']:.2f} s)",
+                f"≥ {floor * 100:.0f} %", p["ratio"]["median"] >= floor)
     if cc:
         row("2 quiet check CPU", spread(cc["quiet"]["cpu_ms"], 2, " ms"), "≤ 2 ms", cc["quiet"]["cpu_ms"]["median"] <= 2)
         if "quiet_before_issue_11" in cc:
             row("2 quiet check CPU, code before issue 11 (same run)",
                 spread(cc["quiet_before_issue_11"]["cpu_ms"], 2, " ms"), "", None)
         row("2 quiet check wall excl. scraper", spread(cc["quiet"]["wall_ms_excl_scraper"], 2, " ms"), "–", None)
-        row("2 notifying check (100 watchers) CPU", spread(cc["notifying"]["cpu_ms"], 1, " ms"), "–", None)
+        row("2 notifying check (100 watchers) CPU", spread(cc["notifying"]["cpu_ms"], 1, " ms"), "≤ 20 ms",
+            cc["notifying"]["cpu_ms"]["median"] <= 20)
         row("2 notifying check wall excl. scraper", spread(cc["notifying"]["wall_ms_excl_scraper"], 1, " ms"), "–", None)
     if tp:
         row("2 consumer CPU per check (in the drain, queue included)",
@@ -131,18 +147,18 @@ def main() -> str:
     if mem:
         row("6 web RSS idle", spread(mem["web_idle_mb"], 1, " MB"), "", None)
         row("6 worker RSS idle", spread(mem["worker_idle_mb"], 1, " MB"), "", None)
-        row("6 web + worker idle", f"{mem['web_plus_worker_idle_mb']:.1f} MB", "≤ 100 MB", mem["web_plus_worker_idle_mb"] <= 100)
+        row("6 web + worker idle", f"{mem['web_plus_worker_idle_mb']:.1f} MB", "≤ 90 MB", mem["web_plus_worker_idle_mb"] <= 90)
         row("6 web after 2,000 health requests", f"{mem['web_after_2000_health_mb']:.1f} MB", "", None)
         if mem.get("worker_after_run_mb"):
             row(f"6 worker after a {mem['worker_after_run_checks']}-check run", f"{mem['worker_after_run_mb']:.1f} MB",
                 "", None)
     if host:
         m = host["stack_memory_mb"]
-        row("6 whole stack on the test host", f"{m['stack']:.0f} MB ({m})", "≤ 220 MB", m["stack"] <= 220)
+        row("6 whole stack on the test host", f"{m['stack']:.0f} MB ({m})", "≤ 200 MB", m["stack"] <= 200)
         h = host["health_through_caddy"]
         row("7 health through Caddy, 100/s", f"p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms", "–", None)
     else:
-        row("6 whole stack on the test host", "not run here (bench/on_host.py, from the deploy harness)", "≤ 220 MB", None)
+        row("6 whole stack on the test host", "not run here (bench/on_host.py, from the deploy harness)", "≤ 200 MB", None)
         row("7 health through Caddy", "not run here (bench/on_host.py)", "–", None)
     if hl:
         d = hl["direct"]
@@ -153,10 +169,10 @@ def main() -> str:
         row(f"8 seat seen → email accepted ({lat['changes']} changes)",
             f"p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms", "≤ 2 s", lat["p99_ms"] <= 2000)
 
-    any_json = next((x for x in (tp, cc, cr, rc, hl, mem) if x), None)
+    any_json = next((x for x in (tp, cc, cr, rc, hl, mem, bq) if x), None)
     m = any_json["machine"] if any_json else S.machine()
     mode = "quick (BENCH_QUICK=1)" if any_json and any_json["quick"] else "full grid (BENCH_FULL=1)" if any_json and any_json["full"] else "default"
-    loads = [x.get("machine", {}).get("load_1min_at_start") for x in (tp, cc, cr, rc, hl, mem) if x]
+    loads = [x.get("machine", {}).get("load_1min_at_start") for x in (bq, cc, cr, rc, hl, tp, mem) if x]
     lines = [
         "# Benchmark results",
         "",
@@ -172,6 +188,11 @@ def main() -> str:
         "what each benchmark does is in its docstring. The scraper and Resend are the stand-ins of "
         "tests/fakes.py in a process of their own (bench/_standins.py).",
         "",
+        *([f"Item 0 is bench/bullmq_compare.py: BullMQ {bq['versions']['bullmq']} (ioredis "
+           f"{bq['versions']['ioredis']}, Node.js {bq['versions']['node']}, bench/bullmq/) and ours on one "
+           "private redis-server, each ratio taken within one round (all three measurements one right "
+           "after the other) and the median of the rounds given with their spread; 1-minute load in "
+           f"each round: {', '.join(str(r['load_1min']) for r in bq['rounds'])}.", ""] if bq else []),
         "| item | figure | target | |",
         "| --- | --- | --- | --- |",
         *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],

@@ -3,7 +3,8 @@
 Each benchmark runs in a process of its own (its own redis-server and database), prints its
 figures and writes bench/results/<name>.json; bench/report.py turns those into the report.
 BENCH_QUICK=1: a smoke run (small sizes, one repeat, a few minutes). BENCH_FULL=1: the issue's
-whole N x latency grid (about an hour more). Order matters once: memory reads the worker's RSS
+whole N x latency grid (about an hour more). bullmq_compare runs first, so its ratios (ours / BullMQ
+in the same rounds) are taken while the machine is as it was when the run began. Order matters once: memory reads the worker's RSS
 after the 10,000-check drain from throughput.json.
 """
 
@@ -18,7 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import _stats as S  # noqa: E402
 
-BENCHES = ["check_cost", "cron_run", "redis_commands", "health_latency", "throughput", "memory"]
+BENCHES = ["bullmq_compare", "check_cost", "cron_run", "redis_commands", "health_latency", "throughput",
+           "memory"]
 # The older benchmarks, kept: they print figures the README cites.
 # bench/idle_redis.py (huey's defaults versus ours, idle) is `make bench-idle`: its graceful stops
 # alone take minutes, and redis_commands measures our idle traffic here.

@@ -90,6 +90,32 @@ class Bench:
         cpu = S.cpu_seconds(consumer.pid) - cpu0
         return {"seconds": took, "cpu_ms_per_check": cpu * 1000 / n}
 
+    def scraper_call_ms(self, latency: float, calls: int = 20) -> float:
+        """Median wall time of one call to the stand-in scraper set to `latency`, made one after
+        another from here: what a scrape costs before any work of ours (its HTTP handling, the
+        sleep's overshoot on a busy machine). The limit N*L/W counts L alone."""
+        import json
+        import statistics
+        import urllib.error
+        import urllib.request
+
+        from tests.fakes import SCRAPER_TOKEN
+
+        self.si.scraper("/_delay", seconds=latency)
+        took = []
+        for i in range(calls):
+            req = urllib.request.Request(
+                self.si.scraper_url + "/scrape", method="POST",
+                data=json.dumps({"sectionNumber": f"{90000 + i}", "term": "2999"}).encode(),
+                headers={"Authorization": f"Bearer {SCRAPER_TOKEN}", "Content-Type": "application/json"})
+            started = time.perf_counter()
+            try:
+                urllib.request.urlopen(req, timeout=30).read()
+            except urllib.error.HTTPError:
+                pass  # an unknown section answers 500 after the same delay: the time is what counts
+            took.append((time.perf_counter() - started) * 1000)
+        return statistics.median(took)
+
     def drain_cells(self) -> list[dict]:
         out = []
         consumer = start_consumer(self.env)
@@ -104,10 +130,12 @@ class Bench:
                         "consumer_cpu_ms_per_check": S.summary([r["cpu_ms_per_check"] for r in runs])}
                 stats = self.si.scraper("/_stats")
                 cell["scraper_peak_concurrency"], cell["scraper_refused"] = stats["peak"], stats["refused"]
+                cell["scraper_call_ms"] = self.scraper_call_ms(latency)
                 out.append(cell)
                 print(f"  drain N={n:5d} L={latency * 1000:4.0f} ms: {S.fmt(cell['seconds'], ' s')}, "
                       f"limit {limit:.1f} s, ratio {S.fmt(ratio, '', 3)}; consumer CPU "
-                      f"{S.fmt(cell['consumer_cpu_ms_per_check'], ' ms')}/check", flush=True)
+                      f"{S.fmt(cell['consumer_cpu_ms_per_check'], ' ms')}/check; one stand-in call "
+                      f"alone {cell['scraper_call_ms']:.1f} ms", flush=True)
                 if n == max(c[0] for c in CELLS) and "rss_after" not in locals():
                     rss_after = {"n": n, "worker_rss_mb": S.rss_mb(consumer.pid)}
             idle_rss = S.rss_mb(consumer.pid)

@@ -141,3 +141,15 @@ def test_two_hosts_share_one_breaker(services):
     assert a.status()["state"] == "open" and b.status()["state"] == "open"
     a.reset()
     b.allow()
+
+
+def test_only_a_call_whose_success_changes_something_must_report_it(breaker):
+    # closed, nothing counted: record_success would change nothing, so the check skips its trip
+    assert breaker.allow() is False
+    breaker.record_failure()
+    assert breaker.allow() is True  # a failure is counted: the success resets it
+    breaker.record_success()
+    assert breaker.status()["failure_count"] == 0 and breaker.allow() is False
+    open_it(breaker)
+    time.sleep(FAST.open_seconds + 0.05)
+    assert breaker.allow() is True  # half open: every trial's success counts towards closing

@@ -197,3 +197,38 @@ def test_preview_command_writes_both_emails(tmp_path):
     seat = Doc((tmp_path / "seat_available.html").read_text(encoding="utf-8"))
     assert seat.get("h1") == "🎉 Seat Available!" and seat.links("button")
     assert "Instructor Assigned" in (tmp_path / "instructor_assigned.txt").read_text(encoding="utf-8")
+
+
+def rendered_per_recipient(kind, info, *, to, user_id, site_url, now):
+    """An email as it was built before issue 20: both templates rendered for this recipient."""
+    from urllib.parse import urlencode
+
+    from app.mail.build import SUBJECTS, render, template_values
+
+    unsubscribe = f"{site_url}/api/unsubscribe?{urlencode({'token': make_token(user_id, 'k', now)})}"
+    class_link = f"{site_url}/go/asu?{urlencode({'classNbr': '12431', 'term': '2261'})}"
+    html, text = render(kind, template_values(kind, term="2261", class_nbr="12431", info=info,
+                                              class_link=class_link, unsubscribe_url=unsubscribe))
+    return {"from": "x@s.example", "to": [to],
+            "subject": SUBJECTS[kind].format(subject=info.subject, catalog_nbr=info.catalog_nbr,
+                                             class_nbr="12431"),
+            "html": html, "text": text,
+            "headers": {"List-Unsubscribe": f"<{unsubscribe}>",
+                        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}}
+
+
+@pytest.mark.parametrize("kind", [Change.SEAT_AVAILABLE, Change.INSTRUCTOR_ASSIGNED])
+@pytest.mark.parametrize("info", [INFO, KNOWN], ids=["hostile", "known"])
+# a site URL with characters autoescape changes: the link in the HTML is escaped, the text's is not
+@pytest.mark.parametrize("site_url", [SITE, "https://s.example/a&b=\"c'<d>"], ids=["plain", "escaped"])
+def test_one_render_per_section_gives_the_bytes_of_one_render_per_recipient(kind, info, site_url):
+    from app.mail.build import EmailComposer
+
+    composer = EmailComposer(kind, term="2261", class_nbr="12431", info=info, site_url=site_url,
+                             sender="x@s.example", unsubscribe_secret="k", now=1_000)
+    recipients = [(f"s{i}@asu.edu", f"user-{i}") for i in range(3)]
+    emails = [composer.email(to=to, user_id=uid) for to, uid in recipients]
+    for (to, uid), got in zip(recipients, emails):
+        assert got == rendered_per_recipient(kind, info, to=to, user_id=uid, site_url=site_url, now=1_000)
+    assert len({e["html"] for e in emails}) == len(recipients)  # each carries its own link
+    assert all("\x00" not in e["html"] + e["text"] for e in emails)

@@ -54,7 +54,7 @@ if op == 'allow' then
     redis.call('HSET', k, 'trials', trials + 1, 'trial_at', now)
     return {1, state, 0}
   end
-  return {1, state, 0}
+  return {1, state, 0, failures}
 elseif op == 'success' then
   if state == 'half_open' then
     successes = successes + 1
@@ -122,11 +122,16 @@ class CircuitBreaker:
                   p.max_trials, int(p.trial_timeout_seconds * 1000)],
         )
 
-    def allow(self) -> None:
-        """Take permission for one call, or raise BreakerOpen."""
-        allowed, state, retry_ms = self._run("allow")
+    def allow(self) -> bool:
+        """Take permission for one call, or raise BreakerOpen. Returns whether a success of
+        this call must be reported: not when the breaker was closed with no failure counted, as
+        on nearly every call, where record_success would change nothing (one round trip less
+        per check, issue 20). A failure counted by another worker meanwhile then stays counted:
+        the breaker can only open sooner for it, never later."""
+        allowed, state, retry_ms, *failures = self._run("allow")
         if not int(allowed):
             raise BreakerOpen(_text(state), int(retry_ms) / 1000)
+        return _text(state) != "closed" or not failures or int(failures[0]) > 0
 
     def record_success(self) -> None:
         self._run("success")

@@ -10,7 +10,7 @@ from app import db
 from app.check.changes import detect, state_values
 from app.check.scraper import ScraperError
 from app.db import batches, watches
-from app.mail.build import build_email
+from app.mail.build import EmailComposer
 from app.mail.delivery import deliver_batch
 from app.mail.mailer import MAX_BATCH
 from app.section import Change, NOTIFYING, SectionInfo
@@ -40,14 +40,15 @@ class CheckResult:
 
 def scrape(services, term: str, class_nbr: str) -> SectionInfo:
     """The scraper call, guarded by the shared breaker (raises BreakerOpen or CheckFailed)."""
-    services.breaker.allow()
+    report_success = services.breaker.allow()
     try:
         info = services.scraper.fetch(term, class_nbr)
     except ScraperError as exc:
         services.breaker.record_failure()
         log.warning("scraper failed for %s/%s: %s", term, class_nbr, exc)
         raise CheckFailed(f"scraper: {exc}") from None
-    services.breaker.record_success()
+    if report_success:  # a closed breaker with no failure counted: nothing to record
+        services.breaker.record_success()
     return info
 
 
@@ -82,16 +83,20 @@ def check_section(services, term: str, class_nbr: str) -> CheckResult:
             ids = watches.claim_notifications(conn, [w.watch_id for w in watchers], kind.value)
             claimed = [(w, nid) for w, nid in zip(watchers, ids) if nid]
             result.claimed += len(claimed)
+            if not claimed:
+                continue
+            # the templates rendered once for the section, each watcher's link put in (app.mail)
+            composer = EmailComposer(
+                kind, term=term, class_nbr=class_nbr, info=info,
+                site_url=services.settings.site_url,
+                sender=services.settings.notification_from_email,
+                unsubscribe_secret=services.settings.unsubscribe_secret)
             for start in range(0, len(claimed), MAX_BATCH):
                 chunk = claimed[start:start + MAX_BATCH]
                 # Deterministic and unique: derived from the first claim's id, stored with the rows.
                 batch_key = f"seatwatch-{kind.value}-{chunk[0][1]}"
                 batches.add_batch(conn, batch_key, kind.value, [
-                    (nid, build_email(
-                        kind, to=watcher.email, user_id=watcher.user_id, term=term,
-                        class_nbr=class_nbr, info=info, site_url=services.settings.site_url,
-                        sender=services.settings.notification_from_email,
-                        unsubscribe_secret=services.settings.unsubscribe_secret))
+                    (nid, composer.email(to=watcher.email, user_id=watcher.user_id))
                     for watcher, nid in chunk], term=term, class_nbr=class_nbr)
                 batch_keys.append(batch_key)
         values = state_values(info)

@@ -60,22 +60,22 @@ def freeze_batch(conn, batch_key: str) -> tuple[list[str], list[dict]]:
              and failed_at is null and cancelled_at is null""",
         (batch_key,),
     )
-    rows = conn.execute(
-        """select id, payload from public.notification_deliveries
-           where batch_key = %s and delivered_at is null and failed_at is null
-             and cancelled_at is null and payload is not null
-           order by position""",
-        (batch_key,),
-    ).fetchall()
-    ids = [str(r["id"]) for r in rows]
-    emails = [r["payload"] for r in rows]
-    if rows:
-        conn.execute(
-            """update public.delivery_batches set payload = %s, delivery_ids = %s::uuid[]
-               where batch_key = %s""",
-            (Jsonb(emails), ids, batch_key),
-        )
-    return ids, emails
+    # Gathered and stored by the server in one statement: the emails cross the wire once, and are
+    # not decoded and re-encoded here on the way (a third of a 100-watcher check's CPU, issue 20).
+    row = conn.execute(
+        """update public.delivery_batches b set payload = live.emails, delivery_ids = live.ids
+           from (select jsonb_agg(payload order by position) as emails,
+                        array_agg(id order by position) as ids
+                 from public.notification_deliveries
+                 where batch_key = %s and delivered_at is null and failed_at is null
+                   and cancelled_at is null and payload is not null) live
+           where b.batch_key = %s and live.ids is not null
+           returning live.ids, live.emails""",
+        (batch_key, batch_key),
+    ).fetchone()
+    if row is None:
+        return [], []
+    return [str(i) for i in row["ids"]], row["emails"]
 
 
 def freeze_rebuilt(conn, batch_key: str, ids: Sequence[str], emails: Sequence[dict],
