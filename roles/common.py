@@ -78,14 +78,12 @@ def cfg(key: str):
 
 
 def python_for_host() -> tuple[str, list[str]]:
-    """(interpreter for the virtualenv, its apt packages). The app needs Python 3.11+:
-    Debian 12 and Ubuntu 24.04 have it as python3; Ubuntu 22.04 (3.10) has python3.11 in universe."""
-    from pyinfra.facts.server import LinuxDistribution
+    """(interpreter for the virtualenv, its apt packages). The app needs Python 3.11+: python3 on every
+    supported system but Ubuntu 22.04 (3.10), which has python3.11 in universe (roles/distro.py)."""
+    from roles.distro import host_distro
 
-    distro = host.get_fact(LinuxDistribution)
-    if (distro.get("name") or "").lower() == "ubuntu" and distro.get("major") == 22:
-        return "python3.11", ["python3.11", "python3.11-venv"]
-    return "python3", ["python3", "python3-venv"]
+    distro = host_distro()
+    return distro.python, list(distro.python_packages)
 
 
 def is_primary() -> bool:

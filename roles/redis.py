@@ -16,14 +16,13 @@ import re
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import Sha256File
-from pyinfra.facts.server import Command, LinuxDistribution
+from pyinfra.facts.server import Command
 from pyinfra.operations import apt, server, systemd
 
 from roles.common import cfg, local_redis, redis_password, render, sha256_text
+from roles.distro import host_distro
 
 CONF = "/etc/redis/redis.conf"
-# What each supported distribution installs, for a first run (nothing installed, no package lists yet).
-DISTRO_REDIS = {("debian", 12): (7, 0), ("ubuntu", 22): (6, 0), ("ubuntu", 24): (7, 0)}
 VERSION_COMMAND = (
     "dpkg-query -W -f='${Version}' redis-server 2>/dev/null || "
     "apt-cache policy redis-server 2>/dev/null | awk '/Candidate:/ {print $2}'"
@@ -54,8 +53,8 @@ def host_redis_version() -> tuple[int, int]:
     version = parse_version(host.get_fact(Command, command=VERSION_COMMAND))
     if version:
         return version
-    distro = host.get_fact(LinuxDistribution)
-    return DISTRO_REDIS.get(((distro.get("name") or "").lower(), distro.get("major")), (7, 0))
+    # a first run (nothing installed, no package lists yet): what the distribution's archive installs
+    return host_distro().redis
 
 
 @deploy("Redis")

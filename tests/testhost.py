@@ -30,7 +30,15 @@ import threading
 import time
 from pathlib import Path
 
-SUITE = "bookworm"
+SUITE = "bookworm"  # the default: Debian 12; SEATWATCH_TEST_SUITE or TestHost(suite=) picks another
+# suite -> (debootstrap script or None for its own, whether it has -updates/-security suites)
+SUITES = {
+    "bookworm": (None, True),
+    "trixie": (None, True),  # Debian 13: boots here (systemd 257)
+    # Debian testing: bookworm's debootstrap has no script of that name; no -updates/-security suites.
+    # Its systemd (262) will not boot under this machine's cgroup v1: a chroot only (tests/chroot_suite.py).
+    "forky": ("/usr/share/debootstrap/scripts/sid", False),
+}
 NATIVE_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, "amd64")
 QEMU_BINFMT = {"arm64": "qemu-aarch64", "amd64": "qemu-x86_64"}
 MIRROR = "http://deb.debian.org/debian"
@@ -117,26 +125,34 @@ def remove_emulation() -> None:
             entry.write_text("-1")
 
 
-def root_tarball(arch: str = NATIVE_ARCH) -> Path:
-    """The cached, configured root as a tarball; built with debootstrap on first use (~1 min)."""
+def sources_list(suite: str) -> str:
+    lines = [f"deb {MIRROR} {suite} main"]
+    if SUITES[suite][1]:
+        lines += [f"deb {MIRROR} {suite}-updates main",
+                  f"deb http://deb.debian.org/debian-security {suite}-security main"]
+    return "\n".join(lines) + "\n"
+
+
+def root_tarball(arch: str = NATIVE_ARCH, suite: str = SUITE) -> Path:
+    """The cached, configured root of a suite and arch as a tarball; built with debootstrap on first use (~1 min)."""
+    if suite not in SUITES:
+        raise TestHostError(f"unknown Debian suite {suite!r}: one of {', '.join(SUITES)}")
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     ARCH = arch
-    tarball = CACHE_DIR / f"{SUITE}-{ARCH}-v{CACHE_VERSION}.tar"
-    with open(CACHE_DIR / ".lock", "w") as lockf:
-        fcntl.flock(lockf, fcntl.LOCK_EX)  # one builder at a time
+    script = [SUITES[suite][0]] if SUITES[suite][0] else []
+    tarball = CACHE_DIR / f"{suite}-{ARCH}-v{CACHE_VERSION}.tar"
+    with open(CACHE_DIR / f".lock-{suite}-{ARCH}", "w") as lockf:
+        fcntl.flock(lockf, fcntl.LOCK_EX)  # one builder of this root at a time; other roots build alongside
         if tarball.exists():
             return tarball
         build = CACHE_DIR / f"build-{os.getpid()}"
         shutil.rmtree(build, ignore_errors=True)
         t0 = time.monotonic()
-        log(f"debootstrap {SUITE}/{ARCH} into {build} (cached afterwards as {tarball})")
+        log(f"debootstrap {suite}/{ARCH} into {build} (cached afterwards as {tarball})")
         try:
             run(["debootstrap", f"--arch={ARCH}", "--variant=minbase", f"--include={INCLUDE}",
-                 SUITE, str(build), MIRROR], stdout=subprocess.DEVNULL)
-            (build / "etc/apt/sources.list").write_text(
-                f"deb {MIRROR} {SUITE} main\n"
-                f"deb {MIRROR} {SUITE}-updates main\n"
-                f"deb http://deb.debian.org/debian-security {SUITE}-security main\n")
+                 suite, str(build), MIRROR, *script], stdout=subprocess.DEVNULL)
+            (build / "etc/apt/sources.list").write_text(sources_list(suite))
             (build / "etc/default/locale").write_text("LANG=C.UTF-8\n")
             chroot(build, f"""
                 id {LOGIN_USER} >/dev/null 2>&1 || useradd -m -s /bin/bash {LOGIN_USER}
@@ -156,7 +172,7 @@ def root_tarball(arch: str = NATIVE_ARCH) -> Path:
             tmp = tarball.with_suffix(".tmp")
             run(["tar", "-C", str(build), "--numeric-owner", "-cf", str(tmp), "."])
             tmp.rename(tarball)
-            for old in CACHE_DIR.glob(f"{SUITE}-{ARCH}-v*.tar"):  # older recipes
+            for old in CACHE_DIR.glob(f"{suite}-{ARCH}-v*.tar"):  # older recipes
                 if old != tarball:
                     old.unlink()
             log(f"root image cached ({tarball.stat().st_size // 2**20} MB) in {time.monotonic() - t0:.0f}s")
@@ -202,8 +218,10 @@ class TestHost(UpDown):
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, name: str = "swtest", subnet: int | None = None, arch: str | None = None):
+    def __init__(self, name: str = "swtest", subnet: int | None = None, arch: str | None = None,
+                 suite: str | None = None):
         self.arch = arch or os.environ.get("SEATWATCH_TEST_ARCH") or NATIVE_ARCH
+        self.suite = suite or os.environ.get("SEATWATCH_TEST_SUITE") or SUITE
         if not name.isalnum() or len(name) > 12:
             raise ValueError("name: letters/digits, at most 12 characters (interface names)")
         self.name = name
@@ -254,11 +272,11 @@ class TestHost(UpDown):
             self.subnet = next(n for n in range(10, 250) if n not in used)
         self.workdir.mkdir(parents=True)
         self.state = {"name": self.name, "subnet": self.subnet, "created": [], "started": time.time(),
-                      "arch": self.arch}
+                      "arch": self.arch, "suite": self.suite}
         if ensure_emulation(self.arch):
             self.state["created"].append("binfmt")
         self._save()
-        tarball = root_tarball(self.arch)
+        tarball = root_tarball(self.arch, self.suite)
         self._prepare_root(tarball)
         self._network()
         self.boot()
@@ -412,6 +430,8 @@ class TestHost(UpDown):
         try:
             host.state = json.loads(host.state_file.read_text())
             host.subnet = host.state.get("subnet")
+            host.arch = host.state.get("arch", host.arch)
+            host.suite = host.state.get("suite", host.suite)
         except (OSError, ValueError):
             host.state = {"created": ["netns", "veth", "nat?"]}
         return host

@@ -1,0 +1,102 @@
+"""The deploy's core path on a booted Debian 13 "trixie" host, beside Debian 12's (tests/test_deploy.py).
+
+In order, on one host: a fresh deploy, what it met there (Python 3.13, Redis 8 running the rendered
+config, Node.js 20 with PM2, Caddy), a second deploy with no change, the gate (a release that never gets
+healthy is rolled back), a cron trigger through Caddy ending in an email, a reboot back to healthy.
+The same checks as Debian 12's where they apply (called from tests/test_deploy.py); the long fault
+scenarios run on Debian 12 only. SEATWATCH_TEST_ARCH=arm64 runs it under qemu (`make test-arm64`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+from tests import test_deploy as core
+from tests.conftest import TEST_DB
+from tests.deploystack import DeployStack
+from tests.testhost import NATIVE_ARCH, unique_name
+
+pytestmark = pytest.mark.deploy
+
+SUITE = "trixie"
+TIMINGS: dict[str, float] = {}
+
+
+def report(msg: str) -> None:
+    print(f"[deploy test debian13] {msg}", file=sys.__stderr__, flush=True)
+
+
+@pytest.fixture(scope="module")
+def stack():
+    t0 = time.monotonic()
+    name = os.environ.get("SEATWATCH_TEST_HOSTNAME") or unique_name("swt13")
+    arch = os.environ.get("SEATWATCH_TEST_ARCH") or NATIVE_ARCH
+    with DeployStack(name=name, database=f"{TEST_DB}_d13_{name}", suite=SUITE, oracle_firewall=core.ORACLE) as s:
+        TIMINGS["host up"] = time.monotonic() - t0
+        res = s.deploy()
+        TIMINGS["fresh deploy"] = res.seconds
+        report(f"{SUITE}/{arch}: host up in {TIMINGS['host up']:.1f}s; fresh deploy took {res.seconds:.1f}s")
+        assert res.returncode == 0, f"fresh deploy failed:\n{res.tail(120)}"
+        yield s
+        report(f"{SUITE}/{arch} timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in TIMINGS.items()))
+
+
+def test_debian13_is_what_was_deployed_to(stack):
+    assert stack.host.ssh(". /etc/os-release && echo $VERSION_ID").stdout.strip() == "13"
+
+
+def test_stack_runs_on_the_distributions_own_versions(stack):
+    core.assert_stack_runs(stack)
+    h = stack.host
+    rel = h.ssh("readlink /opt/seatwatch/current").stdout.strip()
+    assert h.ssh(f"{rel}/venv/bin/python -c 'import sys; print(sys.version_info[:2])'").stdout.strip() == "(3, 13)"
+    assert h.ssh("redis-server --version").stdout.split("v=")[1].startswith("8."), "Debian 13 ships Redis 8"
+    assert h.ssh("node --version").stdout.strip().startswith("v20.")
+    pm2 = h.ssh(f"sudo -u {core.APP_USER} -H env PM2_HOME=/home/{core.APP_USER}/.pm2 pm2 --version").stdout
+    assert pm2.strip().splitlines()[-1] == "7.0.4"
+    assert h.ssh("caddy version").stdout.lstrip("v").startswith("2.")  # Debian's prints 2.6.2
+
+
+def test_redis8_runs_the_rendered_config(stack):
+    assert "Rendered for Redis 8.0" in stack.host.ssh("sudo head -n 3 /etc/redis/redis.conf").stdout
+    core.test_redis_is_bound_to_localhost_and_needs_the_password(stack)
+
+
+def test_caddy_answers_and_proxies_the_service(stack):
+    core.test_caddy_answers_on_80_and_443_and_proxies_the_service(stack)
+
+
+def test_firewall(stack):
+    core.test_firewall_opens_web_ports_before_the_reject_and_persists_them(stack)
+
+
+def test_second_deploy_changes_nothing(stack):
+    assert stack.planned_changes() == []
+    res = stack.deploy()
+    TIMINGS["no-change deploy"] = res.seconds
+    report(f"no-change deploy took {res.seconds:.1f}s")
+    assert res.returncode == 0, res.tail()
+    assert res.changed_ops == 0, res.tail(80)
+
+
+def test_gate_rolls_back_a_release_that_never_gets_healthy(stack):
+    t0 = time.monotonic()
+    core.test_unhealthy_release_rolls_back(stack)
+    TIMINGS["gate: failed deploy rolled back"] = time.monotonic() - t0
+
+
+def test_cron_through_caddy_checks_and_emails(stack):
+    core.test_cron_through_caddy_checks_and_emails(stack)
+
+
+def test_stack_comes_back_after_a_reboot(stack):
+    seconds = stack.host.reboot()
+    t0 = time.monotonic()
+    core.assert_stack_runs(stack)
+    TIMINGS["reboot to healthy"] = seconds + (time.monotonic() - t0)
+    report(f"host rebooted; stack healthy again {TIMINGS['reboot to healthy']:.1f}s after poweroff")
+    assert stack.host.ssh("systemctl is-active redis-server caddy").stdout.split() == ["active", "active"]
