@@ -26,12 +26,26 @@ SUITE = "trixie"
 TIMINGS: dict[str, float] = {}
 
 
+_config = None
+
+
 def report(msg: str) -> None:
-    print(f"[deploy test debian13] {msg}", file=sys.__stderr__, flush=True)
+    """Past pytest's capture, as tests/test_deploy.py does: the timings are part of what this test shows."""
+    line = f"[deploy test debian13] {msg}"
+    if _config is None:
+        print(line, file=sys.__stderr__, flush=True)
+        return
+    capture = _config.pluginmanager.getplugin("capturemanager")
+    terminal = _config.pluginmanager.getplugin("terminalreporter")
+    with capture.global_and_fixture_disabled():
+        terminal.write_line("")
+        terminal.write_line(line)
 
 
 @pytest.fixture(scope="module")
-def stack():
+def stack(pytestconfig):
+    global _config
+    _config = pytestconfig
     t0 = time.monotonic()
     name = os.environ.get("SEATWATCH_TEST_HOSTNAME") or unique_name("swt13")
     arch = os.environ.get("SEATWATCH_TEST_ARCH") or NATIVE_ARCH
