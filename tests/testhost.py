@@ -43,6 +43,13 @@ NATIVE_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, "a
 QEMU_BINFMT = {"arm64": "qemu-aarch64", "amd64": "qemu-x86_64"}
 MIRROR = "http://deb.debian.org/debian"
 INCLUDE = "systemd,systemd-sysv,dbus,openssh-server,sudo,ca-certificates,locales,iptables"
+# Under qemu-user, systemd 257 cannot set up credentials or mount namespaces ("Invalid argument").
+EMULATION_NO_NAMESPACES = "".join(f"{d}\n" for d in (
+    "LoadCredential=", "ImportCredential=", "PrivateTmp=no", "PrivateDevices=no", "PrivateMounts=no",
+    "ProtectSystem=no", "ProtectHome=no", "ProtectKernelTunables=no", "ProtectKernelModules=no",
+    "ProtectKernelLogs=no", "ProtectControlGroups=no", "ProtectClock=no", "ProtectHostname=no",
+    "ProtectProc=default", "ProcSubset=all", "ReadWritePaths=", "ReadOnlyPaths=", "InaccessiblePaths=",
+    "RestrictNamespaces=no", "PrivateIPC=no", "PrivateNetwork=no"))
 CACHE_VERSION = 2  # bump when the cached root's recipe changes
 CACHE_DIR = Path("/var/cache/seatwatch-testhost")
 WORK_BASE = Path("/var/tmp/seatwatch-testhost")
@@ -92,10 +99,12 @@ def chroot(root: Path, script: str) -> None:
     run(["chroot", str(root), "/bin/sh", "-ec", script], env=env)
 
 
-def ensure_emulation(arch: str) -> bool:
+def ensure_emulation(arch: str, suite: str = SUITE) -> bool:
     """Register qemu-user for a foreign architecture (arm64 on x86_64: about 8x slower).
 
     The C flag matters: with Debian's default OPF, sudo in the host fails ("effective uid is not 0").
+    Suites newer than bookworm (systemd 253+, which spawns units through clone flags bookworm's qemu
+    7.2 rejects: "Failed to spawn executor: Invalid argument") get trixie's static qemu (newer_qemu).
     """
     if arch == NATIVE_ARCH:
         return False
@@ -106,16 +115,44 @@ def ensure_emulation(arch: str) -> bool:
             stdout=subprocess.DEVNULL)
     if not Path("/proc/sys/fs/binfmt_misc/register").exists():
         run(["mount", "-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"])
-    if entry.exists() and "flags: OCPF" not in entry.read_text() and "flags: POCF" not in entry.read_text():
+    conf = Path(f"/usr/lib/binfmt.d/{QEMU_BINFMT[arch]}.conf").read_text().strip()
+    fields = conf.split(":")  # :name:type:offset:magic:mask:interpreter:flags
+    fields[6] = str(newer_qemu(arch)) if suite != "bookworm" else fields[6]
+    fields[7] = "OCPF"
+    if entry.exists():
+        text = entry.read_text()
+        if "flags: OCPF" in text.replace("POCF", "OCPF") and f"interpreter {fields[6]}\n" in text:
+            return False
         entry.write_text("-1")
-    if not entry.exists():
-        conf = Path(f"/usr/lib/binfmt.d/{QEMU_BINFMT[arch]}.conf").read_text().strip()
-        if conf.endswith(":OPF") or conf.endswith(":PF") or conf.endswith(":F"):
-            conf = conf.rsplit(":", 1)[0] + ":OCPF"
-        Path("/proc/sys/fs/binfmt_misc/register").write_text(conf)
-        log(f"registered {entry.name} (binfmt_misc, flags OCPF); removed again by down()")
-        return True
-    return False
+    Path("/proc/sys/fs/binfmt_misc/register").write_text(":".join(fields))
+    log(f"registered {entry.name} (binfmt_misc, flags OCPF, {fields[6]}); removed again by down()")
+    return True
+
+
+def newer_qemu(arch: str) -> Path:
+    """trixie's statically linked qemu-user for `arch`, cached: fetched with apt inside a copy of the
+    trixie root (debootstrapped like a host's), so this machine's own packages stay as they are."""
+    binary = CACHE_DIR / f"{QEMU_BINFMT[arch]}-trixie"
+    if binary.exists():
+        return binary
+    tarball = root_tarball(NATIVE_ARCH, "trixie")
+    work = CACHE_DIR / f"qemu-{os.getpid()}"
+    try:
+        work.mkdir(parents=True)
+        run(["tar", "-C", str(work), "--numeric-owner", "-xpf", str(tarball)])
+        resolv = work / "etc/resolv.conf"
+        if resolv.is_symlink() or resolv.exists():
+            resolv.unlink()
+        resolv.write_text(Path("/etc/resolv.conf").read_text())
+        chroot(work, "apt-get update -qq && cd /tmp && apt-get download -qq qemu-user && "
+                     "dpkg -x /tmp/qemu-user_*.deb /tmp/q")
+        tmp = binary.with_suffix(".tmp")
+        shutil.copy2(work / f"tmp/q/usr/bin/{QEMU_BINFMT[arch]}", tmp)
+        tmp.rename(binary)
+        log(f"cached trixie's {QEMU_BINFMT[arch]} as {binary}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return binary
 
 
 def remove_emulation() -> None:
@@ -273,7 +310,7 @@ class TestHost(UpDown):
         self.workdir.mkdir(parents=True)
         self.state = {"name": self.name, "subnet": self.subnet, "created": [], "started": time.time(),
                       "arch": self.arch, "suite": self.suite}
-        if ensure_emulation(self.arch):
+        if ensure_emulation(self.arch, self.suite):
             self.state["created"].append("binfmt")
         self._save()
         tarball = root_tarball(self.arch, self.suite)
@@ -304,8 +341,11 @@ class TestHost(UpDown):
             # host (a top-level service.d drop-in). A native arm64 VPS runs them as shipped.
             dropin = self.root / "etc/systemd/system/service.d"
             dropin.mkdir(parents=True, exist_ok=True)
+            # systemd 257 (trixie) also fails credentials and mount namespaces there (journald, logind,
+            # redis-server, caddy): none for the emulated host.
             (dropin / "qemu-emulation.conf").write_text(
-                "[Service]\nMemoryDenyWriteExecute=no\nSystemCallArchitectures=\nSystemCallFilter=\nPrivateUsers=no\n")
+                "[Service]\nMemoryDenyWriteExecute=no\nSystemCallArchitectures=\nSystemCallFilter=\nPrivateUsers=no\n"
+                + ("" if self.suite == "bookworm" else EMULATION_NO_NAMESPACES))
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"testhost-{self.name}", "-f", str(self.key)])
         ssh_dir = self.root / f"home/{LOGIN_USER}/.ssh"
         ssh_dir.mkdir(mode=0o700, exist_ok=True)
