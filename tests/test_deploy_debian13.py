@@ -67,12 +67,20 @@ def test_stack_runs_on_the_distributions_own_versions(stack):
     core.assert_stack_runs(stack)
     h = stack.host
     rel = h.ssh("readlink /opt/seatwatch/current").stdout.strip()
-    assert h.ssh(f"{rel}/venv/bin/python -c 'import sys; print(sys.version_info[:2])'").stdout.strip() == "(3, 13)"
-    assert h.ssh("redis-server --version").stdout.split("v=")[1].startswith("8."), "Debian 13 ships Redis 8"
-    assert h.ssh("node --version").stdout.strip().startswith("v20.")
-    pm2 = h.ssh(f"sudo -u {core.APP_USER} -H env PM2_HOME=/home/{core.APP_USER}/.pm2 pm2 --version").stdout
-    assert pm2.strip().splitlines()[-1] == "7.0.4"
-    assert h.ssh("caddy version").stdout.lstrip("v").startswith("2.")  # Debian's prints 2.6.2
+    met = {
+        "python": h.ssh(f"{rel}/venv/bin/python -c 'import platform; print(platform.python_version())'").stdout.strip(),
+        "redis": h.ssh("redis-server --version").stdout.split("v=")[1].split()[0],
+        "node": h.ssh("node --version").stdout.strip().lstrip("v"),
+        "pm2": h.ssh(f"sudo -u {core.APP_USER} -H env PM2_HOME=/home/{core.APP_USER}/.pm2 pm2 --version")
+               .stdout.strip().splitlines()[-1],
+        "caddy": h.ssh("caddy version").stdout.strip().lstrip("v").split()[0],  # Debian's prints 2.6.2
+    }
+    report("met: " + ", ".join(f"{k} {v}" for k, v in met.items()))
+    assert met["python"].startswith("3.13.")
+    assert met["redis"].startswith("8."), "Debian 13 ships Redis 8"
+    assert met["node"].startswith("20.")
+    assert met["pm2"] == "7.0.4"
+    assert met["caddy"].startswith("2.")
 
 
 def test_redis8_runs_the_rendered_config(stack):
