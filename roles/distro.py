@@ -32,7 +32,7 @@ class Distro:
     redis: tuple[int, int]  # redis-server's major.minor in the archive
     pm2: str
     caddy: str  # "distro" | "upstream"
-    valkey: bool = False
+    valkey: tuple[int, int] | None = None  # valkey-server's major.minor, if the archive has it
 
 
 PM2_CURRENT = "7.0.4"
@@ -41,11 +41,11 @@ _PY3 = ("python3", "python3-venv")
 
 DISTROS: dict[tuple[str, int], Distro] = {
     ("debian", 12): Distro("Debian 12 (bookworm)", "python3", _PY3, (7, 0), PM2_CURRENT, "distro"),
-    ("debian", 13): Distro("Debian 13 (trixie)", "python3", _PY3, (8, 0), PM2_CURRENT, "distro", valkey=True),
+    ("debian", 13): Distro("Debian 13 (trixie)", "python3", _PY3, (8, 0), PM2_CURRENT, "distro", valkey=(8, 1)),
     ("ubuntu", 22): Distro("Ubuntu 22.04 LTS", "python3.11", ("python3.11", "python3.11-venv"), (6, 0),
                            PM2_NODE12, "upstream"),
     ("ubuntu", 24): Distro("Ubuntu 24.04 LTS", "python3", _PY3, (7, 0), PM2_CURRENT, "distro"),
-    ("ubuntu", 26): Distro("Ubuntu 26.04 LTS", "python3", _PY3, (8, 0), PM2_CURRENT, "distro", valkey=True),
+    ("ubuntu", 26): Distro("Ubuntu 26.04 LTS", "python3", _PY3, (8, 0), PM2_CURRENT, "distro", valkey=(8, 1)),
 }
 ARCHES = {"x86_64": "amd64", "aarch64": "arm64"}  # uname -m -> Debian's architecture name
 

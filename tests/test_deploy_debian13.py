@@ -4,7 +4,8 @@ In order, on one host: a fresh deploy, what it met there (Python 3.13, Redis 8 r
 config, Node.js 20 with PM2, Caddy), a second deploy with no change, the gate (a release that never gets
 healthy is rolled back), a cron trigger through Caddy ending in an email, a reboot back to healthy.
 The same checks as Debian 12's where they apply (called from tests/test_deploy.py); the long fault
-scenarios run on Debian 12 only. SEATWATCH_TEST_ARCH=arm64 runs it under qemu (`make test-arm64`).
+scenarios run on Debian 12 only. SEATWATCH_TEST_ARCH=arm64 runs it under qemu (`make test-arm64`);
+SEATWATCH_TEST_CORE_SUITE=bookworm runs the same core path on Debian 12, for figures side by side.
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ from tests.testhost import NATIVE_ARCH, unique_name
 
 pytestmark = pytest.mark.deploy
 
-SUITE = "trixie"
+SUITE = os.environ.get("SEATWATCH_TEST_CORE_SUITE", "trixie")
+# what each suite's archive gives the deploy (README "Supported systems")
+MEETS = {
+    "trixie": {"version_id": "13", "python": "3.13.", "redis": "8.", "redis_conf": "8.0", "node": "20."},
+    "bookworm": {"version_id": "12", "python": "3.11.", "redis": "7.", "redis_conf": "7.0", "node": "18."},
+}[SUITE]
 TIMINGS: dict[str, float] = {}
 
 
@@ -60,7 +66,7 @@ def stack(pytestconfig):
 
 
 def test_debian13_is_what_was_deployed_to(stack):
-    assert stack.host.ssh(". /etc/os-release && echo $VERSION_ID").stdout.strip() == "13"
+    assert stack.host.ssh(". /etc/os-release && echo $VERSION_ID").stdout.strip() == MEETS["version_id"]
 
 
 def test_stack_runs_on_the_distributions_own_versions(stack):
@@ -76,15 +82,15 @@ def test_stack_runs_on_the_distributions_own_versions(stack):
         "caddy": h.ssh("caddy version").stdout.strip().lstrip("v").split()[0],  # Debian's prints 2.6.2
     }
     report("met: " + ", ".join(f"{k} {v}" for k, v in met.items()))
-    assert met["python"].startswith("3.13.")
-    assert met["redis"].startswith("8."), "Debian 13 ships Redis 8"
-    assert met["node"].startswith("20.")
+    assert met["python"].startswith(MEETS["python"])
+    assert met["redis"].startswith(MEETS["redis"]), "Debian 13 ships Redis 8"
+    assert met["node"].startswith(MEETS["node"])
     assert met["pm2"] == "7.0.4"
     assert met["caddy"].startswith("2.")
 
 
 def test_redis8_runs_the_rendered_config(stack):
-    assert "Rendered for Redis 8.0" in stack.host.ssh("sudo head -n 3 /etc/redis/redis.conf").stdout
+    assert f"Rendered for Redis {MEETS['redis_conf']}" in stack.host.ssh("sudo head -n 3 /etc/redis/redis.conf").stdout
     core.test_redis_is_bound_to_localhost_and_needs_the_password(stack)
 
 

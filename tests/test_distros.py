@@ -119,3 +119,29 @@ def test_an_unsupported_architecture_is_refused_in_one_line(arch):
     with pytest.raises(DeployError) as exc:
         plan_deploy("debian-13", arch)
     assert str(exc.value) == f"unsupported architecture {arch}: x86_64 or aarch64 (arm64) wanted"
+
+
+@pytest.mark.parametrize("distro", ["debian-13", "ubuntu-26.04"])
+def test_valkey_instead_of_redis_where_the_archive_has_it(distro):
+    plan = plan_deploy(distro, "aarch64", env={"SEATWATCH_REDIS_PACKAGE": "valkey"})
+    assert "valkey-server" in plan.apt_installs() and "redis-server" not in plan.apt_installs()
+    assert plan.has("Configure Valkey 8.1 ")
+    write = plan.commands("Configure Valkey")[0]
+    assert "/etc/valkey/valkey.conf.new" in write and "chown valkey:valkey" in write
+    conf = plan.stdin("Configure Valkey")
+    assert "dir /var/lib/valkey\n" in conf and "pidfile /run/valkey/valkey-server.pid\n" in conf
+    assert "bind 127.0.0.1 -::1\n" in conf
+    assert plan.commands("Run Valkey now and at boot") == ["systemctl start valkey-server.service",
+                                                           "systemctl enable valkey-server.service"]
+
+
+@pytest.mark.parametrize("distro", ["debian-12", "ubuntu-22.04", "ubuntu-24.04"])
+def test_valkey_is_refused_where_the_archive_has_none(distro):
+    with pytest.raises(DeployError) as exc:
+        plan_deploy(distro, env={"SEATWATCH_REDIS_PACKAGE": "valkey"})
+    assert str(exc.value).startswith("SEATWATCH_REDIS_PACKAGE=valkey: ") and "\n" not in str(exc.value)
+
+
+def test_an_unknown_redis_package_names_the_variable():
+    with pytest.raises(DeployError, match="^SEATWATCH_REDIS_PACKAGE must be redis or valkey$"):
+        plan_deploy("debian-13", env={"SEATWATCH_REDIS_PACKAGE": "keydb"})
