@@ -11,7 +11,7 @@ are what the distribution's own archive installs (README "Supported systems"); t
   pm2      the PM2 that runs on the distribution's Node.js (PM2 6+ needs Node 16+: Ubuntu 22.04's is 12)
   caddy    "distro": Debian's/Ubuntu's own caddy package; "upstream": Caddy's signed apt repository
            (Ubuntu 22.04 has no caddy package)
-  valkey   whether the archive has valkey-server (SEATWATCH_REDIS_PACKAGE=valkey)
+  valkey   the valkey-server the archive has, if any (SEATWATCH_REDIS_PACKAGE=valkey, roles/redis.py)
 """
 
 from __future__ import annotations
