@@ -5,7 +5,8 @@ config, Node.js 20 with PM2, Caddy), a second deploy with no change, the gate (a
 healthy is rolled back), a cron trigger through Caddy ending in an email, a reboot back to healthy.
 The same checks as Debian 12's where they apply (called from tests/test_deploy.py); the long fault
 scenarios run on Debian 12 only. SEATWATCH_TEST_ARCH=arm64 runs it under qemu (`make test-arm64`);
-SEATWATCH_TEST_CORE_SUITE=bookworm runs the same core path on Debian 12, for figures side by side.
+SEATWATCH_TEST_CORE_SUITE=bookworm runs the same core path on Debian 12, for figures side by side;
+SEATWATCH_TEST_HOSTNAME names the host (two runs on one machine).
 """
 
 from __future__ import annotations
