@@ -45,6 +45,7 @@ DEFAULTS: dict[str, tuple[str | None, object, object]] = {
     "base_swap_mb": ("SEATWATCH_SWAP_MB", "auto", str),  # auto: 1024 MB on hosts with < 2 GB RAM
     "firewall_mode": ("SEATWATCH_FIREWALL", "auto", str),  # auto | iptables | off
     "redis_enabled": ("SEATWATCH_REDIS", "auto", str),  # auto: on unless REDIS_URL points elsewhere
+    "redis_package": ("SEATWATCH_REDIS_PACKAGE", "redis", str),  # redis | valkey (BSD; Debian 13, Ubuntu 26.04)
     # "-" marks an optional address (Redis 6.2+); for Redis 6.0 the role drops the optional ones
     "redis_bind": ("SEATWATCH_REDIS_BIND", "127.0.0.1 -::1", str),
     "redis_port": ("SEATWATCH_REDIS_PORT", 6379, int),
@@ -78,14 +79,12 @@ def cfg(key: str):
 
 
 def python_for_host() -> tuple[str, list[str]]:
-    """(interpreter for the virtualenv, its apt packages). The app needs Python 3.11+:
-    Debian 12 and Ubuntu 24.04 have it as python3; Ubuntu 22.04 (3.10) has python3.11 in universe."""
-    from pyinfra.facts.server import LinuxDistribution
+    """(interpreter for the virtualenv, its apt packages). The app needs Python 3.11+: python3 on every
+    supported system but Ubuntu 22.04 (3.10), which has python3.11 in universe (roles/distro.py)."""
+    from roles.distro import host_distro
 
-    distro = host.get_fact(LinuxDistribution)
-    if (distro.get("name") or "").lower() == "ubuntu" and distro.get("major") == 22:
-        return "python3.11", ["python3.11", "python3.11-venv"]
-    return "python3", ["python3", "python3-venv"]
+    distro = host_distro()
+    return distro.python, list(distro.python_packages)
 
 
 def is_primary() -> bool:
