@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: help install services test test-fast dev deploy dry-run logs run releases rollback \
-        deploy-lock cutover-check lock sandbox sandbox-down bench bench-idle clean
+        deploy-lock cutover-check lock sandbox sandbox-down bench bench-idle clean test-arm64 test-forky
 
 help:
 	@echo "make deploy      provision the VPS and deploy (pyinfra inventory.py deploy.py)"
@@ -19,6 +19,8 @@ help:
 	@echo "make lock        regenerate requirements.lock (pip-compile --generate-hashes)"
 	@echo "make test        everything: unit, Redis/PostgreSQL integration, deploy to a booted Debian host"
 	@echo "make test-fast   the same without the deploy test"
+	@echo "make test-arm64  the Debian 13 deploy test on an emulated arm64 host (qemu; ~30 min, not in make test)"
+	@echo "make test-forky  the fast suite under Debian testing's Python in a forky chroot (not in make test)"
 	@echo "make dev         web + worker locally: simulated scraper, emails to ./dev-outbox"
 	@echo "make sandbox     deploy into a local throwaway Debian host (root needed)"
 	@echo "make bench       every benchmark; report in bench/results/README.md (BENCH_QUICK=1: smoke run)"
@@ -39,6 +41,15 @@ test: install services
 
 test-fast: install services
 	$(BIN)/pytest -m 'not deploy'
+
+# The Debian 13 deploy test on an arm64 host under qemu-user emulation (about 8x slower: ~30 min).
+test-arm64: install services
+	SEATWATCH_TEST_ARCH=arm64 $(BIN)/pytest -m deploy tests/test_deploy_debian13.py
+
+# The fast suite under Debian testing ("forky", Python 3.14) in a chroot, against this machine's Redis
+# and PostgreSQL (a chroot shares the network); requirements.lock installed there with its hashes.
+test-forky: install services
+	$(BIN)/python -m tests.chroot_suite forky
 
 # Local Redis/PostgreSQL as `make test` uses them; DEV_ARGS passes options, e.g. DEV_ARGS='--cycle 5'.
 dev: install services
@@ -71,11 +82,14 @@ cutover-check: install
 	$(BIN)/python scripts/ops.py cutover-check
 
 # redis-py needs async-timeout on Python < 3.11.3 (Debian 12 has 3.11.2): pinned for every host.
+# pip-compile keeps the hashes of every file of a pinned version; check_lock.py then fails the target
+# unless each pin has a hashed file for CPython 3.11-3.14 on x86_64 and aarch64 (binary ones: a wheel).
 lock: install
 	$(BIN)/pip install -q pip-tools
 	mkdir -p build && echo 'async-timeout>=4.0.3' > build/lock-extra.in
 	$(BIN)/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-header --no-emit-index-url \
 		--no-emit-find-links -o requirements.lock pyproject.toml build/lock-extra.in
+	$(BIN)/python scripts/check_lock.py requirements.lock
 
 # A local throwaway Debian host (debootstrap + systemd-nspawn), deployed by this bundle; Ctrl-C removes it.
 sandbox: install services

@@ -21,9 +21,12 @@ try:
     app_environment()  # fail before planning anything when a variable is missing or invalid
 except DeployError as exc:
     raise SystemExit(f"deploy stopped: {exc}") from None
-base()
-firewall()
-redis()
-release = app()
-pm2(release)
-caddy()
+try:
+    base()  # first: refuses an unsupported distribution or architecture (roles/distro.py)
+    firewall()
+    redis()
+    release = app()
+    pm2(release)
+    caddy()
+except DeployError as exc:  # one line, no traceback: what is wrong with this host or setting
+    raise SystemExit(f"deploy stopped: {exc}") from None

@@ -5,29 +5,22 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
-from pyinfra.facts.server import Arch, Command, LinuxDistribution
+from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, server, systemd
 
-from roles.common import TEMPLATES, DeployError, app_paths, cfg, python_for_host
+from roles.common import TEMPLATES, app_paths, cfg, python_for_host
+from roles.distro import host_deb_arch, host_distro
 
 PACKAGES = [
     "ca-certificates", "curl", "locales", "logrotate", "tzdata",
     "unattended-upgrades", "sudo",
 ]
-SUPPORTED = {("debian", 12), ("ubuntu", 22), ("ubuntu", 24)}
 
 
 @deploy("Base system")
 def base() -> None:
-    distro = host.get_fact(LinuxDistribution)
-    name = (distro.get("name") or "").lower()
-    major = distro.get("major")
-    if (name, major) not in SUPPORTED:
-        raise DeployError(f"unsupported OS {distro.get('name')} {distro.get('release_meta', {})}: "
-                          "Debian 12 or Ubuntu 22.04/24.04 wanted")
-    arch = host.get_fact(Arch)
-    if arch not in ("x86_64", "aarch64"):
-        raise DeployError(f"unsupported architecture {arch}: x86_64 or aarch64 (arm64) wanted")
+    host_distro()  # refuses an unsupported distribution (roles/distro.py: the supported table), one line
+    host_deb_arch()  # and an architecture other than x86_64 or aarch64
 
     # A swap file before anything big is installed: 1 GB hosts run out of memory in apt and pip.
     swap_mb = cfg("base_swap_mb")

@@ -1,6 +1,6 @@
 """caddy: HTTPS in front of waitress; the service's routes proxied, the rest of the site optionally too.
 
-Debian 12 and Ubuntu 24.04 ship caddy; Ubuntu 22.04 does not, so there the role adds Caddy's
+Debian 12/13 and Ubuntu 24.04/26.04 ship caddy; Ubuntu 22.04 does not, so there the role adds Caddy's
 own apt repository (signed; amd64/arm64 by the host's architecture) and refreshes the package lists
 whenever caddy is not installed yet (not only when the repository file is new: a first run that died
 after adding it is repaired by the next). Debian's package also enables caddy-api.service (which
@@ -17,10 +17,11 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import Sha256File
-from pyinfra.facts.server import Arch, Command, LinuxDistribution
+from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, server, systemd
 
 from roles.common import cfg, is_primary, render, sha256_text
+from roles.distro import host_deb_arch, host_distro
 
 CADDY_KEY_URL = "https://dl.cloudsmith.io/public/caddy/stable/gpg.key"
 CADDY_REPO = "https://dl.cloudsmith.io/public/caddy/stable/deb/debian"
@@ -41,9 +42,8 @@ def caddyfile_text() -> str:
 def caddy() -> None:
     if not is_primary():
         return
-    distro = host.get_fact(LinuxDistribution)
-    if (distro.get("name") or "").lower() == "ubuntu" and distro.get("major") == 22:
-        deb_arch = {"x86_64": "amd64", "aarch64": "arm64"}[host.get_fact(Arch)]
+    if host_distro().caddy == "upstream":  # no caddy in the archive (Ubuntu 22.04): Caddy's own repository
+        deb_arch = host_deb_arch()
         files.download(name="Caddy's apt signing key", src=CADDY_KEY_URL,
                        dest="/etc/apt/keyrings/caddy-stable.asc", mode="644")
         apt.repo(name="Caddy's apt repository",

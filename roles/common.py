@@ -26,13 +26,9 @@ if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
 
 from app.settings import OPTIONAL, REQUIRED, Settings, SettingsError  # noqa: E402  one list of names
-from roles.config import DEFAULTS, load_settings_files  # noqa: E402
+from roles.config import DEFAULTS, DeployError, load_settings_files  # noqa: E402
 
 load_settings_files()  # deploy.env (checked in) and secrets.env (ignored) under the environment
-
-
-class DeployError(Exception):
-    """A deploy that cannot go ahead (missing or invalid settings)."""
 
 
 def cfg(key: str):
@@ -45,14 +41,12 @@ def cfg(key: str):
 
 
 def python_for_host() -> tuple[str, list[str]]:
-    """(interpreter for the virtualenv, its apt packages). The app needs Python 3.11+:
-    Debian 12 and Ubuntu 24.04 have it as python3; Ubuntu 22.04 (3.10) has python3.11 in universe."""
-    from pyinfra.facts.server import LinuxDistribution
+    """(interpreter for the virtualenv, its apt packages). The app needs Python 3.11+: python3 on every
+    supported system but Ubuntu 22.04 (3.10), which has python3.11 in universe (roles/distro.py)."""
+    from roles.distro import host_distro
 
-    distro = host.get_fact(LinuxDistribution)
-    if (distro.get("name") or "").lower() == "ubuntu" and distro.get("major") == 22:
-        return "python3.11", ["python3.11", "python3.11-venv"]
-    return "python3", ["python3", "python3-venv"]
+    distro = host_distro()
+    return distro.python, list(distro.python_packages)
 
 
 def is_primary() -> bool:

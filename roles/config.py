@@ -39,6 +39,7 @@ DEFAULTS: dict[str, tuple[str | None, object, object]] = {
     "base_swap_mb": ("SEATWATCH_SWAP_MB", "auto", str),  # auto: 1024 MB on hosts with < 2 GB RAM
     "firewall_mode": ("SEATWATCH_FIREWALL", "auto", str),  # auto | iptables | off
     "redis_enabled": ("SEATWATCH_REDIS", "auto", str),  # auto: on unless REDIS_URL points elsewhere
+    "redis_package": ("SEATWATCH_REDIS_PACKAGE", "redis", str),  # redis | valkey (BSD; Debian 13, Ubuntu 26.04)
     # "-" marks an optional address (Redis 6.2+); for Redis 6.0 the role drops the optional ones
     "redis_bind": ("SEATWATCH_REDIS_BIND", "127.0.0.1 -::1", str),
     "redis_port": ("SEATWATCH_REDIS_PORT", 6379, int),
@@ -60,6 +61,11 @@ DEFAULTS: dict[str, tuple[str | None, object, object]] = {
     "caddy_extra_domains": ("SEATWATCH_EXTRA_DOMAINS", "", str),
     "caddy_site_upstream": ("SEATWATCH_SITE_UPSTREAM", "", str),
 }
+
+
+class DeployError(Exception):
+    """A deploy that cannot go ahead (missing or invalid settings). Here, below roles.common and
+    roles.distro, so that both raise it without importing each other."""
 
 
 class SettingsFileError(RuntimeError):

@@ -24,11 +24,12 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
-from pyinfra.facts.server import Command, LinuxDistribution
+from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, npm, server, systemd
 
 from roles.common import (TEMPLATES, app_environment, app_paths, cfg, is_primary, render, scheduler_enabled,
                           sha256_text, stop_timeouts)
+from roles.distro import host_distro
 
 NPM_ENV = {"LC_ALL": "C.UTF-8"}  # npm facts misparse without a UTF-8 locale and reinstall every run
 ACTIVATE_UNIT = "seatwatch-activate"
@@ -38,11 +39,8 @@ def _pm2_version() -> str:
     version = cfg("pm2_version")
     if version != "auto":
         return version
-    distro = host.get_fact(LinuxDistribution)
-    # Ubuntu 22.04 ships Node.js 12: PM2 6+ needs Node 16+, so stay on PM2 5 there.
-    if (distro.get("name") or "").lower() == "ubuntu" and distro.get("major") == 22:
-        return "5.4.3"
-    return "7.0.4"
+    # Ubuntu 22.04 ships Node.js 12: PM2 6+ needs Node 16+, so PM2 5 there (roles/distro.py)
+    return host_distro().pm2
 
 
 def activation_running(prefix: str = ACTIVATE_UNIT) -> str:

@@ -5,7 +5,9 @@ Skipped when REDIS_URL points at another host (a managed Redis) or redis_enabled
 The configuration is rendered for the Redis version the host has (or will get from apt):
 `bind 127.0.0.1 -::1` ("-": skip an address that is not available) is Redis 6.2+ syntax; Redis 6.0
 (Ubuntu 22.04) refuses to start with it, so there the optional addresses are left out.
-The file holds the password: it is written through stdin with umask 027 (never world-readable,
+SEATWATCH_REDIS_PACKAGE=valkey installs Valkey (the BSD-licensed fork; Redis 8 is AGPL) instead,
+where the archive has it (Debian 13, Ubuntu 26.04): valkey-server with the same configuration, under
+its own paths and unit. The file holds the password: it is written through stdin with umask 027 (never world-readable,
 not even in /tmp) and compared by hash, so `pyinfra --diff` has nothing to print.
 """
 
@@ -13,21 +15,53 @@ from __future__ import annotations
 
 import re
 
+from dataclasses import dataclass
+
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import Sha256File
-from pyinfra.facts.server import Command, LinuxDistribution
+from pyinfra.facts.server import Command
 from pyinfra.operations import apt, server, systemd
 
-from roles.common import cfg, local_redis, redis_password, render, sha256_text
+from roles.common import DeployError, cfg, local_redis, redis_password, render, sha256_text
+from roles.distro import host_distro
 
-CONF = "/etc/redis/redis.conf"
-# What each supported distribution installs, for a first run (nothing installed, no package lists yet).
-DISTRO_REDIS = {("debian", 12): (7, 0), ("ubuntu", 22): (6, 0), ("ubuntu", 24): (7, 0)}
-VERSION_COMMAND = (
-    "dpkg-query -W -f='${Version}' redis-server 2>/dev/null || "
-    "apt-cache policy redis-server 2>/dev/null | awk '/Candidate:/ {print $2}'"
-)
+
+@dataclass(frozen=True)
+class Server:
+    """One key-value server as the distribution packages it: package = unit, /etc/NAME/NAME.conf."""
+
+    name: str  # redis | valkey
+    label: str
+
+    @property
+    def package(self) -> str:
+        return f"{self.name}-server"
+
+    @property
+    def conf(self) -> str:
+        return f"/etc/{self.name}/{self.name}.conf"
+
+    @property
+    def version_command(self) -> str:
+        return (f"dpkg-query -W -f='${{Version}}' {self.package} 2>/dev/null || "
+                f"apt-cache policy {self.package} 2>/dev/null | awk '/Candidate:/ {{print $2}}'")
+
+
+SERVERS = {"redis": Server("redis", "Redis"), "valkey": Server("valkey", "Valkey")}
+CONF = SERVERS["redis"].conf
+VERSION_COMMAND = SERVERS["redis"].version_command
+
+
+def chosen_server() -> Server:
+    choice = str(cfg("redis_package")).strip().lower()
+    if choice not in SERVERS:
+        raise DeployError("SEATWATCH_REDIS_PACKAGE must be redis or valkey")
+    server_ = SERVERS[choice]
+    if server_.name == "valkey" and host_distro().valkey is None:
+        raise DeployError(f"SEATWATCH_REDIS_PACKAGE=valkey: {host_distro().label} has no valkey-server "
+                          "(Debian 13 and Ubuntu 26.04 have it)")
+    return server_
 
 
 def parse_version(text: str | None) -> tuple[int, int] | None:
@@ -45,32 +79,37 @@ def bind_for(version: tuple[int, int], bind: str) -> str:
     return " ".join(kept or ["127.0.0.1"])
 
 
-def render_conf(version: tuple[int, int], bind: str, port: int, maxmemory: str, password: str) -> str:
+def render_conf(version: tuple[int, int], bind: str, port: int, maxmemory: str, password: str,
+                server_: Server = SERVERS["redis"]) -> str:
+    # Valkey forked from Redis 7.2: its 7.2+ keeps the optional "-" addresses like Redis 6.2+
     return render("redis.conf.j2", bind=bind_for(version, bind), port=port, maxmemory=maxmemory,
-                  password=password, version=f"{version[0]}.{version[1]}")
+                  password=password, version=f"{version[0]}.{version[1]}", server=server_.label,
+                  kv=server_.name, service=server_.package)
 
 
-def host_redis_version() -> tuple[int, int]:
-    version = parse_version(host.get_fact(Command, command=VERSION_COMMAND))
+def host_redis_version(server_: Server = SERVERS["redis"]) -> tuple[int, int]:
+    version = parse_version(host.get_fact(Command, command=server_.version_command))
     if version:
         return version
-    distro = host.get_fact(LinuxDistribution)
-    return DISTRO_REDIS.get(((distro.get("name") or "").lower(), distro.get("major")), (7, 0))
+    # a first run (nothing installed, no package lists yet): what the distribution's archive installs
+    return host_distro().valkey if server_.name == "valkey" else host_distro().redis
 
 
 @deploy("Redis")
 def redis() -> None:
     if not local_redis():
         return
-    version = host_redis_version()
-    apt.packages(name="Install Redis", packages=["redis-server"], no_recommends=True)
-    text = render_conf(version, cfg("redis_bind"), cfg("redis_port"), cfg("redis_maxmemory"), redis_password())
-    if host.get_fact(Sha256File, path=CONF) != sha256_text(text):
+    kv = chosen_server()
+    version = host_redis_version(kv)
+    conf, unit, label = kv.conf, kv.package, kv.label
+    apt.packages(name=f"Install {label}", packages=[kv.package], no_recommends=True)
+    text = render_conf(version, cfg("redis_bind"), cfg("redis_port"), cfg("redis_maxmemory"), redis_password(), kv)
+    if host.get_fact(Sha256File, path=conf) != sha256_text(text):
         server.shell(
-            name=f"Configure Redis {version[0]}.{version[1]} (bind, password, memory cap; 0640, contents not shown)",
-            commands=[f"umask 027 && cat > {CONF}.new && chown redis:redis {CONF}.new && chmod 640 {CONF}.new "
-                      f"&& mv -f {CONF}.new {CONF}"],
+            name=f"Configure {label} {version[0]}.{version[1]} (bind, password, memory cap; 0640, contents not shown)",
+            commands=[f"umask 027 && cat > {conf}.new && chown {kv.name}:{kv.name} {conf}.new && chmod 640 {conf}.new "
+                      f"&& mv -f {conf}.new {conf}"],
             _stdin=text,
         )
-        systemd.service(name="Restart Redis: its configuration changed", service="redis-server", restarted=True)
-    systemd.service(name="Run Redis now and at boot", service="redis-server", running=True, enabled=True)
+        systemd.service(name=f"Restart {label}: its configuration changed", service=unit, restarted=True)
+    systemd.service(name=f"Run {label} now and at boot", service=unit, running=True, enabled=True)

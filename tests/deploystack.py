@@ -68,9 +68,10 @@ class DeployResult:
 
 
 class DeployStack(UpDown):
-    def __init__(self, name: str | None = None, database: str | None = None, oracle_firewall: bool = False):
+    def __init__(self, name: str | None = None, database: str | None = None, oracle_firewall: bool = False,
+                 suite: str | None = None):
         self.oracle_firewall = oracle_firewall
-        self.host = TestHost(name or unique_name())
+        self.host = TestHost(name or unique_name(), suite=suite)  # suite: tests/testhost.SUITES
         self.database = database or f"seatwatch_deploy_{self.host.name}"
         self.cron_secret = "cron-" + uuid.uuid4().hex
         self.redis_password = "redis " + uuid.uuid4().hex[:16]  # a space on purpose: quoting must hold

@@ -49,7 +49,7 @@ def stack(pytestconfig):
     t0 = time.monotonic()
     # The host starts like an Oracle Cloud image: an iptables REJECT-all but SSH in rules.v4.
     # (Not under qemu emulation, SEATWATCH_TEST_ARCH=arm64: qemu-user cannot speak nf_tables netlink.)
-    with DeployStack(name=unique_name("swt18"), oracle_firewall=ORACLE) as s:
+    with DeployStack(name=unique_name("swt"), oracle_firewall=ORACLE) as s:
         TIMINGS["host up"] = time.monotonic() - t0
         res = s.deploy()
         TIMINGS["fresh deploy"] = res.seconds
@@ -169,7 +169,7 @@ def test_firewall_opens_ssh_and_web_only_on_ipv4_and_ipv6_and_persists_it(stack)
         rules = h.ssh("sudo iptables -S INPUT").stdout
         assert "--dport 22 " in rules and "icmp-host-prohibited" in rules, rules
     # from this machine, over IPv4 and IPv6: 443 answers, a port something listens on does not
-    h.ssh("sudo systemd-run --quiet --unit=sw18probe python3 -m http.server 8999 --bind ::")
+    h.ssh("sudo systemd-run --quiet --unit=swprobe python3 -m http.server 8999 --bind ::")
     try:
         deadline = time.monotonic() + 20
         while h.ssh("curl -s -o /dev/null http://127.0.0.1:8999/", check=False).returncode != 0:
@@ -183,7 +183,7 @@ def test_firewall_opens_ssh_and_web_only_on_ipv4_and_ipv6_and_persists_it(stack)
             with pytest.raises(OSError):
                 socket.create_connection((address, 8080), timeout=3).close()
     finally:
-        h.ssh("sudo systemctl stop sw18probe", check=False)
+        h.ssh("sudo systemctl stop swprobe", check=False)
 
 
 def test_redis_is_bound_to_localhost_and_needs_the_password(stack):
@@ -487,7 +487,7 @@ def test_rollback_command_goes_back_to_the_previous_gated_release(stack):
 
 ROOTS_FILES = ["/usr/local/lib/seatwatch/activate", "/usr/local/lib/seatwatch/run",
                "/usr/local/lib/seatwatch/ecosystem.config.js", "/etc/seatwatch/app.env"]
-CANARIES = ["/etc/sw18-canary", "/root/sw18-canary", f"/etc/systemd/system/pm2-{APP_USER}.service.d/sw18.conf"]
+CANARIES = ["/etc/sw-canary", "/root/sw-canary", f"/etc/systemd/system/pm2-{APP_USER}.service.d/sw-canary.conf"]
 # where the app user may own new files: its releases, its home, the temporary directories
 APP_PLACES = ("/opt/seatwatch/releases/", f"/home/{APP_USER}/", "/tmp/", "/var/tmp/", "/dev/shm/")
 
@@ -511,11 +511,11 @@ def test_the_app_user_cannot_make_root_write_or_run_what_it_controls(stack):
         before, owned_before = _fingerprint(stack), _owned_by_app(stack)
         # what root runs and the places it writes: the app user can change none of them
         for attempt in ("echo evil > /usr/local/lib/seatwatch/activate", "ln -sf /bin/sh /usr/local/lib/seatwatch/run",
-                        "mv /usr/local/lib/seatwatch /usr/local/lib/sw18", "echo X=1 >> /etc/seatwatch/app.env",
-                        "ln -s /etc/sw18-canary /opt/seatwatch/current.new", "mkdir /opt/seatwatch/shared",
-                        "mkdir /opt/seatwatch/bin", "ln -s /etc/sw18-canary /var/lib/seatwatch/active.new",
-                        "ln -s /etc/sw18-canary /var/lib/seatwatch/gated/x",
-                        "ln -s /etc/sw18-canary /var/log/seatwatch/activate.log",
+                        "mv /usr/local/lib/seatwatch /usr/local/lib/sw-moved", "echo X=1 >> /etc/seatwatch/app.env",
+                        "ln -s /etc/sw-canary /opt/seatwatch/current.new", "mkdir /opt/seatwatch/shared",
+                        "mkdir /opt/seatwatch/bin", "ln -s /etc/sw-canary /var/lib/seatwatch/active.new",
+                        "ln -s /etc/sw-canary /var/lib/seatwatch/gated/x",
+                        "ln -s /etc/sw-canary /var/log/seatwatch/activate.log",
                         "mv /opt/seatwatch/releases /opt/seatwatch/r"):
             cp = h.ssh(f"{as_app} {shlex.quote(attempt)}", check=False)
             assert cp.returncode != 0, f"the app user could: {attempt}"
@@ -523,8 +523,8 @@ def test_the_app_user_cannot_make_root_write_or_run_what_it_controls(stack):
         project = stack.changed_copy("attack")
         nxt = f"/opt/seatwatch/releases/{stack.release_id(project)}"
         cur = current(stack)
-        for link, target in ((f"{cur}/.gated", "/etc/sw18-canary"), (nxt, "/root"),
-                             (f"{cur}/.complete.new", "/etc/sw18-canary")):
+        for link, target in ((f"{cur}/.gated", "/etc/sw-canary"), (nxt, "/root"),
+                             (f"{cur}/.complete.new", "/etc/sw-canary")):
             h.ssh(f"{as_app} {shlex.quote(f'rm -f {link}; ln -s {target} {link}')}")
         res = stack.deploy(project=project)
         assert res.returncode == 0, res.tail(60)

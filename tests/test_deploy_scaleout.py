@@ -29,8 +29,8 @@ def pair(pytestconfig, tmp_path_factory):
     import tests.test_deploy as td
 
     td._config = pytestconfig
-    with DeployStack(name=unique_name("sw18p"), oracle_firewall=False) as stack, \
-            TestHost(unique_name("sw18w")) as worker:
+    with DeployStack(name=unique_name("swp"), oracle_firewall=False) as stack, \
+            TestHost(unique_name("sww")) as worker:
         # one ssh key and one known-hosts file for both hosts (the inventory has one of each)
         pub = subprocess.run(["ssh-keygen", "-y", "-f", str(stack.host.key)], capture_output=True, text=True,
                              check=True).stdout

@@ -43,7 +43,7 @@ def test_redis_is_opened_to_private_addresses_only():
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a network namespace needs root")
 def test_iptables_takes_the_chain_and_prints_it_back_as_the_deploy_compares_it():
-    ns = f"sw18fw{os.getpid() % 10000}"
+    ns = f"swfw{os.getpid() % 10000}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
         chains = {}

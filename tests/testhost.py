@@ -30,11 +30,31 @@ import threading
 import time
 from pathlib import Path
 
-SUITE = "bookworm"
+SUITE = "bookworm"  # the default: Debian 12; SEATWATCH_TEST_SUITE or TestHost(suite=) picks another
+# suite -> (debootstrap script or None for its own, whether it has -updates/-security suites)
+SUITES = {
+    "bookworm": (None, True),
+    "trixie": (None, True),  # Debian 13: boots here (systemd 257)
+    # Debian testing: bookworm's debootstrap has no script of that name; no -updates/-security suites.
+    # Its systemd (262) will not boot under this machine's cgroup v1: a chroot only (tests/chroot_suite.py).
+    "forky": ("/usr/share/debootstrap/scripts/sid", False),
+}
 NATIVE_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, "amd64")
 QEMU_BINFMT = {"arm64": "qemu-aarch64", "amd64": "qemu-x86_64"}
 MIRROR = "http://deb.debian.org/debian"
 INCLUDE = "systemd,systemd-sysv,dbus,openssh-server,sudo,ca-certificates,locales,iptables"
+# Under qemu-user, systemd 257 cannot set up credentials or mount namespaces ("Invalid argument").
+EMULATION_NO_NAMESPACES = "".join(f"{d}\n" for d in (
+    "LoadCredential=", "ImportCredential=", "PrivateTmp=no", "PrivateDevices=no", "PrivateMounts=no",
+    "ProtectSystem=no", "ProtectHome=no", "ProtectKernelTunables=no", "ProtectKernelModules=no",
+    "ProtectKernelLogs=no", "ProtectControlGroups=no", "ProtectClock=no", "ProtectHostname=no",
+    "ProtectProc=default", "ProcSubset=all", "ReadWritePaths=", "ReadOnlyPaths=", "InaccessiblePaths=",
+    "RestrictNamespaces=no", "PrivateIPC=no", "PrivateNetwork=no", "NoExecPaths=", "ExecPaths=",
+    "TemporaryFileSystem=", "BindPaths=", "BindReadOnlyPaths="))
+# Redis 6.2+ on arm64 tests the kernel for a copy-on-write bug at start; under qemu-user the test
+# misfires and Redis 8 exits ("ignore-warnings ARM64-COW-BUG"). A real arm64 kernel passes it.
+EMULATION_REDIS = ("[Service]\nExecStart=\nExecStart=/usr/bin/redis-server /etc/redis/redis.conf --supervised systemd "
+                   "--daemonize no --ignore-warnings ARM64-COW-BUG\n")
 CACHE_VERSION = 2  # bump when the cached root's recipe changes
 CACHE_DIR = Path("/var/cache/seatwatch-testhost")
 WORK_BASE = Path("/var/tmp/seatwatch-testhost")
@@ -84,10 +104,12 @@ def chroot(root: Path, script: str) -> None:
     run(["chroot", str(root), "/bin/sh", "-ec", script], env=env)
 
 
-def ensure_emulation(arch: str) -> bool:
+def ensure_emulation(arch: str, suite: str = SUITE) -> bool:
     """Register qemu-user for a foreign architecture (arm64 on x86_64: about 8x slower).
 
     The C flag matters: with Debian's default OPF, sudo in the host fails ("effective uid is not 0").
+    Suites newer than bookworm (systemd 253+, which spawns units through clone flags bookworm's qemu
+    7.2 rejects: "Failed to spawn executor: Invalid argument") get trixie's static qemu (newer_qemu).
     """
     if arch == NATIVE_ARCH:
         return False
@@ -98,16 +120,44 @@ def ensure_emulation(arch: str) -> bool:
             stdout=subprocess.DEVNULL)
     if not Path("/proc/sys/fs/binfmt_misc/register").exists():
         run(["mount", "-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"])
-    if entry.exists() and "flags: OCPF" not in entry.read_text() and "flags: POCF" not in entry.read_text():
+    conf = Path(f"/usr/lib/binfmt.d/{QEMU_BINFMT[arch]}.conf").read_text().strip()
+    fields = conf.split(":")  # :name:type:offset:magic:mask:interpreter:flags
+    fields[6] = str(newer_qemu(arch)) if suite != "bookworm" else fields[6]
+    fields[7] = "OCPF"
+    if entry.exists():
+        text = entry.read_text()
+        if "flags: OCPF" in text.replace("POCF", "OCPF") and f"interpreter {fields[6]}\n" in text:
+            return False
         entry.write_text("-1")
-    if not entry.exists():
-        conf = Path(f"/usr/lib/binfmt.d/{QEMU_BINFMT[arch]}.conf").read_text().strip()
-        if conf.endswith(":OPF") or conf.endswith(":PF") or conf.endswith(":F"):
-            conf = conf.rsplit(":", 1)[0] + ":OCPF"
-        Path("/proc/sys/fs/binfmt_misc/register").write_text(conf)
-        log(f"registered {entry.name} (binfmt_misc, flags OCPF); removed again by down()")
-        return True
-    return False
+    Path("/proc/sys/fs/binfmt_misc/register").write_text(":".join(fields))
+    log(f"registered {entry.name} (binfmt_misc, flags OCPF, {fields[6]}); removed again by down()")
+    return True
+
+
+def newer_qemu(arch: str) -> Path:
+    """trixie's statically linked qemu-user for `arch`, cached: fetched with apt inside a copy of the
+    trixie root (debootstrapped like a host's), so this machine's own packages stay as they are."""
+    binary = CACHE_DIR / f"{QEMU_BINFMT[arch]}-trixie"
+    if binary.exists():
+        return binary
+    tarball = root_tarball(NATIVE_ARCH, "trixie")
+    work = CACHE_DIR / f"qemu-{os.getpid()}"
+    try:
+        work.mkdir(parents=True)
+        run(["tar", "-C", str(work), "--numeric-owner", "-xpf", str(tarball)])
+        resolv = work / "etc/resolv.conf"
+        if resolv.is_symlink() or resolv.exists():
+            resolv.unlink()
+        resolv.write_text(Path("/etc/resolv.conf").read_text())
+        chroot(work, "apt-get update -qq && cd /tmp && apt-get download -qq qemu-user && "
+                     "dpkg -x /tmp/qemu-user_*.deb /tmp/q")
+        tmp = binary.with_suffix(".tmp")
+        shutil.copy2(work / f"tmp/q/usr/bin/{QEMU_BINFMT[arch]}", tmp)
+        tmp.rename(binary)
+        log(f"cached trixie's {QEMU_BINFMT[arch]} as {binary}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return binary
 
 
 def remove_emulation() -> None:
@@ -117,26 +167,34 @@ def remove_emulation() -> None:
             entry.write_text("-1")
 
 
-def root_tarball(arch: str = NATIVE_ARCH) -> Path:
-    """The cached, configured root as a tarball; built with debootstrap on first use (~1 min)."""
+def sources_list(suite: str) -> str:
+    lines = [f"deb {MIRROR} {suite} main"]
+    if SUITES[suite][1]:
+        lines += [f"deb {MIRROR} {suite}-updates main",
+                  f"deb http://deb.debian.org/debian-security {suite}-security main"]
+    return "\n".join(lines) + "\n"
+
+
+def root_tarball(arch: str = NATIVE_ARCH, suite: str = SUITE) -> Path:
+    """The cached, configured root of a suite and arch as a tarball; built with debootstrap on first use (~1 min)."""
+    if suite not in SUITES:
+        raise TestHostError(f"unknown Debian suite {suite!r}: one of {', '.join(SUITES)}")
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     ARCH = arch
-    tarball = CACHE_DIR / f"{SUITE}-{ARCH}-v{CACHE_VERSION}.tar"
-    with open(CACHE_DIR / ".lock", "w") as lockf:
-        fcntl.flock(lockf, fcntl.LOCK_EX)  # one builder at a time
+    script = [SUITES[suite][0]] if SUITES[suite][0] else []
+    tarball = CACHE_DIR / f"{suite}-{ARCH}-v{CACHE_VERSION}.tar"
+    with open(CACHE_DIR / f".lock-{suite}-{ARCH}", "w") as lockf:
+        fcntl.flock(lockf, fcntl.LOCK_EX)  # one builder of this root at a time; other roots build alongside
         if tarball.exists():
             return tarball
         build = CACHE_DIR / f"build-{os.getpid()}"
         shutil.rmtree(build, ignore_errors=True)
         t0 = time.monotonic()
-        log(f"debootstrap {SUITE}/{ARCH} into {build} (cached afterwards as {tarball})")
+        log(f"debootstrap {suite}/{ARCH} into {build} (cached afterwards as {tarball})")
         try:
             run(["debootstrap", f"--arch={ARCH}", "--variant=minbase", f"--include={INCLUDE}",
-                 SUITE, str(build), MIRROR], stdout=subprocess.DEVNULL)
-            (build / "etc/apt/sources.list").write_text(
-                f"deb {MIRROR} {SUITE} main\n"
-                f"deb {MIRROR} {SUITE}-updates main\n"
-                f"deb http://deb.debian.org/debian-security {SUITE}-security main\n")
+                 suite, str(build), MIRROR, *script], stdout=subprocess.DEVNULL)
+            (build / "etc/apt/sources.list").write_text(sources_list(suite))
             (build / "etc/default/locale").write_text("LANG=C.UTF-8\n")
             chroot(build, f"""
                 id {LOGIN_USER} >/dev/null 2>&1 || useradd -m -s /bin/bash {LOGIN_USER}
@@ -156,7 +214,7 @@ def root_tarball(arch: str = NATIVE_ARCH) -> Path:
             tmp = tarball.with_suffix(".tmp")
             run(["tar", "-C", str(build), "--numeric-owner", "-cf", str(tmp), "."])
             tmp.rename(tarball)
-            for old in CACHE_DIR.glob(f"{SUITE}-{ARCH}-v*.tar"):  # older recipes
+            for old in CACHE_DIR.glob(f"{suite}-{ARCH}-v*.tar"):  # older recipes
                 if old != tarball:
                     old.unlink()
             log(f"root image cached ({tarball.stat().st_size // 2**20} MB) in {time.monotonic() - t0:.0f}s")
@@ -173,6 +231,9 @@ def _used_subnets() -> set[int]:
     for word in out.split():
         if word.startswith("10.99."):
             used.add(int(word.split(".")[2]))
+    for state in WORK_BASE.glob("*/state.json"):  # hosts still being built have no address yet
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            used.add(int(json.loads(state.read_text())["subnet"]))
     return used
 
 
@@ -202,8 +263,10 @@ class TestHost(UpDown):
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, name: str = "swtest", subnet: int | None = None, arch: str | None = None):
+    def __init__(self, name: str = "swtest", subnet: int | None = None, arch: str | None = None,
+                 suite: str | None = None):
         self.arch = arch or os.environ.get("SEATWATCH_TEST_ARCH") or NATIVE_ARCH
+        self.suite = suite or os.environ.get("SEATWATCH_TEST_SUITE") or SUITE
         if not name.isalnum() or len(name) > 12:
             raise ValueError("name: letters/digits, at most 12 characters (interface names)")
         self.name = name
@@ -258,16 +321,20 @@ class TestHost(UpDown):
             log(f"cleaning up a previous {self.name}")
             old.down()
         t0 = time.monotonic()
-        if self.subnet is None:
-            used = _used_subnets()
-            self.subnet = next(n for n in range(10, 250) if n not in used)
-        self.workdir.mkdir(parents=True)
-        self.state = {"name": self.name, "subnet": self.subnet, "created": [], "started": time.time(),
-                      "arch": self.arch}
-        if ensure_emulation(self.arch):
+        WORK_BASE.mkdir(parents=True, exist_ok=True)
+        with open(WORK_BASE / ".subnet-lock", "w") as lockf:
+            fcntl.flock(lockf, fcntl.LOCK_EX)  # two runs starting at once must not pick one subnet
+            if self.subnet is None:
+                used = _used_subnets()
+                self.subnet = next(n for n in range(10, 250) if n not in used)
+            self.workdir.mkdir(parents=True)
+            self.state = {"name": self.name, "subnet": self.subnet, "created": [], "started": time.time(),
+                          "arch": self.arch, "suite": self.suite}
+            self._save()  # the subnet is taken from here on (state.json)
+        if ensure_emulation(self.arch, self.suite):
             self.state["created"].append("binfmt")
         self._save()
-        tarball = root_tarball(self.arch)
+        tarball = root_tarball(self.arch, self.suite)
         self._prepare_root(tarball)
         self._network()
         self.boot()
@@ -295,8 +362,15 @@ class TestHost(UpDown):
             # host (a top-level service.d drop-in). A native arm64 VPS runs them as shipped.
             dropin = self.root / "etc/systemd/system/service.d"
             dropin.mkdir(parents=True, exist_ok=True)
+            # systemd 257 (trixie) also fails credentials and mount namespaces there (journald, logind,
+            # redis-server, caddy): none for the emulated host.
             (dropin / "qemu-emulation.conf").write_text(
-                "[Service]\nMemoryDenyWriteExecute=no\nSystemCallArchitectures=\nSystemCallFilter=\nPrivateUsers=no\n")
+                "[Service]\nMemoryDenyWriteExecute=no\nSystemCallArchitectures=\nSystemCallFilter=\nPrivateUsers=no\n"
+                + ("" if self.suite == "bookworm" else EMULATION_NO_NAMESPACES))
+            if self.suite != "bookworm":
+                redis_dropin = self.root / "etc/systemd/system/redis-server.service.d"
+                redis_dropin.mkdir(parents=True, exist_ok=True)
+                (redis_dropin / "qemu-cow-check.conf").write_text(EMULATION_REDIS)  # another name than service.d's
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"testhost-{self.name}", "-f", str(self.key)])
         ssh_dir = self.root / f"home/{LOGIN_USER}/.ssh"
         ssh_dir.mkdir(mode=0o700, exist_ok=True)
@@ -423,6 +497,8 @@ class TestHost(UpDown):
         try:
             host.state = json.loads(host.state_file.read_text())
             host.subnet = host.state.get("subnet")
+            host.arch = host.state.get("arch", host.arch)
+            host.suite = host.state.get("suite", host.suite)
         except (OSError, ValueError):
             host.state = {"created": ["netns", "veth", "nat?"]}
         return host
