@@ -14,9 +14,9 @@ def _print(obj) -> None:
 
 
 def cmd_migrate(args) -> int:
-    from app import db
+    from app.db import migrations
 
-    applied = db.migrate(get_settings().database_url, bootstrap=args.bootstrap)
+    applied = migrations.migrate(get_settings().database_url, bootstrap=args.bootstrap)
     _print({"applied": applied, "bootstrap": args.bootstrap})
     return 0
 
@@ -29,15 +29,15 @@ def cmd_cron(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from app import check
+    from app.check.run import check_section
     from app.services import get_services
 
-    _print(check.check_section(get_services(), args.term, args.class_nbr).as_dict())
+    _print(check_section(get_services(), args.term, args.class_nbr).as_dict())
     return 0
 
 
 def cmd_worker(args) -> int:
-    from app import worker
+    from app.queue import worker
 
     settings = get_settings()
     worker.run(settings, scheduler=settings.scheduler and not args.no_scheduler)
@@ -45,7 +45,7 @@ def cmd_worker(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from app import delivery
+    from app.mail import delivery
     from app.services import get_services
 
     # The operator's sweep: every open batch now, backoff or not (say, after fixing the sender).
@@ -95,27 +95,28 @@ def cmd_heartbeat(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from app import schedulestatus
-    from app.queue import huey
+    from app.schedule import status as schedule_status
+    from app.queue.instance import huey
     from app.services import get_services
 
     services = get_services()
-    rep = schedulestatus.report(services, huey.storage.queue_key)
+    rep = schedule_status.report(services, huey.storage.queue_key)
     breaker = services.breaker.status()["state"]
     deliveries = _delivery_status(services)
     if args.json:
         _print({**rep, "circuit_breaker": breaker, "deliveries": deliveries})
     else:
-        print(schedulestatus.format_table(rep, breaker))
+        print(schedule_status.format_table(rep, breaker))
         print(_delivery_lines(deliveries))
     return 0
 
 
 def _delivery_status(services) -> dict:
     from app import db
+    from app.db import batches
 
     with db.transaction(services.pool) as conn:
-        return db.delivery_counts(conn)
+        return batches.delivery_counts(conn)
 
 
 def _delivery_lines(d: dict) -> str:
@@ -130,7 +131,7 @@ def _delivery_lines(d: dict) -> str:
 
 
 def cmd_alert(args) -> int:
-    from app import alerts
+    from app.alerting import alerts
 
     settings = get_settings()
     if args.action == "status":
@@ -151,17 +152,17 @@ def cmd_alert(args) -> int:
 
 
 def cmd_web(args) -> int:
-    from app import web
+    from app.web import routes
 
-    web.serve(args.host, args.port)
+    routes.serve(args.host, args.port)
     return 0
 
 
 def cmd_health(args) -> int:
-    from app import health
+    from app.health import checks
     from app.services import get_services
 
-    report = health.run_checks(get_services())
+    report = checks.run_checks(get_services())
     _print(report)
     return 0 if report["status"] == "healthy" else 1
 
@@ -169,7 +170,7 @@ def cmd_health(args) -> int:
 def cmd_preview_emails(args) -> int:
     from pathlib import Path
 
-    from app import preview
+    from app.mail import preview
 
     for path in preview.write_previews(Path(args.directory)):
         print(path)
@@ -177,13 +178,13 @@ def cmd_preview_emails(args) -> int:
 
 
 def cmd_dev(args) -> int:
-    from app import dev
+    from app.laptop import dev
 
     return dev.run(args)
 
 
 def cmd_cutover_check(args) -> int:
-    from app import cutover
+    from app.laptop import cutover
 
     ssh = None
     if args.ssh_user:
@@ -269,7 +270,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: Ctrl-C)")
     s.set_defaults(func=cmd_dev)
 
-    s = sub.add_parser("cutover-check", help="from the laptop: is the VPS ready for the DNS switch (app/cutover.py)")
+    s = sub.add_parser("cutover-check",
+                       help="from the laptop: is the VPS ready for the DNS switch (app/laptop/cutover.py)")
     s.add_argument("--host", required=True, help="the VPS's public address")
     s.add_argument("--domain", required=True, help="the name Caddy serves")
     s.add_argument("--ca-file", help="trust this CA too (tests; a staging CA)")
@@ -297,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # one line for the operator; details are in the logs
-        from app.cron import CronLocked
+        from app.schedule.cron import CronLocked
 
         print(logs.mask(f"error: {type(exc).__name__}: {exc}"), file=sys.stderr)
         return 3 if isinstance(exc, CronLocked) else 1

@@ -8,18 +8,18 @@ import redis
 from psycopg_pool import ConnectionPool
 
 from app import db
-from app.breaker import CircuitBreaker
-from app.deadletters import DeadLetters
-from app.heartbeat import Heartbeat
+from app.check.breaker import CircuitBreaker
+from app.check.scraper import ScraperClient
+from app.check.simscraper import SimulatedScraper
 from app.keys import Keys
-from app.lock import CronLock
-from app.mailer import Mailer
-from app.outbox import Outbox
-from app.pending import PendingChecks
-from app.scraper import ScraperClient
+from app.mail.mailer import Mailer
+from app.mail.outbox import Outbox
+from app.queue.deadletters import DeadLetters
+from app.queue.heartbeat import Heartbeat
+from app.schedule.lock import CronLock
+from app.schedule.pending import PendingChecks
+from app.schedule.slots import SlotMarkers
 from app.settings import Settings, get_settings
-from app.simscraper import SimulatedScraper
-from app.slots import SlotMarkers
 
 
 class Services:

@@ -54,7 +54,7 @@ OPTIONAL = {
     # Delivery audit rows (recipient, type, times) are deleted after this many days: the site's
     # privacy page removes notification records after one year (docs/delivery.md, retention).
     "SEATWATCH_AUDIT_RETENTION_DAYS": "365",
-    # Telling the operator (app.alerts, app.ping): none set, nothing is sent.
+    # Telling the operator (app.alerting.alerts, app.alerting.ping): none set, nothing is sent.
     "SEATWATCH_ALERT_EMAIL": "",
     "SEATWATCH_ALERT_URLS": "",
     "SEATWATCH_ALERT_AFTER_SECONDS": "600",
@@ -110,22 +110,22 @@ class Settings:
     name: str = OPTIONAL["SEATWATCH_NAME"]
     release: str = OPTIONAL["SEATWATCH_RELEASE"]  # the deploy's release id, named in heartbeats
     environment: str = OPTIONAL["SEATWATCH_ENV"]
-    scraper: str = OPTIONAL["SEATWATCH_SCRAPER"]  # "simulated": app.simscraper (development only)
-    mailer: str = OPTIONAL["SEATWATCH_MAILER"]  # "outbox": app.outbox, files not emails (development only)
+    scraper: str = OPTIONAL["SEATWATCH_SCRAPER"]  # "simulated": app.check.simscraper (development only)
+    mailer: str = OPTIONAL["SEATWATCH_MAILER"]  # "outbox": app.mail.outbox, files not emails (development only)
     outbox_dir: str = OPTIONAL["SEATWATCH_OUTBOX_DIR"]
     sim_period: float = 120.0  # the simulated scraper's seats flip every this many seconds
     audit_retention_days: int = 365  # delivery audit rows older than this are deleted
     scheduler: bool = True  # SEATWATCH_SCHEDULER: whether a consumer here runs the schedule
-    alert_emails: tuple[str, ...] = ()  # operator addresses, sent through Resend (app.alerts)
+    alert_emails: tuple[str, ...] = ()  # operator addresses, sent through Resend (app.alerting.alerts)
     # Notification URLs and the ping URL carry their own tokens (a webhook path, a check's UUID):
     # secrets, masked like the others.
     alert_urls: tuple[str, ...] = field(repr=False, default=())
     alert_after: float = 600.0  # how long a check stays not healthy before it alerts
-    ping_url: str = field(repr=False, default="")  # the dead man's switch (app.ping)
+    ping_url: str = field(repr=False, default="")  # the dead man's switch (app.alerting.ping)
 
     @property
     def alerting(self) -> bool:
-        """An alert channel is configured (app.alerts); without one nothing is evaluated."""
+        """An alert channel is configured (app.alerting.alerts); without one nothing is evaluated."""
         return bool(self.alert_emails or self.alert_urls)
 
     @property

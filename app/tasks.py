@@ -1,6 +1,6 @@
-"""Huey tasks: thin wrappers that hand the work to app.cron, app.check and app.delivery.
+"""Huey tasks: thin wrappers that hand the work to app.schedule.cron, app.check.run and app.mail.delivery.
 
-Run the consumer on `app.tasks.huey` (see app.worker for the flags).
+Run the consumer on `app.tasks.huey` (see app.queue.worker for the flags).
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ from typing import Iterable
 from huey.exceptions import RetryTask
 from huey.signals import SIGNAL_COMPLETE, SIGNAL_ERROR, SIGNAL_INTERRUPTED, SIGNAL_RETRYING
 
-from app import capacity, catchup, check, cron, delivery, ping, sentinel, slots
-from app.breaker import BreakerOpen
-from app.heartbeat import INTERVAL_SECONDS, Heartbeat
-from app.queue import huey
+from app.alerting import ping
+from app.check import run as check  # its check_section, not this module's task of that name
+from app.check.breaker import BreakerOpen
+from app.mail import delivery
+from app.queue.heartbeat import INTERVAL_SECONDS, Heartbeat
+from app.queue.instance import huey
+from app.schedule import capacity, catchup, cron, sentinel, slots
 from app.services import get_services
 
 log = logging.getLogger(__name__)
@@ -56,18 +59,18 @@ def superseded(slot: str | None, enqueued_at: float | None, attempt_at: float) -
 
 
 def _slot_outcome(slot: str | None, **outcome: int) -> None:
-    """The check's part of its slot's figures (app.capacity); checks enqueued by hand have none."""
+    """The check's part of its slot's figures (app.schedule.capacity); checks enqueued by hand have none."""
     if slot:
         services = get_services()
         figures = capacity.record(services.redis, services.keys, slot, **outcome)
-        if figures:  # this check closed its slot: the dead man's switch (app.ping)
+        if figures:  # this check closed its slot: the dead man's switch (app.alerting.ping)
             ping.slot_finished(services.settings, figures)
 
 
 def enqueue_checks(sections: Iterable[tuple[str, str]], slot: str | None = None) -> int:
     """Enqueue one check per section not already waiting or running; returns how many.
 
-    Markers and payloads go to Redis together, one script call per 1,000 sections (app.pending):
+    Markers and payloads go to Redis together, one script call per 1,000 sections (app.schedule.pending):
     the marker is set exactly when its check reaches the queue, so a run killed at any point
     never leaves a section marked but not queued.
     """
@@ -76,7 +79,7 @@ def enqueue_checks(sections: Iterable[tuple[str, str]], slot: str | None = None)
     now = time.time()
     payloads = check_payloads(sections, now, slot)
     stats = None
-    if slot:  # counted in the same script, before the LPUSH (app.capacity)
+    if slot:  # counted in the same script, before the LPUSH (app.schedule.capacity)
         stats = (services.keys.slot_stats(slot), slot.rsplit(":", 1)[-1], capacity.STATS_TTL_SECONDS)
     queued = services.pending.enqueue(sections, payloads, huey.storage.queue_key, now, stats)
     return len(queued)
@@ -110,7 +113,7 @@ def run_cron_now(group: str | None = None, force: bool = False, now=None) -> dic
     return result
 
 
-# --- housekeeping: rides on the consumer's scheduler tick (app.consumer), never on the queue ----
+# --- housekeeping: rides on the consumer's scheduler tick (app.queue.consumer), never on the queue ----
 
 def _redis_lost() -> bool:
     return sentinel.for_process(get_services()).lost()
@@ -122,7 +125,7 @@ _slots = catchup.SlotRunner(lambda group, now: run_cron_now(group, now=now), los
 @huey.on_tick(scheduler_only=True)
 def cron_slots(now, scheduler: bool) -> None:
     """Each group's latest slot once, caught up late if a restart, kill or lost Redis missed it
-    (app.catchup)."""
+    (app.schedule.catchup)."""
     _slots.tick(now)
 
 
@@ -136,14 +139,14 @@ _alerts = None
 
 @huey.on_tick(scheduler_only=True)
 def alerts(now, scheduler: bool) -> None:
-    """Health's failing checks told to the operator (app.alerts decides when: at most each tick,
+    """Health's failing checks told to the operator (app.alerting.alerts decides when: at most each tick,
     far less while all is healthy). Nothing is loaded or asked without alert settings."""
     global _alerts
     services = get_services()
     if not services.settings.alerting:
         return
     if _alerts is None:
-        from app.alerts import Alerts
+        from app.alerting.alerts import Alerts
 
         _alerts = Alerts(services)
     _alerts.tick()

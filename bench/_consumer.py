@@ -1,6 +1,6 @@
 """The real consumer, as `python -m app worker` runs it, plus what benchmarks need to watch it.
 
-Same module, same Huey instance, same flags (app.worker.consumer_args); two additions, both
+Same module, same Huey instance, same flags (app.queue.worker.consumer_args); two additions, both
 bench-only: a no-op task (for the queue-overhead figure) and a completion counter that writes the
 time to Redis each time BENCH_NOOP_BATCH no-ops have finished (one command per batch, not per
 task). BENCH_WORKERS overrides the worker count for the drain-vs-workers curve.
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 
-from app import tasks, worker
+from app import tasks
+from app.queue import worker
 from app.settings import get_settings
 from bench import _noop
 

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import psycopg
 
@@ -143,7 +143,7 @@ def migrate(env: dict) -> None:
 
 def start_consumer(env: dict, workers: int | None = None, heartbeat_key: str | None = None,
                    redis_url: str | None = None) -> subprocess.Popen:
-    """The real consumer (bench/_consumer.py = app.worker's flags), started and ready: its
+    """The real consumer (bench/_consumer.py = app.queue.worker's flags), started and ready: its
     start-up heartbeat is in Redis."""
     import sys
 
@@ -163,6 +163,21 @@ def start_consumer(env: dict, workers: int | None = None, heartbeat_key: str | N
         time.sleep(0.05)
     proc.kill()
     raise SystemExit("consumer did not start")
+
+
+@contextmanager
+def bench_service(standins: bool = False, set_environ: bool = True):
+    """What most benchmarks start from: a private redis-server, a fresh benchmark database with
+    the schema, optionally the stand-in scraper and Resend, and the app's settings for them.
+    Yields (env, StandIns or None); with set_environ, this process's os.environ has them too
+    (a benchmark that runs the app in this process)."""
+    database_url = bench_database()
+    with redis_server() as redis_url, (StandIns() if standins else nullcontext()) as si:
+        env = app_env(redis_url, database_url, **(si.env() if si else {}))
+        migrate(env)
+        if set_environ:
+            os.environ.update(env)
+        yield env, si
 
 
 def stop(proc: subprocess.Popen, timeout: float = 5) -> None:

@@ -11,7 +11,7 @@ import time
 
 from huey.signals import SIGNAL_COMPLETE
 
-from app.queue import huey
+from app.queue.instance import huey
 
 BATCH = int(os.environ.get("BENCH_NOOP_BATCH", "10000"))
 _done = 0

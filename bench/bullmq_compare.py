@@ -11,7 +11,7 @@ within its round:
 
 - BullMQ: one warm-up round, then addBulk of N jobs (timed) and their drain by the warm Worker
   (from resuming the paused queue to the N-th completion).
-- queue: our real consumer (bench._consumer: app.worker's flags, 4 thread workers), warmed by one
+- queue: our real consumer (bench._consumer: app.queue.worker's flags, 4 thread workers), warmed by one
   drain of N no-ops, then N no-ops pushed in one LPUSH, timed to the N-th completion (as
   bench/throughput.py's queue overhead).
 - cron: our cron run for N sections (app.tasks.run_cron_now: query, pending markers, serialize,
@@ -56,7 +56,7 @@ class Ours:
         import redis
 
         from app import tasks
-        from app.queue import huey
+        from app.queue.instance import huey
         from bench import _noop
 
         self.tasks, self.huey, self.noop = tasks, huey, _noop.noop

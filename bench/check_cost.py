@@ -3,7 +3,7 @@
 Also the same quiet checks as the code ran them before issue 11 (bench: as_before), interleaved
 with the current ones, so the saving is measured on the same machine at the same time.
 
-The check runs in this process (app.check.check_section with the process's real Services), the
+The check runs in this process (app.check.run.check_section with the process's real Services), the
 stand-in scraper and Resend in another, so this process's CPU time is ours alone: the breaker's
 Redis calls, the HTTP client, the PostgreSQL transaction, change detection, and for a notifying
 check the claims, 100 emails rendered and stored, the Resend batch and its bookkeeping. Wall time
@@ -25,7 +25,7 @@ from contextlib import contextmanager
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import _stats as S  # noqa: E402
-from bench._env import StandIns, app_env, bench_database, migrate, redis_server, seed_watchers  # noqa: E402
+from bench._env import bench_service, seed_watchers  # noqa: E402
 
 QUIET = 100 if S.QUICK else 300
 NOTIFYING = 3 if S.QUICK else 8
@@ -62,23 +62,23 @@ def measure(services, calls) -> tuple[float, float]:
 def as_before(services):
     """The quiet check's path as it was before issue 11: requests re-reading the environment
     (proxies, CA bundle) on every call, and the two state rows in two statements."""
-    from app import db
+    from app.db import watches
 
     client = services.scraper.inner
-    saved_env, saved_save_states = client._env, db.save_states
+    saved_env, saved_save_states = client._env, watches.save_states
 
     def two_statements(conn, term, class_nbr, values, scraped_at):
-        params = db._state_params(term, class_nbr, values, scraped_at)
-        conn.execute(db._SAVE_SECTION_STATE, params)
-        conn.execute(db._UPSERT_STATE, params)
+        params = watches._state_params(term, class_nbr, values, scraped_at)
+        conn.execute(watches._SAVE_SECTION_STATE, params)
+        conn.execute(watches._UPSERT_STATE, params)
 
     client.session.trust_env, client._env = True, {}
-    db.save_states = two_statements
+    watches.save_states = two_statements
     try:
         yield
     finally:
         client.session.trust_env, client._env = False, saved_env
-        db.save_states = saved_save_states
+        watches.save_states = saved_save_states
 
 
 def profiled(name: str, fn):
@@ -97,12 +97,9 @@ def profiled(name: str, fn):
 
 
 def main() -> None:
-    database_url = bench_database()
-    with redis_server() as redis_url, StandIns() as si:
-        env = app_env(redis_url, database_url, **si.env())
-        migrate(env)
-        os.environ.update(env)
-        from app import check
+    with bench_service(standins=True) as (env, si):
+        database_url = env["DATABASE_URL"]
+        from app.check.run import check_section
         from app.services import get_services
 
         services = get_services()
@@ -112,11 +109,11 @@ def main() -> None:
         # quiet: baselines first (not measured), then checks that find nothing new
         sections = [("2261", f"{30000 + i:05d}") for i in range(QUIET)]
         for term, nbr in sections[:20]:
-            check.check_section(services, term, nbr)  # warm up: pools, templates, scripts
+            check_section(services, term, nbr)  # warm up: pools, templates, scripts
         for term, nbr in sections:
-            check.check_section(services, term, nbr)
+            check_section(services, term, nbr)
         quiet, before = [], []
-        calls = [lambda t=t, n=n: check.check_section(services, t, n) for t, n in sections]
+        calls = [lambda t=t, n=n: check_section(services, t, n) for t, n in sections]
         for rep in range(S.REPEATS):
             quiet.append(measure(services, calls))
             # the same checks as the code was before issue 11, interleaved so that both see the
@@ -128,16 +125,16 @@ def main() -> None:
         # it clears the notifications) and opens them again (measured)
         term, nbr = "2262", "40000"
         seed_watchers(database_url, term, [nbr], per_section=WATCHERS, prefix="n")
-        check.check_section(services, term, nbr)  # baseline, no seats
+        check_section(services, term, nbr)  # baseline, no seats
         notifying, sent = [], 0
         for rep in range(NOTIFYING + (1 if PROFILE else 0)):
             si.scraper("/_section", sections=[[term, nbr]], seats=0)
-            check.check_section(services, term, nbr)
+            check_section(services, term, nbr)
             si.scraper("/_section", sections=[[term, nbr]], seats=5)
 
             def one():
                 nonlocal sent
-                sent += check.check_section(services, term, nbr).delivered
+                sent += check_section(services, term, nbr).delivered
 
             if rep == NOTIFYING:  # the extra, profiled round: not counted
                 profiled("notifying_check", lambda: measure(services, [one]))

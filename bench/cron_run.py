@@ -16,21 +16,19 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import _stats as S  # noqa: E402
-from bench._env import app_env, bench_database, migrate, redis_server, seed_watchers  # noqa: E402
+from bench._env import bench_service, seed_watchers  # noqa: E402
 
 SECTIONS = 2000 if S.QUICK else 10000
 REPEATS = max(S.REPEATS, 5)  # a run is short: take more of them
 
 
 def main() -> None:
-    database_url = bench_database()
-    with redis_server() as redis_url:
-        env = app_env(redis_url, database_url)
-        migrate(env)
-        os.environ.update(env)
+    with bench_service() as (env, _):
+        database_url = env["DATABASE_URL"]
         seed_watchers(database_url, "2261", [f"{10000 + i:05d}" for i in range(2 * SECTIONS)])
         from app import db, tasks
-        from app.queue import huey
+        from app.db import watches
+        from app.queue.instance import huey
         from app.services import get_services
 
         services = get_services()
@@ -45,7 +43,7 @@ def main() -> None:
             services.redis.flushdb()
             t0 = time.perf_counter()
             with db.transaction(services.pool) as conn:
-                sections = db.sections_to_check(conn, "even")
+                sections = watches.sections_to_check(conn, "even")
             t1 = time.perf_counter()
             fresh = services.pending.claim(sections)
             t2 = time.perf_counter()

@@ -20,7 +20,7 @@ def main() -> None:
     with redis_server() as url:
         os.environ.update(app_env(url, bench_database()))
         from app import tasks
-        from app.queue import huey
+        from app.queue.instance import huey
         from app.services import get_services
 
         services = get_services()

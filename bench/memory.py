@@ -4,7 +4,7 @@
   private redis-server and the bench database, read from /proc after they settle.
 - Web after load: after 2,000 health requests (bench/health_latency.py's loader).
 - Worker after 10,000 checks: from bench/results/throughput.json (its 10,000-check drain).
-- Import cost: `python -X importtime` of what each process imports (web: app.web; worker:
+- Import cost: `python -X importtime` of what each process imports (web: app.web.routes; worker:
   app.tasks plus huey's consumer), self time summed per top-level package, and the RSS of a
   bare interpreter versus one that imported it.
 
@@ -32,8 +32,8 @@ from bench._env import app_env, bench_database, migrate, redis_server, stop  # n
 from bench.health_latency import open_loop, start_web  # noqa: E402
 
 IMPORTS = {
-    "web": "import app.web, app.serving",
-    "worker": "import app.tasks, app.worker, huey.bin.huey_consumer, huey.consumer",
+    "web": "import app.web.routes, app.web.serving",
+    "worker": "import app.tasks, app.queue.worker, huey.bin.huey_consumer, huey.consumer",
 }
 
 

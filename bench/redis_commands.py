@@ -1,7 +1,7 @@
 """Redis commands per quiet check, per notifying check, per cron run and per idle day (item 5),
 and what a per-command-billed Redis (500K commands a month free) can carry.
 
-The real consumer (app.worker's flags: 4 workers, 60 s blocking reads, -s 60) on a private
+The real consumer (app.queue.worker's flags: 4 workers, 60 s blocking reads, -s 60) on a private
 redis-server, watched with MONITOR, which names each command and whether a client sent it or a
 Lua script ran it (the breaker's script runs TIME, HMGET, HSET inside one EVALSHA). A provider
 that bills per command sent counts the first; the second is given for one that bills a script's
@@ -29,8 +29,7 @@ import redis
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import _stats as S  # noqa: E402
-from bench._env import (StandIns, app_env, bench_database, migrate, redis_server,  # noqa: E402
-                        seed_watchers, start_consumer, stop)
+from bench._env import bench_service, seed_watchers, start_consumer, stop  # noqa: E402
 
 IDLE_SECONDS = float(os.environ.get("IDLE_SECONDS", "40" if S.QUICK else "120"))
 CHECKS = 20 if S.QUICK else 100
@@ -82,11 +81,8 @@ def window(url: str, fn) -> tuple[Counter, Counter]:
 
 
 def main() -> None:
-    database_url = bench_database()
-    with redis_server() as url, StandIns() as si:
-        env = app_env(url, database_url, **si.env())
-        migrate(env)
-        os.environ.update(env)
+    with bench_service(standins=True) as (env, si):
+        database_url, url = env["DATABASE_URL"], env["REDIS_URL"]
         from app import tasks
         db = psycopg.connect(database_url, autocommit=True)
 
@@ -98,7 +94,7 @@ def main() -> None:
         noisy = [("2262", f"{20000 + 2 * i:05d}") for i in range(CHECKS)]
         seed_watchers(database_url, "2262", [n for _, n in noisy])
         consumer = start_consumer(env)
-        from app.queue import huey
+        from app.queue.instance import huey
         from app.services import get_services
 
         get_services().redis.ping()  # this process's connections are open before any window,
@@ -123,7 +119,7 @@ def main() -> None:
             cron_sent, cron_lua = window(url, lambda: tasks.run_cron_now("odd"))
 
             def periodic():
-                # the housekeeping jobs as the scheduler's tick calls them (app.consumer)
+                # the housekeeping jobs as the scheduler's tick calls them (app.queue.consumer)
                 from datetime import datetime, timezone
 
                 now = datetime.now(timezone.utc)

@@ -1,4 +1,4 @@
-"""Per-task cost of the task format: huey's pickle versus signed JSON (app.taskcodec, issue 18).
+"""Per-task cost of the task format: huey's pickle versus signed JSON (app.queue.taskcodec, issue 18).
 
 A cron run serializes one check per section and each worker deserializes it: this is on the hot
 path. Needs neither Redis nor PostgreSQL. Prints figures; asserts nothing about timing.
@@ -31,7 +31,7 @@ def per_task_us(serializer, messages) -> tuple[float, float, int]:
 def main() -> None:
     from huey.serializer import Serializer
 
-    from app.taskcodec import TaskSerializer, signing_key
+    from app.queue.taskcodec import TaskSerializer, signing_key
 
     # Through huey's own registry, as tasks.enqueue_checks builds them; no settings needed.
     from huey import MemoryHuey
@@ -47,7 +47,7 @@ def main() -> None:
                                                            "2026-12-01T08:00Z:even"))
                 for i in range(N)]
     rows = [("pickle (huey default)", Serializer()),
-            ("signed JSON (app.taskcodec)", TaskSerializer(signing_key(uuid.uuid4().hex)))]
+            ("signed JSON (app.queue.taskcodec)", TaskSerializer(signing_key(uuid.uuid4().hex)))]
     print(f"{N} check tasks, per task:")
     for name, serializer in rows:
         per_task_us(serializer, messages[:1000])  # warm up

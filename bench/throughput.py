@@ -1,7 +1,7 @@
 """Throughput of the real consumer: drain ratio (item 1), queue overhead (item 3), latency (item 8).
 
 Real Redis (a private redis-server), real PostgreSQL (the bench database), the real consumer
-process (bench/_consumer.py: app.worker's flags), the stand-in scraper and Resend in a process
+process (bench/_consumer.py: app.queue.worker's flags), the stand-in scraper and Resend in a process
 of their own with a set latency.
 
 - Drain ratio: N checks are pushed onto the queue (the cron's own bulk enqueue) and the clock
@@ -59,7 +59,7 @@ class Bench:
                            BENCH_NOOP_BATCH=str(NOOPS))
         os.environ.update(self.env)  # app.settings reads the environment; the enqueue runs here
         from app import tasks
-        from app.queue import huey
+        from app.queue.instance import huey
         from bench import _noop
 
         self.tasks, self.huey, self.noop = tasks, huey, _noop.noop

@@ -1,9 +1,10 @@
 """Shared helpers of the roles: settings with defaults, the operator's environment, the release bundle.
 
 Every setting is a pyinfra data key prefixed with its role. A value set in the inventory's host
-data wins; otherwise the operator's environment variable in DEFAULTS (the names docs/deploy.md
-lists); otherwise the default. Secrets are only read here, from the environment of the laptop
-that runs pyinfra, and rendered into the 0600 env file on the server.
+data wins; otherwise the operator's environment variable named in roles.config.DEFAULTS (the names
+docs/deploy.md lists); otherwise the default there. Secrets are only read here, from the
+environment of the laptop that runs pyinfra, and rendered into the 0600 env file on the server.
+roles.config knows nothing of pyinfra: `make dry-run` prints the settings without it.
 """
 
 from __future__ import annotations
@@ -25,48 +26,9 @@ if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
 
 from app.settings import OPTIONAL, REQUIRED, Settings, SettingsError  # noqa: E402  one list of names
-from roles.config import load_settings_files  # noqa: E402
+from roles.config import DEFAULTS, DeployError, load_settings_files  # noqa: E402
 
 load_settings_files()  # deploy.env (checked in) and secrets.env (ignored) under the environment
-
-
-class DeployError(Exception):
-    """A deploy that cannot go ahead (missing or invalid settings)."""
-
-
-def _bool(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
-# data key -> (environment variable or None, default, converter)
-DEFAULTS: dict[str, tuple[str | None, object, object]] = {
-    "base_timezone": ("SEATWATCH_TIMEZONE", "UTC", str),
-    "base_locale": ("SEATWATCH_LOCALE", "C.UTF-8", str),
-    "base_swap_mb": ("SEATWATCH_SWAP_MB", "auto", str),  # auto: 1024 MB on hosts with < 2 GB RAM
-    "firewall_mode": ("SEATWATCH_FIREWALL", "auto", str),  # auto | iptables | off
-    "redis_enabled": ("SEATWATCH_REDIS", "auto", str),  # auto: on unless REDIS_URL points elsewhere
-    "redis_package": ("SEATWATCH_REDIS_PACKAGE", "redis", str),  # redis | valkey (BSD; Debian 13, Ubuntu 26.04)
-    # "-" marks an optional address (Redis 6.2+); for Redis 6.0 the role drops the optional ones
-    "redis_bind": ("SEATWATCH_REDIS_BIND", "127.0.0.1 -::1", str),
-    "redis_port": ("SEATWATCH_REDIS_PORT", 6379, int),
-    "redis_maxmemory": ("SEATWATCH_REDIS_MAXMEMORY", "128mb", str),
-    "app_user": ("SEATWATCH_APP_USER", "seatwatch", str),
-    "app_root": ("SEATWATCH_APP_ROOT", "/opt/seatwatch", str),
-    "app_port": ("SEATWATCH_APP_PORT", 8080, int),
-    "app_keep_releases": ("SEATWATCH_KEEP_RELEASES", 3, int),
-    "app_bootstrap_schema": ("SEATWATCH_BOOTSTRAP_SCHEMA", False, _bool),  # tests/sandbox only
-    "app_health_timeout": ("SEATWATCH_HEALTH_TIMEOUT", 90, int),
-    # on: the primary's worker runs the periodic scheduler; off: no scheduler anywhere (cutover)
-    "app_scheduler": ("SEATWATCH_SCHEDULER", "on", str),
-    "pm2_version": ("SEATWATCH_PM2_VERSION", "auto", str),
-    "caddy_domain": ("SEATWATCH_DOMAIN", "", str),
-    "caddy_tls": ("SEATWATCH_TLS", "acme", str),  # acme | internal (local CA: sandbox/tests)
-    "caddy_email": ("SEATWATCH_ACME_EMAIL", "", str),
-    # more names served by the same site, e.g. vps.example.com pointed at the VPS before the main name
-    # moves: a valid certificate to verify with before the DNS switch (docs/runbook.md)
-    "caddy_extra_domains": ("SEATWATCH_EXTRA_DOMAINS", "", str),
-    "caddy_site_upstream": ("SEATWATCH_SITE_UPSTREAM", "", str),
-}
 
 
 def cfg(key: str):
@@ -195,9 +157,9 @@ UNIT_MARGIN_S = 30  # systemd's TimeoutStopSec above PM2 stopping web, then the 
 
 
 def stop_timeouts(env: dict[str, str]) -> dict[str, int]:
-    """Every stop bound from one figure: app.worker.shutdown_timeout of the settings this deploy renders.
+    """Every stop bound from one figure: app.queue.worker.shutdown_timeout of the settings this deploy renders.
     consumer (huey -t) < worker kill_timeout (PM2, SIGKILL after) < pm2-<user> unit's TimeoutStopSec."""
-    from app import worker
+    from app.queue import worker
 
     consumer = int(worker.shutdown_timeout(Settings.from_env(env)))
     kill = consumer + KILL_MARGIN_S

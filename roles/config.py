@@ -23,8 +23,49 @@ PROJECT = Path(__file__).resolve().parent.parent
 # Values that are secrets wherever they appear: masked in every printout, refused in deploy.env.
 SECRET_NAMES = ("DATABASE_URL", "REDIS_URL", "REDIS_PASSWORD", "SCRAPER_SECRET_TOKEN", "RESEND_API_KEY",
                 "CRON_SECRET", "SUPABASE_SERVICE_ROLE_KEY",
-                # their URLs carry tokens (a webhook's path, the ping check's id): app.notify, app.ping
+                # their URLs carry tokens (a webhook's path, the ping check's id): app.alerting.notify, app.alerting.ping
                 "SEATWATCH_ALERT_URLS", "SEATWATCH_PING_URL")
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+# Every deploy setting: data key -> (environment variable or None, default, converter). roles.common.cfg
+# reads them (host data, then the variable, then the default); `make dry-run` prints them.
+DEFAULTS: dict[str, tuple[str | None, object, object]] = {
+    "base_timezone": ("SEATWATCH_TIMEZONE", "UTC", str),
+    "base_locale": ("SEATWATCH_LOCALE", "C.UTF-8", str),
+    "base_swap_mb": ("SEATWATCH_SWAP_MB", "auto", str),  # auto: 1024 MB on hosts with < 2 GB RAM
+    "firewall_mode": ("SEATWATCH_FIREWALL", "auto", str),  # auto | iptables | off
+    "redis_enabled": ("SEATWATCH_REDIS", "auto", str),  # auto: on unless REDIS_URL points elsewhere
+    "redis_package": ("SEATWATCH_REDIS_PACKAGE", "redis", str),  # redis | valkey (BSD; Debian 13, Ubuntu 26.04)
+    # "-" marks an optional address (Redis 6.2+); for Redis 6.0 the role drops the optional ones
+    "redis_bind": ("SEATWATCH_REDIS_BIND", "127.0.0.1 -::1", str),
+    "redis_port": ("SEATWATCH_REDIS_PORT", 6379, int),
+    "redis_maxmemory": ("SEATWATCH_REDIS_MAXMEMORY", "128mb", str),
+    "app_user": ("SEATWATCH_APP_USER", "seatwatch", str),
+    "app_root": ("SEATWATCH_APP_ROOT", "/opt/seatwatch", str),
+    "app_port": ("SEATWATCH_APP_PORT", 8080, int),
+    "app_keep_releases": ("SEATWATCH_KEEP_RELEASES", 3, int),
+    "app_bootstrap_schema": ("SEATWATCH_BOOTSTRAP_SCHEMA", False, _bool),  # tests/sandbox only
+    "app_health_timeout": ("SEATWATCH_HEALTH_TIMEOUT", 90, int),
+    # on: the primary's worker runs the periodic scheduler; off: no scheduler anywhere (cutover)
+    "app_scheduler": ("SEATWATCH_SCHEDULER", "on", str),
+    "pm2_version": ("SEATWATCH_PM2_VERSION", "auto", str),
+    "caddy_domain": ("SEATWATCH_DOMAIN", "", str),
+    "caddy_tls": ("SEATWATCH_TLS", "acme", str),  # acme | internal (local CA: sandbox/tests)
+    "caddy_email": ("SEATWATCH_ACME_EMAIL", "", str),
+    # more names served by the same site, e.g. vps.example.com pointed at the VPS before the main name
+    # moves: a valid certificate to verify with before the DNS switch (docs/runbook.md)
+    "caddy_extra_domains": ("SEATWATCH_EXTRA_DOMAINS", "", str),
+    "caddy_site_upstream": ("SEATWATCH_SITE_UPSTREAM", "", str),
+}
+
+
+class DeployError(Exception):
+    """A deploy that cannot go ahead (missing or invalid settings). Here, below roles.common and
+    roles.distro, so that both raise it without importing each other."""
 
 
 class SettingsFileError(RuntimeError):
@@ -106,7 +147,6 @@ def mask(name: str, value: str) -> str:
 def effective_settings(environ=None) -> list[tuple[str, str, str]]:
     """(name, shown value, source) of every deploy and service setting, secrets masked."""
     from app.settings import OPTIONAL, REQUIRED
-    from roles.common import DEFAULTS
 
     environ = os.environ if environ is None else environ
     sources = load_settings_files(environ=environ)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pyinfra import host
 from pyinfra.facts.server import Arch, LinuxDistribution
 
-from roles.common import DeployError
+from roles.config import DeployError
 
 
 @dataclass(frozen=True)

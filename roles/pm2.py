@@ -12,7 +12,7 @@ an interrupted deploy finishes the job. The gate wants web's health answering 20
 worker online in PM2 with a restart count that holds still, and a heartbeat from the new release's
 worker process. Worker-only hosts are gated on the worker alone.
 
-Stop bounds come from one figure, app.worker.shutdown_timeout: PM2's kill_timeout for the worker is
+Stop bounds come from one figure, app.queue.worker.shutdown_timeout: PM2's kill_timeout for the worker is
 above it, and the pm2-<user> unit's TimeoutStopSec above PM2 stopping web and the worker.
 """
 
@@ -104,7 +104,7 @@ def pm2(release: dict) -> None:
                      _env=NPM_ENV)
     dropin = files.put(
         name=f"Let {unit} stop gracefully: TimeoutStopSec={timeouts['unit_stop_s']}",
-        src=StringIO("# managed by pyinfra (roles/pm2.py): from app.worker.shutdown_timeout "
+        src=StringIO("# managed by pyinfra (roles/pm2.py): from app.queue.worker.shutdown_timeout "
                      f"({timeouts['consumer_s']} s) + PM2's margin + web's stop\n"
                      f"[Service]\nTimeoutStopSec={timeouts['unit_stop_s']}\n"),
         dest=f"/etc/systemd/system/{unit}.service.d/stop-timeout.conf", mode="644", create_remote_dir=True,

@@ -67,9 +67,9 @@ def database() -> str:
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f"drop database if exists {TEST_DB} with (force)")
         conn.execute(f"create database {TEST_DB}")
-    from app import db
+    from app.db import migrations
 
-    db.migrate(TEST_DSN, bootstrap=True)
+    migrations.migrate(TEST_DSN, bootstrap=True)
     return TEST_DSN
 
 

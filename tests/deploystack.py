@@ -196,7 +196,7 @@ class DeployStack(UpDown):
     def crashing_worker_copy(self) -> Path:
         """A copy whose web is fine but whose worker exits at once, every time PM2 restarts it."""
         dest = self.copy_project("seatwatch-crashloop-")
-        with open(dest / "app" / "worker.py", "a") as fh:
+        with open(dest / "app" / "queue" / "worker.py", "a") as fh:
             fh.write('\n\ndef run(settings, scheduler=True):\n'
                      '    raise SystemExit("deliberately crashing worker (deploy test)")\n')
         return dest
@@ -204,7 +204,7 @@ class DeployStack(UpDown):
     def broken_copy(self) -> Path:
         """A copy of the project whose web process cannot start (a release that never gets healthy)."""
         dest = self.copy_project("seatwatch-broken-")
-        with open(dest / "app" / "web.py", "a") as fh:
+        with open(dest / "app" / "web" / "routes.py", "a") as fh:
             fh.write('\n\nraise RuntimeError("deliberately broken release (deploy test)")\n')
         return dest
 

@@ -14,10 +14,13 @@ import sys
 
 import pytest
 
-from app import alerts, check, sharedreport, tasks
-from app.alerts import Alerts
-from app.breaker import BreakerPolicy, CircuitBreaker
-from app.queue import huey
+from app import tasks
+from app.alerting import alerts
+from app.alerting.alerts import Alerts
+from app.check.breaker import BreakerPolicy, CircuitBreaker
+from app.check.run import CheckFailed, check_section
+from app.health import sharedreport
+from app.queue.instance import huey
 from app.settings import Settings, SettingsError
 from tests.capture import CaptureServer
 from tests.conftest import TEST_ENV
@@ -72,8 +75,8 @@ def fail_scraper_until_breaker_opens(services, scraper) -> None:
     scraper.set_section(TERM, NBR, seats_available=0)
     scraper.fail_next(10, status=500)
     for _ in range(10):
-        with pytest.raises(check.CheckFailed):
-            check.check_section(services, TERM, NBR)
+        with pytest.raises(CheckFailed):
+            check_section(services, TERM, NBR)
     assert services.breaker.status()["state"] == "open"
 
 
@@ -82,7 +85,7 @@ def bring_scraper_back(services) -> None:
 
     time.sleep(FAST.open_seconds + 0.05)  # the breaker's wait runs on Redis's clock
     for _ in range(FAST.successes_to_close):
-        check.check_section(services, TERM, NBR)
+        check_section(services, TERM, NBR)
     assert services.breaker.status()["state"] == "closed"
 
 
@@ -191,7 +194,7 @@ def test_a_failing_url_is_retried_and_logged_and_resend_failing_does_not_hold_it
     clock.advance(AFTER + 1)
     hook.fail_next(1, status=502)
     resend_server.fail_next(1, status=500)
-    with caplog.at_level(logging.WARNING, logger="app.alerts"):
+    with caplog.at_level(logging.WARNING, logger="app.alerting.alerts"):
         assert [e["event"] for e in watcher.tick()] == ["alert"]
     failures = [r.getMessage() for r in caplog.records if "failed (attempt 1" in r.getMessage()]
     assert len(failures) == 2 and any("HTTP 502" in m for m in failures)
@@ -244,13 +247,13 @@ def test_a_blip_pages_nobody(alerting, scraper, hook, resend_server, clock):
 
 def test_the_evaluation_reuses_the_report_the_web_shared(alerting, clock):
     """A fresh report from the health URL is used as is: the checks do not run again."""
-    from app import health
+    from app.health import checks
 
-    report = health.run_checks(alerting)
+    report = checks.run_checks(alerting)
     report["checks"]["circuit_breaker"]["status"] = "degraded"  # what the web saw
     sharedreport.publish(alerting.redis, alerting.keys, report)
     computed = []
-    watcher = Alerts(alerting, compute=lambda: computed.append(1) or health.run_checks(alerting),
+    watcher = Alerts(alerting, compute=lambda: computed.append(1) or checks.run_checks(alerting),
                      clock=clock)
     watcher.tick()
     assert computed == []
@@ -267,11 +270,11 @@ def command_calls(client) -> int:
 def test_an_idle_day_of_evaluations_costs_a_few_thousand_commands_at_most(alerting, clock):
     """1,440 ticks (a day) of a healthy service that nobody polls: one look at the shared
     report every 5 minutes, a report of its own every 20."""
-    from app import health
+    from app.health import checks
     from app.timeutil import iso_from_epoch
 
     def on_the_test_clock() -> dict:  # the checks for real, stamped with the injected time
-        return {**health.run_checks(alerting), "timestamp": iso_from_epoch(clock())}
+        return {**checks.run_checks(alerting), "timestamp": iso_from_epoch(clock())}
 
     watcher = Alerts(alerting, compute=on_the_test_clock, clock=clock)
     watcher.tick()
@@ -344,7 +347,7 @@ def test_alert_settings_are_parsed_and_their_urls_are_secrets():
 def test_other_schemes_go_through_apprise_when_it_is_installed(hook):
     """Apprise's own `json://` URL posts to the capture server (Apprise is in the test extras,
     not a runtime dependency)."""
-    from app import notify
+    from app.alerting import notify
 
     settings = Settings.from_env({**TEST_ENV, "SEATWATCH_ALERT_URLS": f"json://127.0.0.1:{hook.port}/apprise"})
     [channel] = notify.channels(settings)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from app.breaker import BreakerOpen, BreakerPolicy, CircuitBreaker
+from app.check.breaker import BreakerOpen, BreakerPolicy, CircuitBreaker
 
 FAST = BreakerPolicy(open_seconds=0.3, trial_timeout_seconds=0.5)
 

@@ -8,8 +8,11 @@ import time
 
 import pytest
 
-from app import capacity, check, health, tasks
-from app.queue import huey
+from app import tasks
+from app.check.run import check_section
+from app.health import checks
+from app.queue.instance import huey
+from app.schedule import capacity
 
 TERM = "2261"
 NOW = dt.datetime.now(dt.timezone.utc)
@@ -41,7 +44,7 @@ def test_a_slot_counts_its_checks_and_logs_when_finished(services, queue, scrape
         make_watch(f"{nbr}@asu.edu", nbr)
     for nbr in ("12430", "12432"):
         scraper.set_section(TERM, nbr, seats_available=0)
-        check.check_section(services, TERM, nbr)  # baselines, outside any slot
+        check_section(services, TERM, nbr)  # baselines, outside any slot
     scraper.set_section(TERM, "12430", seats_available=2)  # opens: one email
     # 12434 is unknown to the scraper: its check fails every attempt
     with caplog.at_level(logging.INFO, logger="app"):
@@ -100,7 +103,7 @@ def test_a_slot_not_finished_in_its_30_minutes_is_degraded(services, queue):
     assert rep["reason"] == f"slot {slot} not finished after 40 min: 4 of 10 checks done"
     # The health check says the same (and only degrades: checks are slow, not stopped).
     services.heartbeat.beat()
-    checked = health.run_checks(services)["checks"]["capacity"]
+    checked = checks.run_checks(services)["checks"]["capacity"]
     assert checked["status"] == "degraded" and "not finished" in checked["reason"]
 
 

@@ -12,8 +12,9 @@ import logging
 
 import pytest
 
-from app import catchup, cron, tasks
-from app.queue import huey
+from app import tasks
+from app.queue.instance import huey
+from app.schedule import catchup, cron
 
 HOUR = dt.datetime(2026, 11, 30, 14, 0, tzinfo=dt.timezone.utc)
 
@@ -64,7 +65,7 @@ def test_due_slots_are_each_groups_latest_whichever_hour():
 def test_started_at_minute_7_runs_the_missed_00_slot_once(services, queue, watched, odd_13_ran,
                                                          caplog):
     first = consumer()
-    with caplog.at_level(logging.INFO, logger="app.cron"):
+    with caplog.at_level(logging.INFO, logger="app.schedule.cron"):
         results = first.tick(at(7))
     assert ran(results) == ["even"] and queued(queue) == ["12430"]
     assert results[-1]["late_seconds"] == 7 * 60

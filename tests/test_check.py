@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from app import check, delivery
-from app.breaker import BreakerOpen
-from app.unsubscribe import verify_token
+from app.check.breaker import BreakerOpen
+from app.check.run import CheckFailed, check_section
+from app.mail import delivery
+from app.mail.unsubscribe import verify_token
 
 TERM, NBR = "2261", "12430"
 
 
 def run_check(services, nbr=NBR):
-    return check.check_section(services, TERM, nbr)
+    return check_section(services, TERM, nbr)
 
 
 def test_first_sighting_only_records_a_baseline(services, scraper, resend_server, make_watch, sql):
@@ -207,7 +208,7 @@ def test_more_than_100_watchers_go_in_batches(services, scraper, resend_server, 
 def test_scraper_failure_fails_the_check_and_counts_on_the_breaker(services, scraper, sql):
     scraper.fail_next(1, status=500)
     scraper.set_section(TERM, NBR, seats_available=1)
-    with pytest.raises(check.CheckFailed, match="HTTP 500"):
+    with pytest.raises(CheckFailed, match="HTTP 500"):
         run_check(services)
     assert services.breaker.status()["failure_count"] == 1
     assert sql("select count(*) as n from class_states") == [{"n": 0}]
@@ -233,8 +234,8 @@ def test_open_breaker_refuses_without_calling_the_scraper(services, scraper):
     ((3, None), (0, 0), ["seats_filled"]),
 ])
 def test_two_states_are_compared_on_the_same_basis(before, after, expected):
-    from app.changes import detect
-    from app.scraper import SectionInfo
+    from app.check.changes import detect
+    from app.section import SectionInfo
 
     previous = {"seats_available": before[0], "non_reserved_seats": before[1], "instructor_name": "Staff"}
     current = SectionInfo("CSE", "110", "t", "Staff", after[0], 10, after[1], "", "")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app import web
+from app.web import routes
 from tests.deadends import closed_port, pg_url, services_with
 from tests.test_web import bearer, call
 
@@ -127,7 +127,7 @@ SCENARIOS = {
 def test_health_keeps_the_old_fields(live, monkeypatch, name):
     setup, http, status, values = SCENARIOS[name]
     services = setup(live, monkeypatch) if name == "configuration_missing" else setup(live)
-    app = web.make_app(services, health_cache_seconds=0)
+    app = routes.make_app(services, health_cache_seconds=0)
     for code, body, anonymous in both_views(app, services):
         assert (code, body["status"]) == (http, status), body
         assert_old_health(body, anonymous)
@@ -141,7 +141,7 @@ def test_health_keeps_the_old_fields(live, monkeypatch, name):
 
 
 def test_cron_keeps_the_old_fields(live):
-    app = web.make_app(live)
+    app = routes.make_app(live)
     spec = FIELDS["cron"]
     unauthorized = call(app, "POST", "/api/cron")
     assert unauthorized.status == 401
@@ -158,7 +158,7 @@ def test_cron_keeps_the_old_fields(live):
     assert held.status == 409
     assert_fields(held.json, spec["409"], "409")
     down = services_with(live, database_url=pg_url(closed_port()))
-    failed = call(web.make_app(down), "POST", "/api/cron", bearer(down), query="group=odd")
+    failed = call(routes.make_app(down), "POST", "/api/cron", bearer(down), query="group=odd")
     assert failed.status == 500
     assert_fields(failed.json, spec["500"], "500")
     for answer in (unauthorized, ok, held, failed):

@@ -7,8 +7,9 @@ import threading
 
 import pytest
 
-from app import cron, tasks
-from app.queue import huey
+from app import tasks
+from app.queue.instance import huey
+from app.schedule import cron
 
 AT_00 = dt.datetime(2026, 11, 30, 14, 0, 5, tzinfo=dt.timezone.utc)
 AT_30 = AT_00.replace(minute=30)

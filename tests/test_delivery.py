@@ -13,8 +13,12 @@ import psycopg
 import pytest
 import resend
 
-from app import check, db, delivery, health
-from app.mailer import Mailer
+from app import db
+from app.check.run import check_section
+from app.db import batches, watches
+from app.health import checks
+from app.mail import delivery
+from app.mail.mailer import Mailer
 from tests.fakes import RESEND_KEY
 
 TERM, NBR = "2261", "12430"
@@ -33,11 +37,11 @@ def impatient_mailer(services, resend_server, monkeypatch):
 
 def open_seat(services, scraper, make_watch, emails, nbr=NBR):
     """Watchers of a full section whose seat then opens; returns the opening check's result."""
-    watches = [make_watch(e, nbr) for e in emails]
+    watched = [make_watch(e, nbr) for e in emails]
     scraper.set_section(TERM, nbr, seats_available=0)
-    check.check_section(services, TERM, nbr)
+    check_section(services, TERM, nbr)
     scraper.set_section(TERM, nbr, seats_available=2)
-    return check.check_section(services, TERM, nbr), watches
+    return check_section(services, TERM, nbr), watched
 
 
 def inbox(resend_server) -> list[str]:
@@ -88,9 +92,9 @@ def test_watch_deleted_after_a_lost_answer_resends_exactly_what_was_attempted(
     is frozen at its first attempt, so the sweep resends the same bytes."""
     resend_server.lose_next_answers(1)
     resend_server.fail_next(3, status=502)
-    result, watches = open_seat(services, scraper, make_watch, ["a@asu.edu", "b@asu.edu"])
+    result, watched = open_seat(services, scraper, make_watch, ["a@asu.edu", "b@asu.edu"])
     assert result.delivered == 0 and inbox(resend_server) == ["a@asu.edu", "b@asu.edu"]
-    sql("delete from class_watches where id = %s", (watches[1][1],))  # b stops watching
+    sql("delete from class_watches where id = %s", (watched[1][1],))  # b stops watching
     # Both emails of the attempted batch are Resend's answer (replayed); b's went out at the first try.
     assert delivery.sweep(services, grace_seconds=0)["delivered"] == 2
     assert [r["key"] for r in resend_server.requests][-1] == resend_server.requests[0]["key"]
@@ -134,16 +138,16 @@ def test_401_403_keep_emails_for_the_sweep_and_show_in_health(
     assert len(resend_server.requests) == 1  # no hammering: the sweep retries
     [batch] = open_batches(sql)
     assert batch["last_status"] == 403
-    report = health.run_checks(services)
+    report = checks.run_checks(services)
     deliveries = report["checks"]["deliveries"]
-    assert deliveries["status"] == health.DEGRADED and "HTTP 403" in deliveries["reason"]
-    assert report["status"] != health.HEALTHY
+    assert deliveries["status"] == checks.DEGRADED and "HTTP 403" in deliveries["reason"]
+    assert report["status"] != checks.HEALTHY
     # The operator fixes the account; the next sweep delivers each email once.
     resend_server.api_key = RESEND_KEY
     resend_server.unverified_domains.clear()
     assert delivery.sweep(services, grace_seconds=0)["delivered"] == 2
     assert inbox(resend_server) == ["a@asu.edu", "b@asu.edu"]
-    assert "refused_status" not in health.run_checks(services)["checks"]["deliveries"]
+    assert "refused_status" not in checks.run_checks(services)["checks"]["deliveries"]
 
 
 def test_429_then_5xx_then_success_delivers_once(services, scraper, resend_server, make_watch, monkeypatch):
@@ -158,11 +162,11 @@ def test_429_then_5xx_then_success_delivers_once(services, scraper, resend_serve
 
 
 def _make_batch(services, make_watch, size: int) -> str:
-    watches = [make_watch(f"r{i}@asu.edu", NBR) for i in range(size)]
+    watched = [make_watch(f"r{i}@asu.edu", NBR) for i in range(size)]
     with db.transaction(services.pool) as conn:
-        ids = db.claim_notifications(conn, [w for _, w in watches], "seat_available")
+        ids = watches.claim_notifications(conn, [w for _, w in watched], "seat_available")
         key = f"race-{ids[0]}"
-        db.add_batch(conn, key, "seat_available", [
+        batches.add_batch(conn, key, "seat_available", [
             (nid, {"from": "PickMyClass <alerts@example.test>", "to": [f"r{i}@asu.edu"],
                    "subject": "s", "text": "t"}) for i, nid in enumerate(ids)])
     return key
@@ -221,8 +225,8 @@ def test_sweep_survives_a_failing_batch(services, resend_server, make_watch, mon
     first = _make_batch(services, make_watch, 1)
     with db.transaction(services.pool) as conn:
         _, watch = make_watch("other@asu.edu", "12432")
-        [nid] = db.claim_notifications(conn, [watch], "seat_available")
-        db.add_batch(conn, "second", "seat_available", [(nid, {"from": "PickMyClass <alerts@example.test>",
+        [nid] = watches.claim_notifications(conn, [watch], "seat_available")
+        batches.add_batch(conn, "second", "seat_available", [(nid, {"from": "PickMyClass <alerts@example.test>",
                                              "to": ["other@asu.edu"], "subject": "s", "text": "t"})])
     real_send = services.mailer.send_batch
 
@@ -262,10 +266,10 @@ def test_payloads_are_pruned_after_a_day_but_the_audit_row_stays(
     # An undelivered batch keeps its payload for Resend's window, then loses it.
     resend_server.fail_next(4, status=503)
     scraper.set_section(TERM, NBR, seats_available=0)
-    check.check_section(services, TERM, NBR)
+    check_section(services, TERM, NBR)
     scraper.set_section(TERM, NBR, seats_available=4)
     services.mailer.sleep = lambda s: None
-    check.check_section(services, TERM, NBR)
+    check_section(services, TERM, NBR)
     sql("update notification_deliveries set created_at = now() - interval '25 hours' where payload is not null")
     sql("update delivery_batches set created_at = now() - interval '25 hours'")
     delivery.sweep(services, grace_seconds=0)
@@ -296,4 +300,4 @@ def test_a_batch_never_sent_within_the_window_is_given_up_not_left_pending(
     rows = sql("select failed_at, last_error from notification_deliveries")
     assert len(rows) == 2 and all(r["failed_at"] and "idempotency window" in r["last_error"] for r in rows)
     with db.transaction(services.pool) as conn:
-        assert db.delivery_counts(conn)["pending"] == 0
+        assert batches.delivery_counts(conn)["pending"] == 0

@@ -17,9 +17,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import resend
 
-from app import check, delivery, health
-from app.healthview import public_view
-from app.mailer import Mailer
+from app.check.run import check_section
+from app.health import checks
+from app.health.view import public_view
+from app.mail import delivery
+from app.mail.mailer import Mailer
 from tests.deadends import closed_port
 from tests.fakes import RESEND_KEY
 
@@ -47,11 +49,11 @@ def run_check(services, nbr=NBR, **section):
     from tests.conftest import SCRAPER
 
     SCRAPER.set_section(TERM, nbr, **section)
-    return check.check_section(services, TERM, nbr)
+    return check_section(services, TERM, nbr)
 
 
 def deliveries(services) -> dict:
-    return health.run_checks(services)["checks"]["deliveries"]
+    return checks.run_checks(services)["checks"]["deliveries"]
 
 
 def later(minutes: float) -> datetime:
@@ -77,12 +79,12 @@ def test_permissive_batch_with_every_email_refused_is_failed_and_loud(
     rows = sql("select outcome, last_error from notification_deliveries")
     assert [r["outcome"] for r in rows] == ["refused", "refused"]
     assert all("Invalid `to` field" in r["last_error"] for r in rows)
-    report = health.run_checks(services)
+    report = checks.run_checks(services)
     d = report["checks"]["deliveries"]
-    assert d["status"] == health.DEGRADED and d["failed"] == 2
+    assert d["status"] == checks.DEGRADED and d["failed"] == 2
     assert d["last_24h"] == {"refused": 2}
     assert "2 refused" in d["reason"] and "Invalid `to` field" in d["reason"]
-    assert public_view(report)["checks"]["deliveries"] == {"status": health.DEGRADED}
+    assert public_view(report)["checks"]["deliveries"] == {"status": checks.DEGRADED}
     listed = json.loads(status("--json"))["deliveries"]
     assert listed["last_24h"] == {"refused": 2} and listed["reasons"][0]["count"] == 2
     assert "Invalid `to` field" in listed["reasons"][0]["reason"]
@@ -110,7 +112,7 @@ def test_refused_sender_keeps_the_emails_until_the_setting_is_fixed(
     assert batch["outcome"] is None and batch["delivered_at"] is None and batch["failed_at"] is None
     assert batch["last_status"] == 422
     d = deliveries(services)
-    assert d["status"] == health.DEGRADED and d["pending"] == 2
+    assert d["status"] == checks.DEGRADED and d["pending"] == 2
     assert "`from`" in d["reason"] and "NOTIFICATION_FROM_EMAIL" in d["reason"]
     # Still refused: retried (with backoff), still nothing lost.
     assert delivery.sweep(services, grace_seconds=0)["delivered"] == 0
@@ -123,7 +125,7 @@ def test_refused_sender_keeps_the_emails_until_the_setting_is_fixed(
     assert delivery.sweep(services, grace_seconds=0, now=later(600)) == {"batches": 0, "delivered": 0}
     assert len(resend_server.emails) == 2
     after = deliveries(services)
-    assert after["status"] == health.HEALTHY and after["pending"] == 0 and after["failed"] == 0
+    assert after["status"] == checks.HEALTHY and after["pending"] == 0 and after["failed"] == 0
 
 
 def test_outage_across_open_fill_reopen_sends_one_current_email_each(
@@ -146,7 +148,7 @@ def test_outage_across_open_fill_reopen_sends_one_current_email_each(
         assert "3 open seats available" in email["text"]
     outcomes = sql("select outcome, count(*) as n from delivery_batches group by 1 order by 1")
     assert outcomes == [{"outcome": "cancelled", "n": 1}, {"outcome": "delivered", "n": 1}]
-    assert deliveries(services) == {"status": health.HEALTHY, "pending": 0, "overdue": 0, "failed": 0}
+    assert deliveries(services) == {"status": checks.HEALTHY, "pending": 0, "overdue": 0, "failed": 0}
 
 
 def test_a_retried_batch_carries_the_current_figure(services, resend_server, make_watch, use_mailer):
@@ -189,7 +191,7 @@ def test_give_up_is_unknown_when_resend_may_have_sent_it(services, resend_server
     [row] = sql("select outcome, last_error from notification_deliveries")
     assert row["outcome"] == "unknown" and "may have" in row["last_error"]
     d = deliveries(services)
-    assert d["status"] == health.DEGRADED and d["last_24h"] == {"unknown": 1}
+    assert d["status"] == checks.DEGRADED and d["last_24h"] == {"unknown": 1}
     assert len(resend_server.emails) == 1
 
 
@@ -255,4 +257,4 @@ def test_a_retry_goes_to_the_watchers_as_they_are_now(services, resend_server, m
     assert [(r["recipient"], r["outcome"]) for r in rows] == [("new@asu.edu", "delivered"),
                                                                ("quiet@asu.edu", "cancelled")]
     assert "no longer eligible" in rows[1]["last_error"]
-    assert deliveries(services)["status"] == health.HEALTHY
+    assert deliveries(services)["status"] == checks.HEALTHY

@@ -83,10 +83,10 @@ def test_pm2_runs_web_and_worker_as_the_app_user(stack):
     procs = pm2_processes(stack)
     worker = procs["worker"]["pm2_env"]
     # PM2 stops with SIGINT (its KILL_SIGNAL default; huey's graceful stop) and waits kill_timeout,
-    # above the consumer's own bound (app.worker.shutdown_timeout of the deployed settings); systemd waits
+    # above the consumer's own bound (app.queue.worker.shutdown_timeout of the deployed settings); systemd waits
     # longer still for the pm2 unit at a reboot (its default 90 s would kill a worker mid-check)
     from app.settings import Settings
-    from app.worker import shutdown_timeout
+    from app.queue.worker import shutdown_timeout
 
     consumer_s = shutdown_timeout(Settings.from_env(stack.env()))
     assert worker["kill_timeout"] > consumer_s * 1000

@@ -129,10 +129,10 @@ def test_caddyfile_proxies_only_the_service_routes_unless_an_upstream_is_set():
 
 
 def test_caddyfile_bounds_the_service_routes_like_waitress_and_names_no_server():
-    """The body limit Caddy applies is waitress's own (app/serving.py), by Content-Length and by reading."""
+    """The body limit Caddy applies is waitress's own (app/web/serving.py), by Content-Length and by reading."""
     import re
 
-    from app import serving
+    from app.web import serving
 
     text = _render("Caddyfile.j2", domain="a.example, b.example", http_names="http://a.example, http://b.example",
                    tls_internal=False, email="", upstream="", port=8080)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis as redis_client
 
-from app import worker
+from app.queue import worker
 from app.settings import Settings
 from tests.test_deploy_config import GOOD_ENV, REPO
 

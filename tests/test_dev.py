@@ -14,11 +14,11 @@ import urllib.request
 import psycopg
 import pytest
 
-from app.changes import Change
-from app.mail import build_email
-from app.outbox import Outbox
+from app.check.simscraper import SimulatedScraper
+from app.mail.build import build_email
+from app.mail.outbox import Outbox
+from app.section import Change
 from app.settings import Settings, SettingsError
-from app.simscraper import SimulatedScraper
 from tests.conftest import PG_ADMIN, TEST_DB, TEST_REDIS
 from tests.deadends import closed_port
 from tests.test_settings import env

@@ -7,7 +7,7 @@ import redis
 
 from app import tasks
 from app.__main__ import main
-from app.queue import huey
+from app.queue.instance import huey
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def queue(services):
 @pytest.fixture
 def failing_push(services, monkeypatch):
     """The script that marks and pushes the checks fails (Redis restarting, out of memory, a
-    network blip): markers and LPUSH are one script (app.pending), so both fail together."""
+    network blip): markers and LPUSH are one script (app.schedule.pending), so both fail together."""
     def refuse(*args, **kwargs):
         raise redis.ConnectionError("Connection reset by peer")
 

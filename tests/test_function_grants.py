@@ -18,7 +18,7 @@ import pytest
 from psycopg import errors
 from psycopg.rows import dict_row
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "app" / "sql" / "migrations"
+MIGRATIONS = Path(__file__).resolve().parent.parent / "app" / "db" / "sql" / "migrations"
 CREATES_FUNCTION = re.compile(r"\bcreate\s+(?:or\s+replace\s+)?function\s+([\w.]+)\s*\(", re.I)
 # The one function of ours another role calls: the site, with its service-role key.
 CALLERS = {"public.try_record_notification": {"service_role"}}

@@ -10,7 +10,10 @@ import time
 
 import pytest
 
-from app import db, health
+from app import db
+from app.db import batches, watches
+from app.health import checks
+from app.health.report import as_health_json
 from tests.deadends import (HungServer, assert_no_secrets, closed_port, pg_url, redis_url,
                             services_with)
 
@@ -30,9 +33,9 @@ def statuses(report: dict) -> dict:
 
 
 def run(services) -> dict:
-    report = health.run_checks(services)
+    report = checks.run_checks(services)
     assert_no_secrets(json.dumps(report), services)
-    assert_no_secrets(json.dumps(health.as_health_json(report)), services)
+    assert_no_secrets(json.dumps(as_health_json(report)), services)
     return report
 
 
@@ -92,7 +95,7 @@ def test_hung_dependency_is_bounded_by_the_deadline(alive, dependency):
         started = time.monotonic()
         report = run(bad)
         took = time.monotonic() - started
-    assert took < health.DEADLINE_SECONDS + 0.5, took
+    assert took < checks.DEADLINE_SECONDS + 0.5, took
     assert report["status"] == "unhealthy"
     failed = report["checks"]["redis" if dependency == "redis_url" else "database"]
     assert failed["status"] == "unhealthy"
@@ -107,7 +110,7 @@ def test_no_consumer_heartbeat_is_unhealthy(services):
 
 
 def test_stale_heartbeat_is_unhealthy(services):
-    old = time.time() - health.STALE_HEARTBEAT_SECONDS - 5
+    old = time.time() - checks.STALE_HEARTBEAT_SECONDS - 5
     # A bare epoch (an old release's beat) does not say it runs the scheduler: it proves nothing.
     services.redis.hset(services.keys.heartbeat, "old-release", f"{time.time():.3f}")
     assert run(services)["checks"]["scheduler"]["reason"] == "no scheduler heartbeat"
@@ -116,7 +119,7 @@ def test_stale_heartbeat_is_unhealthy(services):
     report = run(services)
     scheduler = report["checks"]["scheduler"]
     assert report["status"] == "unhealthy" and scheduler["alive"] is False
-    assert scheduler["host"] == "gone-host" and scheduler["age_seconds"] > health.STALE_HEARTBEAT_SECONDS
+    assert scheduler["host"] == "gone-host" and scheduler["age_seconds"] > checks.STALE_HEARTBEAT_SECONDS
     services.heartbeat.beat()  # a live consumer elsewhere: the newest beat counts
     assert run(services)["status"] == "healthy"
 
@@ -174,7 +177,7 @@ def test_overdue_cron_is_degraded(alive):
     assert report["status"] == "healthy"
     assert report["checks"]["cron"]["even"]["sections_enqueued"] == 7
     assert report["checks"]["cron"]["even"]["duration_ms"] == 12
-    record("odd", health.OVERDUE_CRON_SECONDS + 60)
+    record("odd", checks.OVERDUE_CRON_SECONDS + 60)
     report = run(alive)
     assert report["status"] == "degraded"
     assert report["checks"]["cron"]["reason"] == "cron overdue: odd"
@@ -183,8 +186,8 @@ def test_overdue_cron_is_degraded(alive):
 def test_overdue_delivery_backlog_is_degraded(alive, make_watch, sql):
     _, watch_id = make_watch("a@asu.edu", "12430")
     with db.transaction(alive.pool) as conn:
-        [nid] = db.claim_notifications(conn, [watch_id], "seat_available")
-        db.add_batch(conn, "batch-1", "seat_available", [(nid, {"to": ["a@asu.edu"]})])
+        [nid] = watches.claim_notifications(conn, [watch_id], "seat_available")
+        batches.add_batch(conn, "batch-1", "seat_available", [(nid, {"to": ["a@asu.edu"]})])
     report = run(alive)
     assert report["checks"]["deliveries"] == {"status": "healthy", "pending": 1, "overdue": 0, "failed": 0}
     sql("update delivery_batches set created_at = now() - interval '1 hour'")  # counted by batch
@@ -208,7 +211,7 @@ def test_a_held_cron_lock_is_reported_not_degraded(alive):
 
 def test_health_json_form(alive):
     alive.dead_letters.add("2261", "12430", reason="x", attempts=4)
-    draft = health.as_health_json(run(alive))
+    draft = as_health_json(run(alive))
     assert draft["status"] == "warn"
     for key, entries in draft["checks"].items():
         assert ":" in key and isinstance(entries, list) and entries
@@ -260,12 +263,12 @@ def test_concurrent_reports_share_a_bounded_pool_of_sessions(alive, sql):
 
     seen = []
     with ThreadPoolExecutor(max_workers=20) as pool:
-        reports = [pool.submit(health.run_checks, alive) for _ in range(40)]
+        reports = [pool.submit(checks.run_checks, alive) for _ in range(40)]
         while not all(r.done() for r in reports):
             seen.append(health_sessions())
             time.sleep(0.01)
     results = [r.result()["checks"]["database"] for r in reports]
     assert any(r["status"] == "healthy" for r in results)
     assert all(r["status"] == "healthy" or r["error"].startswith("TooManyRequests") for r in results), results
-    assert seen and max(seen) <= health.HEALTH_POOL_SIZE, seen
-    assert health_sessions() <= health.HEALTH_POOL_SIZE
+    assert seen and max(seen) <= checks.HEALTH_POOL_SIZE, seen
+    assert health_sessions() <= checks.HEALTH_POOL_SIZE

@@ -6,7 +6,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from app.healthcache import HealthCache
+from app.health.cache import HealthCache
 
 
 def test_one_computation_serves_concurrent_callers():

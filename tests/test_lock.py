@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from app.lock import CronLock
+from app.schedule.lock import CronLock
 
 
 def test_only_one_holder_at_a_time(services):

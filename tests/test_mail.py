@@ -17,10 +17,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from app.changes import Change
-from app.mail import build_email
-from app.scraper import SectionInfo
-from app.unsubscribe import make_token, verify_token
+from app.mail.build import build_email
+from app.mail.unsubscribe import make_token, verify_token
+from app.section import Change, SectionInfo
 
 SITE = "https://s.example"
 INFO = SectionInfo(subject="CSE", catalog_nbr="110", title="<script>alert(1)</script> & more",
@@ -204,7 +203,7 @@ def rendered_per_recipient(kind, info, *, to, user_id, site_url, now):
     """An email as it was built before issue 20: both templates rendered for this recipient."""
     from urllib.parse import urlencode
 
-    from app.mail import SUBJECTS, render, template_values
+    from app.mail.build import SUBJECTS, render, template_values
 
     unsubscribe = f"{site_url}/api/unsubscribe?{urlencode({'token': make_token(user_id, 'k', now)})}"
     class_link = f"{site_url}/go/asu?{urlencode({'classNbr': '12431', 'term': '2261'})}"
@@ -223,7 +222,7 @@ def rendered_per_recipient(kind, info, *, to, user_id, site_url, now):
 # a site URL with characters autoescape changes: the link in the HTML is escaped, the text's is not
 @pytest.mark.parametrize("site_url", [SITE, "https://s.example/a&b=\"c'<d>"], ids=["plain", "escaped"])
 def test_one_render_per_section_gives_the_bytes_of_one_render_per_recipient(kind, info, site_url):
-    from app.mail import EmailComposer
+    from app.mail.build import EmailComposer
 
     composer = EmailComposer(kind, term="2261", class_nbr="12431", info=info, site_url=site_url,
                              sender="x@s.example", unsubscribe_secret="k", now=1_000)

@@ -13,8 +13,10 @@ import sys
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import sharedreport, tasks, web
-from app.queue import huey
+from app import tasks
+from app.health import sharedreport
+from app.queue.instance import huey
+from app.web import routes
 from tests.conftest import TEST_ENV
 from tests.test_web import bearer, call
 
@@ -27,7 +29,7 @@ MINUTE_7 = NOW.replace(minute=7, second=0, microsecond=0)
 def app(services):
     services.heartbeat.beat()
     huey.storage.flush_all()
-    yield web.make_app(services, health_cache_seconds=0)
+    yield routes.make_app(services, health_cache_seconds=0)
     huey.storage.flush_all()
 
 
@@ -105,7 +107,7 @@ def test_breaker_open_is_2_and_alert_tallies_are_counters(app, services, monkeyp
     services.redis.set(services.keys.alerts, json.dumps(
         {"open": True, "sent": {"alert/webhook": 2, "recovered/webhook": 1},
          "failed": {"alert/email": 4}}))
-    metrics_app = web.make_app(services, health_cache_seconds=0)
+    metrics_app = routes.make_app(services, health_cache_seconds=0)
     got = samples(call(metrics_app, "GET", "/api/metrics", bearer(services)).body)
     assert got[("seatwatch_breaker_state", ())] == 2
     assert got[("seatwatch_alerts_sent_total", (("channel", "webhook"), ("event", "alert")))] == 2
@@ -116,7 +118,7 @@ def test_breaker_open_is_2_and_alert_tallies_are_counters(app, services, monkeyp
 
 def test_metrics_are_cached_like_health(services):
     services.heartbeat.beat()
-    cached = web.make_app(services)  # the default: one report per 5 s
+    cached = routes.make_app(services)  # the default: one report per 5 s
     call(cached, "GET", "/api/monitoring/health")
     services.redis.config_resetstat()
     first = call(cached, "GET", "/api/metrics", bearer(services))
@@ -129,11 +131,11 @@ def test_metrics_are_cached_like_health(services):
 
 def test_the_web_shares_its_health_report_only_when_alerts_are_on(services, monkeypatch):
     services.heartbeat.beat()
-    call(web.make_app(services, health_cache_seconds=0), "GET", "/api/monitoring/health")
+    call(routes.make_app(services, health_cache_seconds=0), "GET", "/api/monitoring/health")
     assert sharedreport.latest(services.redis, services.keys) is None
     monkeypatch.setattr(services, "settings", dataclasses.replace(
         services.settings, alert_emails=("ops@example.test",)))
-    answer = call(web.make_app(services, health_cache_seconds=0), "GET", "/api/monitoring/health")
+    answer = call(routes.make_app(services, health_cache_seconds=0), "GET", "/api/monitoring/health")
     shared = sharedreport.latest(services.redis, services.keys)
     assert shared["timestamp"] == answer.json["timestamp"] and shared["status"] == "healthy"
     assert set(shared["checks"]) == set(answer.json["checks"])

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from app import db
+from app.db import migrations, watches
 
 
 def test_migrate_twice_changes_nothing(database):
-    assert db.migrate(database, bootstrap=True) == []
+    assert migrations.migrate(database, bootstrap=True) == []
 
 
 def test_claims_allow_a_new_notification_once_the_old_one_expired(services, make_watch, sql):
@@ -23,9 +24,9 @@ def test_stagger_groups_split_by_last_digit(services, make_watch, sql):
     for nbr in ("12430", "12431", "12438", "12439"):
         make_watch(f"{nbr}@asu.edu", nbr)
     with db.transaction(services.pool) as conn:
-        even = db.sections_to_check(conn, "even")
-        odd = db.sections_to_check(conn, "odd")
-        every = db.sections_to_check(conn, "all")
+        even = watches.sections_to_check(conn, "even")
+        odd = watches.sections_to_check(conn, "odd")
+        every = watches.sections_to_check(conn, "all")
     assert sorted(n for _, n in even) == ["12430", "12438"]
     assert sorted(n for _, n in odd) == ["12431", "12439"]
     assert len(every) == 4

@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from app import db, ping, tasks
-from app.queue import huey
+from app import db, tasks
+from app.alerting import ping
+from app.queue.instance import huey
 from tests.capture import CaptureServer
 from tests.deadends import closed_port, pg_url
 
@@ -99,7 +100,7 @@ def test_a_cron_run_with_nothing_to_check_pings_once_and_a_skipped_one_not(pingi
 def test_a_ping_that_fails_is_logged_never_raised_nor_retried(services, hook, caplog):
     settings = dataclasses.replace(services.settings, ping_url=hook.url + CHECK)
     hook.fail_next(1, status=503)
-    with caplog.at_level(logging.INFO, logger="app.ping"):
+    with caplog.at_level(logging.INFO, logger="app.alerting.ping"):
         ping.slot_finished(settings, {"slot": "s:even", "sections": 4, "failed": 0}).join(10)
         unreachable = dataclasses.replace(settings, ping_url=f"http://127.0.0.1:{closed_port()}/x")
         ping.cron_failed(unreachable).join(10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app import tasks
-from app.queue import huey
+from app.queue.instance import huey
 
 
 def test_running_a_task_asks_redis_nothing_about_revocation(services, scraper, monkeypatch):
@@ -59,7 +59,7 @@ def _fails() -> None:
 def test_the_consumer_writes_no_line_per_task_but_keeps_its_own_and_every_error(huey_log):
     import logging
 
-    from app.consumer import Consumer
+    from app.queue.consumer import Consumer
 
     consumer = huey.create_consumer(workers=1, worker_type="thread")
     assert isinstance(consumer, Consumer)

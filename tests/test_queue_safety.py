@@ -15,9 +15,9 @@ import pickle
 from huey.registry import Message
 
 from app import tasks
-from app.queue import huey
+from app.queue.instance import huey
+from app.queue.taskcodec import PREFIX, TaskSerializer, signing_key
 from app.settings import get_settings
-from app.taskcodec import PREFIX, TaskSerializer, signing_key
 from tests.test_worker import TERM, start_worker, wait_for  # noqa: F401  (start_worker: fixture)
 
 
@@ -95,7 +95,7 @@ def test_every_kind_of_bad_job_is_dropped_with_a_reason(caplog):
     tampered = good.replace(b"12430", b"12431")
     bad = {"a pickled task": crafted_pickle("/nonexistent/never"), "bad signature": tampered,
            "not a signed task": b'{"id": 1}', "bad signature ": PREFIX + b"short"}
-    with caplog.at_level(logging.WARNING, logger="app.queue"):
+    with caplog.at_level(logging.WARNING, logger="app.queue.instance"):
         for data in bad.values():
             assert huey.deserialize_task(data) is None
     logged = "\n".join(r.getMessage() for r in caplog.records)

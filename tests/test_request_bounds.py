@@ -17,7 +17,7 @@ import time
 import pytest
 from waitress.server import create_server
 
-from app import serving
+from app.web import serving
 from tests.test_web import WebProcess
 
 UPLOAD = 50 * 2**20  # 50 MB

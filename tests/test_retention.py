@@ -3,14 +3,15 @@ in this service's tables, and delivery audit rows go after SEATWATCH_AUDIT_RETEN
 
 from __future__ import annotations
 
-from app import check, delivery
+from app.check.run import check_section
+from app.mail import delivery
 
 TERM, NBR, OTHER = "2261", "12430", "12431"
 
 
 def run_check(services, scraper, nbr, seats):
     scraper.set_section(TERM, nbr, seats_available=seats)
-    return check.check_section(services, TERM, nbr)
+    return check_section(services, TERM, nbr)
 
 
 def tables_holding(sql, needle: str) -> list[str]:

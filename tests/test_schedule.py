@@ -21,9 +21,11 @@ import time
 import psycopg
 import pytest
 
-from app import catchup, cron, health, tasks
+from app import tasks
 from app.__main__ import main
-from app.queue import huey
+from app.health import checks
+from app.queue.instance import huey
+from app.schedule import catchup, cron
 from tests.test_worker import LONG_READ, Worker, wait_for
 
 TERM = "2261"
@@ -87,7 +89,8 @@ def cron_process(now: dt.datetime, die_after_enqueue: bool = False) -> subproces
     right after its checks reached the queue (before it could mark the slot)."""
     code = textwrap.dedent(f"""
         import datetime as dt, os, signal
-        from app import cron, tasks
+        from app import tasks
+        from app.schedule import cron
         from app.services import get_services
 
         def enqueue(sections, slot):
@@ -202,7 +205,7 @@ def test_a_consumer_started_at_14_02_runs_the_13_30_slot_it_missed_once(
 
 def test_after_a_long_outage_each_group_runs_once_not_once_per_missed_slot(
         services, queue, watched, caplog):
-    with caplog.at_level(logging.INFO, logger="app.cron"):
+    with caplog.at_level(logging.INFO, logger="app.schedule.cron"):
         results = runner(services).tick(at(17, 45))  # down since 14:00
     assert ran(results) == ["2026-11-30T17:even", "2026-11-30T17:odd"]
     assert [r["late_seconds"] for r in results] == [45 * 60, 15 * 60]
@@ -289,12 +292,12 @@ def test_a_refused_check_whose_retry_would_pass_its_next_slot_is_dropped_as_supe
 
 def test_flushall_under_a_running_scheduler_runs_the_slot_again_within_the_bound(
         services, queue, watched, scraper):
-    from app.sentinel import DataSentinel
+    from app.schedule.sentinel import DataSentinel
 
     sentinel = DataSentinel(services.redis, services.keys.prefix + "sentinel:test")
     slot_ran(services, "2026-11-30T13:odd")
     sched = runner(services, lost=sentinel.lost)
-    checks = Worker("--no-scheduler", HUEY_READ_TIMEOUT_SECONDS=LONG_READ)
+    check_worker = Worker("--no-scheduler", HUEY_READ_TIMEOUT_SECONDS=LONG_READ)
     try:
         assert ran(sched.tick(at(14, 0, 20))) == ["2026-11-30T14:even"]
         wait_for(lambda: len(scraper.calls) == 2, 20, "the slot's checks")
@@ -303,7 +306,7 @@ def test_flushall_under_a_running_scheduler_runs_the_slot_again_within_the_bound
         services.redis.flushall()  # at 14:01: a restart without its data, a failover
         loss = at(14, 1)
         # Visible while it lasts: no heartbeat at all, no record of the slot.
-        report = health.run_checks(services)
+        report = checks.run_checks(services)
         assert report["checks"]["scheduler"]["alive"] is False
         rerun_at = None
         for minute in range(2, 10):  # the scheduler's minutely ticks
@@ -320,7 +323,7 @@ def test_flushall_under_a_running_scheduler_runs_the_slot_again_within_the_bound
         # Once: the next ticks leave it alone.
         assert ran(sched.tick(at(14, 20))) == [] and ran(sched.tick(at(14, 25))) == []
     finally:
-        checks.kill()
+        check_worker.kill()
 
 
 def restart_redis_without_its_data(services, config: dict) -> None:
@@ -350,12 +353,12 @@ def _pings(services) -> bool:
 
 
 def test_a_redis_restarted_without_its_data_runs_the_slot_again(services, queue, watched, scraper):
-    from app.sentinel import DataSentinel
+    from app.schedule.sentinel import DataSentinel
 
     sentinel = DataSentinel(services.redis, services.keys.prefix + "sentinel:test")
     config = {**services.redis.config_get("dir"), **services.redis.config_get("logfile")}
     sched = runner(services, lost=sentinel.lost)
-    checks = Worker("--no-scheduler", HUEY_READ_TIMEOUT_SECONDS=LONG_READ)
+    check_worker = Worker("--no-scheduler", HUEY_READ_TIMEOUT_SECONDS=LONG_READ)
     try:
         assert ran(sched.tick(at(14, 30, 20))) == ["2026-11-30T14:even", "2026-11-30T14:odd"]
         wait_for(lambda: len(scraper.calls) == 3, 20, "the slots' checks")
@@ -369,13 +372,13 @@ def test_a_redis_restarted_without_its_data_runs_the_slot_again(services, queue,
         assert sorted(n for _, n in scraper.calls) == ["12430", "12430", "12431", "12431",
                                                        "12432", "12432"]
     finally:
-        checks.kill()
+        check_worker.kill()
         if not _pings(services):
             restart_redis_without_its_data(services, config)
 
 
 def test_a_redis_that_came_back_from_an_older_copy_is_noticed(services):
-    from app.sentinel import DataSentinel
+    from app.schedule.sentinel import DataSentinel
 
     sentinel = DataSentinel(services.redis, services.keys.prefix + "sentinel:test")
     assert sentinel.lost() is False  # the first call only writes
@@ -406,16 +409,16 @@ def test_a_worker_only_hosts_beat_never_hides_a_dead_scheduler(services, queue, 
         beat = wait_for(lambda: scheduler.beat(services), 20, "the scheduler's beat")
         assert beat["scheduler"] is True
         assert wait_for(lambda: extra.beat(services), 20, "the extra's beat")["scheduler"] is False
-        assert health.run_checks(services)["checks"]["scheduler"]["alive"] is True
+        assert checks.run_checks(services)["checks"]["scheduler"]["alive"] is True
         scheduler.proc.send_signal(signal.SIGKILL)
         scheduler.proc.wait(10)
         # 40 minutes later: its last beat is that old; the worker-only host beat just now.
         beat["at"] -= 40 * 60
         services.redis.hset(services.keys.heartbeat, "primary-t15", json.dumps(beat))
-        report = health.run_checks(services)
+        report = checks.run_checks(services)
         s = report["checks"]["scheduler"]
         assert report["status"] == "unhealthy" and s["status"] == "unhealthy"
-        assert s["alive"] is False and s["host"] == "primary-t15" and s["age_seconds"] > 2400
+        assert s["alive"] is False and s["host"] == "primary-t15" and s["age_seconds"] >= 2400
         assert "worker-only hosts beat: worker-t15" in s["reason"]
         assert main(["status"]) == 0
         out = capsys.readouterr().out
@@ -434,11 +437,11 @@ def beat_as(services, host: str, up_minutes: float, scheduler: bool = True) -> N
 
 def test_a_missing_run_record_after_70_minutes_of_uptime_is_overdue(services, capsys):
     beat_as(services, "primary-t15", up_minutes=30)
-    report = health.run_checks(services)
+    report = checks.run_checks(services)
     assert report["checks"]["cron"] == {"status": "healthy", "even": None, "odd": None}
     beat_as(services, "primary-t15", up_minutes=71)  # up 71 min, no record (expired, never
     # written, or Redis lost it)
-    cron_check = health.run_checks(services)["checks"]["cron"]
+    cron_check = checks.run_checks(services)["checks"]["cron"]
     assert cron_check["status"] == "degraded"
     assert cron_check["reason"].startswith("cron overdue: even (no record of a run")
     assert main(["status"]) == 0
@@ -447,14 +450,14 @@ def test_a_missing_run_record_after_70_minutes_of_uptime_is_overdue(services, ca
     services.redis.delete(services.keys.heartbeat)
     beat_as(services, "worker-t15", up_minutes=3000, scheduler=False)
     beat_as(services, "primary-t15", up_minutes=10)
-    assert health.run_checks(services)["checks"]["cron"]["status"] == "healthy"
+    assert checks.run_checks(services)["checks"]["cron"]["status"] == "healthy"
 
 
 # --- scrape order on one clock ----------------------------------------------------------------
 
 def test_a_worker_whose_clock_is_10_minutes_fast_cannot_make_a_real_opening_look_stale(
         services, scraper, resend_server, make_watch, monkeypatch):
-    from app import check
+    from app.check import run as check
 
     real_time = time.time
 
@@ -487,10 +490,10 @@ def test_with_the_scheduler_off_on_purpose_health_asks_only_for_a_consumer(
         assert beat["scheduler"] is False
         time.sleep(0.5)
         assert cron.last_runs(services) == {"even": None, "odd": None}  # it scheduled nothing
-        on_purpose = health.run_checks(services)["checks"]
+        on_purpose = checks.run_checks(services)["checks"]
         monkeypatch.setattr(services, "settings", dataclasses.replace(services.settings,
                                                                       scheduler=False))
-        off_here = health.run_checks(services)
+        off_here = checks.run_checks(services)
         assert main(["status"]) == 0
     finally:
         off.kill()

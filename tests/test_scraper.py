@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app.scraper import ScraperClient, ScraperError, parse_section
+from app.check.scraper import ScraperClient, ScraperError, parse_section
 from tests.fakes import SCRAPER_TOKEN
 
 TERM, NBR = "2261", "12431"

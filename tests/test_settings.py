@@ -78,7 +78,7 @@ def test_service_role_key_is_used_byte_for_byte(raw, caplog):
     import hashlib
     import hmac
 
-    from app.unsubscribe import make_token, verify_token
+    from app.mail.unsubscribe import make_token, verify_token
 
     with caplog.at_level("WARNING", logger="app.settings"):
         s = Settings.from_env(env(SUPABASE_SERVICE_ROLE_KEY=raw))

@@ -13,7 +13,10 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from app import check, db, delivery, health
+from app.check.run import check_section
+from app.db import migrations
+from app.health import checks
+from app.mail import delivery
 from app.services import Services
 from tests.conftest import PGBOUNCER_DSN
 
@@ -35,11 +38,11 @@ def test_public_api_roles_cannot_read_or_write_our_tables(services, scraper, res
     # Some data to protect: a delivered and an undelivered email.
     make_watch("a@asu.edu", "12430")
     scraper.set_section("2261", "12430", seats_available=0)
-    check.check_section(services, "2261", "12430")
+    check_section(services, "2261", "12430")
     resend_server.fail_next(4, status=503)
     services.mailer.sleep = lambda s: None
     scraper.set_section("2261", "12430", seats_available=3)
-    check.check_section(services, "2261", "12430")
+    check_section(services, "2261", "12430")
 
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute(f"set role {role}")
@@ -111,14 +114,14 @@ def test_migrate_twice_through_the_transaction_pooler(services, busy_pooler):
     """A session advisory lock taken and released through a transaction pooler can land on two
     server connections and stay held: the next migrate would hang. Ours does not."""
     for _ in range(2):
-        assert db.migrate(PGBOUNCER_DSN, lock_wait_seconds=10) == []
+        assert migrations.migrate(PGBOUNCER_DSN, lock_wait_seconds=10) == []
 
 
 def test_a_held_migration_lock_fails_with_a_clear_error(services, database):
     with psycopg.connect(database) as holder:
-        holder.execute("select pg_advisory_xact_lock(%s)", (db.MIGRATION_LOCK,))
-        with pytest.raises(db.MigrationLockTimeout, match="another migration"):
-            db.migrate(PGBOUNCER_DSN, lock_wait_seconds=1)
+        holder.execute("select pg_advisory_xact_lock(%s)", (migrations.MIGRATION_LOCK,))
+        with pytest.raises(migrations.MigrationLockTimeout, match="another migration"):
+            migrations.migrate(PGBOUNCER_DSN, lock_wait_seconds=1)
 
 
 def test_check_email_sweep_and_health_through_the_transaction_pooler(
@@ -126,14 +129,14 @@ def test_check_email_sweep_and_health_through_the_transaction_pooler(
     for i in range(3):
         make_watch(f"s{i}@asu.edu", "12430")
     scraper.set_section("2261", "12430", seats_available=0)
-    assert check.check_section(pooled, "2261", "12430").baseline
+    assert check_section(pooled, "2261", "12430").baseline
     resend_server.fail_next(4, status=503)
     pooled.mailer.sleep = lambda s: None
     scraper.set_section("2261", "12430", seats_available=1)
-    assert check.check_section(pooled, "2261", "12430").claimed == 3
+    assert check_section(pooled, "2261", "12430").claimed == 3
     assert delivery.sweep(pooled, grace_seconds=0) == {"batches": 1, "delivered": 3}
     assert sorted(e["to"][0] for e in resend_server.emails) == ["s0@asu.edu", "s1@asu.edu", "s2@asu.edu"]
     pooled.heartbeat.beat()
-    report = health.run_checks(pooled)
-    assert report["checks"]["database"]["status"] == health.HEALTHY, report["checks"]["database"]
+    report = checks.run_checks(pooled)
+    assert report["checks"]["database"]["status"] == checks.HEALTHY, report["checks"]["database"]
     assert report["checks"]["deliveries"]["pending"] == 0

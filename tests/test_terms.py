@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from app import check, db
+from app.check.run import check_section
+from app.db import watches
 
 NBR = "12430"
 SPRING, FALL = "2261", "2267"
@@ -24,8 +25,8 @@ def test_one_class_number_in_two_terms_keeps_two_histories(services, scraper, re
     for spring, fall in hours:
         scraper.set_section(SPRING, NBR, seats_available=spring)
         scraper.set_section(FALL, NBR, seats_available=fall, title="Fall section")
-        check.check_section(services, SPRING, NBR)
-        check.check_section(services, FALL, NBR)
+        check_section(services, SPRING, NBR)
+        check_section(services, FALL, NBR)
     spring_mail = resend_server.to("spring@asu.edu")
     fall_mail = resend_server.to("fall@asu.edu")
     assert len(spring_mail) == 2 and len(fall_mail) == 1
@@ -43,10 +44,10 @@ def test_an_older_scrape_that_commits_late_changes_nothing(
     not clear B's claim (that would notify the same opening again an hour later)."""
     make_watch("a@asu.edu", NBR, term=SPRING)
     scraper.set_section(SPRING, NBR, seats_available=0)
-    check.check_section(services, SPRING, NBR)  # baseline: full
+    check_section(services, SPRING, NBR)  # baseline: full
 
     scraped, release = threading.Event(), threading.Event()
-    real_lock = db.lock_section_state
+    real_lock = watches.lock_section_state
     stalled = {}
 
     def lock_after_stall(conn, term, class_nbr, *args):
@@ -55,16 +56,16 @@ def test_an_older_scrape_that_commits_late_changes_nothing(
             release.wait(10)
         return real_lock(conn, term, class_nbr, *args)
 
-    monkeypatch.setattr(db, "lock_section_state", lock_after_stall)
+    monkeypatch.setattr(watches, "lock_section_state", lock_after_stall)
 
     def run_a():
-        stalled["result"] = check.check_section(services, SPRING, NBR)
+        stalled["result"] = check_section(services, SPRING, NBR)
 
     a = threading.Thread(target=run_a, name="check-A")
     a.start()
     assert scraped.wait(10)
     scraper.set_section(SPRING, NBR, seats_available=3)
-    b = check.check_section(services, SPRING, NBR)
+    b = check_section(services, SPRING, NBR)
     assert b.changes == ["seat_available"] and b.delivered == 1
     release.set()
     a.join(10)
@@ -72,7 +73,7 @@ def test_an_older_scrape_that_commits_late_changes_nothing(
     assert sql("select seats_available from seatwatch_section_states") == [{"seats_available": 3}]
     assert sql("select seats_available from class_states") == [{"seats_available": 3}]
     # An hour later the seat is still open: no second email about the same opening.
-    check.check_section(services, SPRING, NBR)
+    check_section(services, SPRING, NBR)
     assert len(resend_server.to("a@asu.edu")) == 1
     assert sql("select count(*) as n from notifications_sent") == [{"n": 1}]
 
@@ -88,6 +89,6 @@ def test_without_state_of_its_own_the_sites_row_of_the_same_term_counts(
                                          seats_available, seats_capacity)
                values (%s, 'CSE', '110', %s, 'Staff', 0, 100)""", (term, nbr))
         scraper.set_section(SPRING, nbr, seats_available=2)
-    assert check.check_section(services, SPRING, NBR).changes == ["seat_available"]
-    assert check.check_section(services, SPRING, "12432").baseline
+    assert check_section(services, SPRING, NBR).changes == ["seat_available"]
+    assert check_section(services, SPRING, "12432").baseline
     assert [e["to"][0] for e in resend_server.emails] == ["a@asu.edu"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from app.unsubscribe import make_token, verify_token
+from app.mail.unsubscribe import make_token, verify_token
 
 
 def _token(raw: str) -> str:

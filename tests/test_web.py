@@ -17,8 +17,9 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 
-from app import health, serving, web
-from app.queue import huey
+from app.health import checks
+from app.queue.instance import huey
+from app.web import routes, serving
 from tests.deadends import HungServer, assert_no_secrets, closed_port, pg_url, redis_url, services_with
 
 
@@ -54,7 +55,7 @@ def call(app, method: str, path: str, headers: dict | None = None, query: str = 
 def app(services):
     services.heartbeat.beat()
     huey.storage.flush_queue()
-    return web.make_app(services, health_cache_seconds=0)  # each request sees the state it set up
+    return routes.make_app(services, health_cache_seconds=0)  # each request sees the state it set up
 
 
 def bearer(services) -> dict:
@@ -108,7 +109,7 @@ def test_anonymous_callers_see_less_than_the_cron_secret(app, services):
 def test_errors_shown_to_anonymous_callers_are_only_a_type(services):
     services.heartbeat.beat()
     bad = services_with(services, redis_url=redis_url(closed_port()))
-    app = web.make_app(bad, health_cache_seconds=0)
+    app = routes.make_app(bad, health_cache_seconds=0)
     anonymous = call(app, "GET", "/api/monitoring/health").json["checks"]["redis"]
     full = call(app, "GET", "/api/monitoring/health", bearer(bad)).json["checks"]["redis"]
     assert anonymous["error"] == "ConnectionError" and full["error"].startswith("ConnectionError: ")
@@ -117,7 +118,7 @@ def test_errors_shown_to_anonymous_callers_are_only_a_type(services):
 
 def test_health_report_is_cached_with_its_age(services):
     services.heartbeat.beat()
-    app = web.make_app(services, health_cache_seconds=60)
+    app = routes.make_app(services, health_cache_seconds=60)
     first = call(app, "GET", "/api/monitoring/health").json
     for _ in range(10):
         services.breaker.record_failure()  # degraded now, but the cached report still says healthy
@@ -126,7 +127,7 @@ def test_health_report_is_cached_with_its_age(services):
     assert first["status"] == again["status"] == "healthy"
     assert again["timestamp"] == first["timestamp"] and again["cache_age_ms"] >= 50
     assert first["cache_age_ms"] < again["cache_age_ms"]
-    fresh = call(web.make_app(services, health_cache_seconds=0), "GET", "/api/monitoring/health").json
+    fresh = call(routes.make_app(services, health_cache_seconds=0), "GET", "/api/monitoring/health").json
     assert fresh["status"] == "degraded" and fresh["cache_age_ms"] == 0
 
 
@@ -152,7 +153,7 @@ def test_health_500_when_a_store_is_down(services, down):
     change = ({"redis_url": redis_url(closed_port())} if down == "redis"
               else {"database_url": pg_url(closed_port())})
     bad = services_with(services, **change)
-    answer = call(web.make_app(bad, health_cache_seconds=0), "GET", "/api/monitoring/health")
+    answer = call(routes.make_app(bad, health_cache_seconds=0), "GET", "/api/monitoring/health")
     assert answer.status == 500 and answer.json["checks"][down]["status"] == "unhealthy"
     assert_clean(answer, services, bad)
 
@@ -259,11 +260,11 @@ def test_cron_500_quickly_when_the_database_is_down(services, hung):
         port = server.port if hung else closed_port()
         bad = services_with(services, database_url=pg_url(port))
         started = time.monotonic()
-        answer = call(web.make_app(bad), "POST", "/api/cron", bearer(bad), query="group=even")
+        answer = call(routes.make_app(bad), "POST", "/api/cron", bearer(bad), query="group=even")
         took = time.monotonic() - started
     assert answer.status == 500 and answer.json["error"] == "Database unavailable"
     assert "timeout" in answer.json["detail"].lower() and answer.json["success"] is False
-    assert took < health.DEADLINE_SECONDS + 0.5, took  # the health deadline, not the 30 s pool wait
+    assert took < checks.DEADLINE_SECONDS + 0.5, took  # the health deadline, not the 30 s pool wait
     assert isinstance(answer.json["duration"], int)
     assert_clean(answer, services, bad)
 

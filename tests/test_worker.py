@@ -14,8 +14,8 @@ import time
 import pytest
 
 from app import tasks
-from app.queue import huey
-from app.catchup import due_slots
+from app.queue.instance import huey
+from app.schedule.catchup import due_slots
 
 TERM = "2261"
 # The deploy's read timeout: a stop that waited for the blocking reads would take minutes.
@@ -192,7 +192,10 @@ def test_housekeeping_is_on_time_behind_a_backlog_of_slow_checks(start_worker, s
                                                                  resend_server, make_watch, sql):
     """60 checks of 1 s each wait for 4 workers (~15 s); the heartbeat, the cron run of the due
     slot and the sweep still happen at start, and health is not unhealthy meanwhile."""
-    from app import cron, db, health
+    from app import db
+    from app.db import batches, watches
+    from app.health import checks
+    from app.schedule import cron
 
     backlog = [(TERM, str(13000 + i)) for i in range(60)]
     for term, nbr in backlog:
@@ -202,8 +205,8 @@ def test_housekeeping_is_on_time_behind_a_backlog_of_slow_checks(start_worker, s
     _, watch_id = make_watch("late@asu.edu", "12498")  # an email a crashed worker left unsent
     scraper.set_section(TERM, "12498", seats_available=0)
     with db.transaction(services.pool) as conn:
-        [nid] = db.claim_notifications(conn, [watch_id], "seat_available")
-        db.add_batch(conn, "batch-left-behind", "seat_available", [(nid, {
+        [nid] = watches.claim_notifications(conn, [watch_id], "seat_available")
+        batches.add_batch(conn, "batch-left-behind", "seat_available", [(nid, {
             "from": "PickMyClass <alerts@example.test>", "to": ["late@asu.edu"],
             "subject": "Seat Available", "html": "<p>seat</p>", "text": "seat"})])
     sql("update notification_deliveries set created_at = now() - interval '10 minutes'")
@@ -213,7 +216,7 @@ def test_housekeeping_is_on_time_behind_a_backlog_of_slow_checks(start_worker, s
     assert huey.pending_count() > 20  # the heartbeat did not wait for the backlog
     wait_for(lambda: cron.last_runs(services)["even"], 10, "the due cron run")  # :00 always due
     wait_for(lambda: resend_server.emails, 10, "the sweep's delivery")
-    report = health.run_checks(services)
+    report = checks.run_checks(services)
     assert huey.pending_count() > 0, "the backlog drained before housekeeping was seen"
     assert report["status"] != "unhealthy", report
     assert report["checks"]["scheduler"]["alive"] is True
@@ -224,7 +227,7 @@ def test_the_stop_bound_follows_the_longest_check_not_the_read_timeout():
     import dataclasses
 
     from app.settings import get_settings
-    from app.worker import shutdown_timeout
+    from app.queue.worker import shutdown_timeout
 
     base = dataclasses.replace(get_settings(), scraper_timeout=30.0)
     bounds = {shutdown_timeout(dataclasses.replace(base, huey_read_timeout=t)) for t in (1, 60, 300)}

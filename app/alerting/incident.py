@@ -1,0 +1,90 @@
+"""The incident rules, as a pure function of the stored state and one health report.
+
+- A check counts as failing while its status is not healthy. It alerts once it has been failing
+  for `after` seconds without a break (a blip pages nobody): the first failing check to get
+  there opens the incident with an `alert`; another check reaching it during the incident is a
+  new `alert`; a check that recovered and fails again later starts its wait anew.
+- When every check is healthy again, an open incident ends with one `recovered`.
+- Events are queued in the state's outbox, one entry per event with the channels still owed it
+  (app.alerting.alerts sends them and retries the ones that failed).
+
+The state is plain JSON (app.alerting.alerts keeps it in Redis):
+`{"failing_since": {check: epoch}, "open": bool, "opened_at": epoch, "alerted": [check],
+  "outbox": [{"event": {...}, "pending": [channel id], "attempts": n}],
+  "sent": {"alert/email": n}, "failed": {"alert/webhook": n}, "evaluated_at": iso}`
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from app.timeutil import iso_from_epoch
+
+HEALTHY = "healthy"
+SUMMARY_CHARS = 200
+
+
+def failing_checks(report: dict) -> dict[str, str]:
+    """name -> why, for every check not healthy (its reason, error or status)."""
+    return {name: str(c.get("reason") or c.get("error") or c["status"])
+            for name, c in report["checks"].items() if c.get("status") != HEALTHY}
+
+
+def quiet(state: dict) -> bool:
+    """Nothing failing, no incident open, nothing owed to a channel."""
+    return not (state.get("failing_since") or state.get("open") or state.get("outbox"))
+
+
+def step(state: dict, report: dict, now: float, after: float, *, service: str,
+         host: str) -> list[dict]:
+    """Advance `state` (in place) by one report; returns the new events, also queued."""
+    failing = failing_checks(report)
+    since = {n: t for n, t in state.get("failing_since", {}).items() if n in failing}
+    for name in failing:
+        since.setdefault(name, now)
+    state["failing_since"] = since
+    alerted = {n for n in state.get("alerted", []) if n in failing}
+    due = {n for n in failing if now - since[n] >= after}
+    events = []
+    if due - alerted:
+        if not state.get("open"):
+            state["open"], state["opened_at"] = True, now
+        events.append(_event("alert", report, failing, sorted(due - alerted), now, service, host))
+        alerted |= due
+    elif state.get("open") and not failing:
+        minutes = round((now - state.get("opened_at", now)) / 60)
+        state["open"] = False
+        state.pop("opened_at", None)
+        events.append(_event("recovered", report, {}, [], now, service, host,
+                             summary=f"{service} recovered: every check healthy again "
+                                     f"after {minutes} min"))
+    state["alerted"] = sorted(alerted)
+    return events
+
+
+def _event(kind: str, report: dict, failing: dict[str, str], new: list[str], now: float,
+           service: str, host: str, summary: str | None = None) -> dict:
+    if summary is None:
+        parts = [f"{name} ({why})" for name, why in sorted(failing.items())]
+        summary = f"{service} {report['status']}: " + "; ".join(parts)
+    return {"id": uuid.uuid4().hex, "event": kind,
+            "status": report["status"] if kind == "alert" else HEALTHY,
+            "failing": sorted(failing), "new": new, "reasons": dict(sorted(failing.items())),
+            "summary": summary[:SUMMARY_CHARS], "service": service, "host": host,
+            "at": iso_from_epoch(now), "report_at": report.get("timestamp")}
+
+
+def queue(state: dict, events: list[dict], channel_ids: list[str], limit: int) -> list[dict]:
+    """Put events in the outbox for every channel; returns entries dropped past `limit`."""
+    outbox = state.setdefault("outbox", [])
+    outbox.extend({"event": e, "pending": list(channel_ids), "attempts": 0} for e in events)
+    dropped = outbox[:-limit] if len(outbox) > limit else []
+    state["outbox"] = outbox[-limit:]
+    return dropped
+
+
+def count(state: dict, bucket: str, event: dict, kind: str) -> None:
+    """One more event sent (bucket "sent") or failed ("failed") on a kind of channel."""
+    key = f"{event['event']}/{kind}"
+    tally = state.setdefault(bucket, {})
+    tally[key] = tally.get(key, 0) + 1

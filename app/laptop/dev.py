@@ -1,0 +1,157 @@
+"""`make dev` (`python -m app dev`): the whole service on this machine, with no outside accounts.
+
+Local PostgreSQL and Redis (scripts/services.sh starts them), the real web and worker processes,
+the simulated scraper (app.check.simscraper) instead of the scraper service and the outbox folder
+(app.mail.outbox) instead of Resend. It creates and migrates a database of its own, seeds a few
+watches, then runs a cron cycle for both groups every `--cycle` seconds (the scheduler's own slots only
+come at :00 and :30), so emails appear in the outbox within minutes. Ctrl-C stops everything.
+
+The dev stand-ins are chosen by settings that app.settings refuses unless SEATWATCH_ENV is
+development; this command also refuses to start where SEATWATCH_ENV says production.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+from app.check.simscraper import CATALOG
+from app.settings import SettingsError, declared_environment, environment_with
+
+TERM = "2261"
+SEED_USERS = ("ana@dev.example", "ben@dev.example", "cho@dev.example")
+CRON_SECRET = "dev-cron-secret"  # a local, throwaway value: the dev web is bound to 127.0.0.1
+
+
+def dev_environment(args) -> dict[str, str]:
+    """Settings of the dev processes: explicit values, never the operator's real secrets."""
+    return environment_with({
+        "SEATWATCH_ENV": "development",
+        "SEATWATCH_SCRAPER": "simulated",
+        "SEATWATCH_MAILER": "outbox",
+        "SEATWATCH_OUTBOX_DIR": str(args.outbox),
+        "SEATWATCH_SIM_PERIOD_SECONDS": str(args.sim_period),
+        "SEATWATCH_NAME": args.name,
+        "SEATWATCH_RELEASE": "dev",
+        "DATABASE_URL": args.database_url,
+        "REDIS_URL": args.redis_url,
+        # Required settings whose services dev mode replaces: placeholders, never called.
+        "SCRAPER_URL": "http://127.0.0.1:9/simulated",
+        "SCRAPER_SECRET_TOKEN": "dev-unused",
+        "RESEND_API_KEY": "re_dev_unused",
+        "RESEND_API_URL": "http://127.0.0.1:9/outbox",
+        "NOTIFICATION_FROM_EMAIL": "PickMyClass Dev <alerts@dev.example>",
+        "NEXT_PUBLIC_SITE_URL": "http://127.0.0.1:3000",
+        "CRON_SECRET": CRON_SECRET,
+        "SUPABASE_SERVICE_ROLE_KEY": "dev-service-role-key",
+        # Short blocking reads: Ctrl-C stops the worker in seconds (local Redis, commands are free).
+        "HUEY_READ_TIMEOUT_SECONDS": "5",
+    })
+
+
+def ensure_database(dsn: str) -> None:
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    name = info.get("dbname")
+    if not name:
+        raise SettingsError("--database-url must name a database")
+    admin = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        if not conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone():
+            conn.execute(f'create database "{name}"')
+
+
+def seed(dsn: str) -> list[tuple[str, str]]:
+    """A few users watching the simulated sections (idempotent); the (email, class_nbr) pairs."""
+    pairs = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for i, email in enumerate(SEED_USERS):
+            row = conn.execute("select id from auth.users where email = %s", (email,)).fetchone()
+            user_id = row[0] if row else conn.execute(
+                "insert into auth.users (email) values (%s) returning id", (email,)).fetchone()[0]
+            for class_nbr in list(CATALOG)[i:i + 2]:
+                subject, catalog_nbr = CATALOG[class_nbr][:2]
+                conn.execute(
+                    """insert into public.class_watches (user_id, term, subject, catalog_nbr, class_nbr)
+                       values (%s, %s, %s, %s, %s) on conflict do nothing""",
+                    (user_id, TERM, subject, catalog_nbr, class_nbr))
+                pairs.append((email, class_nbr))
+    return pairs
+
+
+def _app(env: dict, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app", *args], env=env, capture_output=True,
+                          text=True, timeout=120, **kwargs)
+
+
+def _cron(env: dict) -> int:
+    enqueued = 0
+    for group in ("even", "odd"):
+        done = _app(env, "cron", "--group", group, "--force")
+        if done.returncode == 0:
+            enqueued += json.loads(done.stdout).get("sections_enqueued", 0)
+        else:
+            print(f"dev: cron {group}: {done.stderr.strip()}", flush=True)
+    return enqueued
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # the graceful stop of both (as PM2 does)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run(args) -> int:
+    if declared_environment() == "production":
+        raise SettingsError("refusing to start dev mode: SEATWATCH_ENV=production marks this "
+                            "machine as production")
+    if args.cycle <= 0:
+        raise SettingsError("--cycle must be a positive number of seconds")
+    args.outbox = Path(args.outbox).resolve()
+    env = dev_environment(args)
+    ensure_database(args.database_url)
+    migrated = _app(env, "migrate", "--bootstrap")
+    if migrated.returncode != 0:
+        print(migrated.stderr, file=sys.stderr)
+        return migrated.returncode
+    watches = seed(args.database_url)
+    procs = [subprocess.Popen([sys.executable, "-m", "app", "worker"], env=env),
+             subprocess.Popen([sys.executable, "-m", "app", "web", "--port", str(args.port)], env=env)]
+    base = f"http://127.0.0.1:{args.port}"
+    print(f"""
+seatwatch dev mode: web and worker running locally, simulated scraper, emails to a folder.
+  outbox (each email as .html and .txt): {args.outbox}
+  open:    {base}/api/monitoring/health
+  full:    curl -H 'Authorization: Bearer {CRON_SECRET}' {base}/api/monitoring/health
+  cron:    every {args.cycle:g} s (both groups); seats flip every {args.sim_period:g} s
+  watches: {len(watches)} seeded ({', '.join(sorted({c for _, c in watches}))}, term {TERM})
+  database {args.database_url}, Redis {args.redis_url} (prefix {args.name})
+Ctrl-C stops everything.
+""", flush=True)
+    deadline = time.monotonic() + args.duration if args.duration else None
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            if any(p.poll() is not None for p in procs):
+                print("dev: web or worker exited; stopping", file=sys.stderr)
+                return 1
+            enqueued = _cron(env)
+            emails = len(list(args.outbox.glob("*.html"))) if args.outbox.exists() else 0
+            print(f"dev: {time.strftime('%H:%M:%S')} enqueued {enqueued} checks; "
+                  f"{emails} email(s) in the outbox", flush=True)
+            time.sleep(args.cycle)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _stop(procs)
+    return 0

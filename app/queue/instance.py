@@ -1,0 +1,158 @@
+"""The Huey instance over Redis. It imports no tasks (app.tasks registers them).
+
+Tuned for a small VPS and for managed Redis plans that count commands: results are off (the
+results hash would otherwise grow forever), workers block on the queue for HUEY_READ_TIMEOUT_SECONDS
+instead of polling, and the connection pool's socket timeout sits above that read (redis-py 8
+defaults to 5 s, which would drop and re-open each worker's connection every 5 s).
+
+Two extensions of huey, both through hooks it offers (`storage_class`, `create_consumer`):
+
+- WakeableRedisStorage: a worker's blocking read also listens on its consumer's own wake-up list,
+  so a graceful stop can end idle reads at once instead of waiting out the read timeout. That is
+  what lets the read be long (few Redis commands) and the stop short (issue 12) at the same time.
+  Its schedule read asks one cheap question before huey's three-command pop.
+- TaskSerializer (app.queue.taskcodec): tasks are signed JSON, not huey's default pickle, so nothing read
+  from Redis can run code; SeatwatchHuey.deserialize_task drops and logs whatever does not verify
+  (a crafted pickle, a forged or tampered task, a task of an earlier release) and the worker reads
+  on (issue 18).
+- SeatwatchHuey.housekeeping: jobs (heartbeat, cron slots, delivery sweep) that ride on the
+  scheduler's tick in threads of their own instead of being queued tasks: they never wait behind
+  a backlog of checks and cost no queue round trips (app.queue.consumer runs them).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from huey import RedisHuey
+from huey.exceptions import HueyException
+from huey.storage import RedisStorage
+from redis import ConnectionPool
+
+from app.queue.taskcodec import TaskSerializer, UnverifiedTask, signing_key
+from app.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class WakeableRedisStorage(RedisStorage):
+    """RedisStorage whose blocking read also pops `wake_key` (set by the consumer, one per process).
+
+    BRPOP serves the keys in order, so a waiting task always wins over a wake-up token; a token
+    only ends the read (dequeue returns None, the worker loop sees the stop flag and exits).
+    """
+
+    wake_key: str | None = None
+
+    def dequeue(self):
+        if not (self.blocking and self.wake_key):
+            return super().dequeue()
+        try:
+            popped = self.conn.brpop([self.queue_key, self.wake_key], timeout=self.read_timeout)
+        except TimeoutError:
+            return None
+        if popped is None:
+            return None
+        key, data = popped
+        if isinstance(key, bytes):
+            key = key.decode()
+        return data if key == self.queue_key else None
+
+    def read_schedule(self, ts):
+        # huey pops due tasks with a Lua script: three commands by INFO commandstats (EVALSHA and
+        # the two inside it) on every scheduler tick, though the schedule (retries waiting for
+        # their time) has nothing due on almost every tick. One ZRANGEBYSCORE ... LIMIT 0 1 asks
+        # first; the atomic pop runs only when something is due (issue 12's command budget).
+        due = self.conn.zrangebyscore(self.schedule_key, "-inf", self.convert_ts(ts), start=0, num=1)
+        return super().read_schedule(ts) if due else []
+
+
+@dataclass(frozen=True)
+class HousekeepingJob:
+    name: str
+    fn: Callable  # fn(now: aware UTC datetime, scheduler: bool) -> None
+    every: float  # seconds between runs; 0: every scheduler tick
+    scheduler_only: bool  # only on the host that runs the periodic scheduler (not on `-n` hosts)
+
+
+class SeatwatchHuey(RedisHuey):
+    storage_class = WakeableRedisStorage
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.housekeeping: list[HousekeepingJob] = []
+        self._dropped = itertools.count(1)
+
+    def deserialize_task(self, data):
+        """The task, or None for bytes that are not a task this service signed (or name a task
+        this release does not have): those are logged and dropped, never run. A worker that gets
+        None reads on; the scheduler skips it (`_deserialize_all`)."""
+        try:
+            return super().deserialize_task(data)
+        except (UnverifiedTask, HueyException) as exc:
+            # Only the reason, the size and a few escaped bytes: the job itself is the attacker's.
+            start = data[:24] if isinstance(data, (bytes, str)) else type(data).__name__
+            log.warning("dropped a job read from Redis without running it: %s (%d bytes, starting "
+                        "%r); %d dropped by this process", exc, len(data or b""), start,
+                        next(self._dropped))
+            return None
+
+    def _deserialize_all(self, messages):
+        # huey's one path for the schedule (retries waiting for their time), pending() and
+        # scheduled(): a dropped job is left out instead of handed on as None.
+        return [task for task in map(self.deserialize_task, messages) if task is not None]
+
+    def on_tick(self, every: float = 0, scheduler_only: bool = False):
+        """Register a housekeeping job run by the consumer's scheduler (see app.queue.consumer)."""
+        def register(fn: Callable) -> Callable:
+            self.housekeeping.append(HousekeepingJob(fn.__name__, fn, every, scheduler_only))
+            return fn
+        return register
+
+    # Revocation, switched off. Nothing here revokes a task, yet huey asks Redis about it twice
+    # per task: HMGET of the revoke flags before running it and HDEL of its flag after, two of
+    # the three round trips a task costs (bench/throughput.py, queue overhead). A check that must
+    # not run is dropped by its own logic instead (superseded, pending markers).
+    REVOKE_PREFIX = "r:"
+
+    def is_revoked(self, task, timestamp=None, peek=True) -> bool:
+        return False
+
+    def delete(self, key):
+        if isinstance(key, str) and key.startswith(self.REVOKE_PREFIX):
+            return False  # a revoke flag, which this service never sets
+        return super().delete(key)
+
+    def revoke(self, *args, **kwargs):
+        raise NotImplementedError("revocation is off in this service (app.queue.instance.SeatwatchHuey)")
+
+    revoke_all = revoke_by_id = revoke
+
+    def create_consumer(self, **options):
+        from app.queue.consumer import Consumer  # imports no tasks either
+
+        return Consumer(self, **options)
+
+
+def make_huey(settings: Settings) -> SeatwatchHuey:
+    pool = ConnectionPool.from_url(
+        settings.redis_url,
+        socket_timeout=settings.huey_read_timeout + 10,
+        socket_connect_timeout=10,
+    )
+    return SeatwatchHuey(
+        name=settings.name,
+        connection_pool=pool,
+        results=False,
+        store_none=False,
+        utc=True,
+        blocking=True,
+        read_timeout=settings.huey_read_timeout,
+        serializer=TaskSerializer(signing_key(settings.unsubscribe_secret)),
+    )
+
+
+huey = make_huey(get_settings())

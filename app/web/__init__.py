@@ -1,0 +1,1 @@
+"""The web face: the Bottle routes (routes), the Prometheus page (metrics), waitress serving (serving)."""
