@@ -265,3 +265,24 @@ class DeployStack(UpDown):
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             cur = conn.execute(query, params)
             return cur.fetchall() if cur.description else []
+
+
+class Reporter:
+    """Lines printed past pytest's capture: a deploy test's timings are part of what it shows.
+
+    Give it the session's config (a fixture's `pytestconfig`) once; before that it prints to stderr."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.config = None
+
+    def __call__(self, msg: str) -> None:
+        line = f"[{self.prefix}] {msg}"
+        if self.config is None:
+            print(line, file=sys.__stderr__, flush=True)
+            return
+        capture = self.config.pluginmanager.getplugin("capturemanager")
+        terminal = self.config.pluginmanager.getplugin("terminalreporter")
+        with capture.global_and_fixture_disabled():
+            terminal.write_line("")
+            terminal.write_line(line)

@@ -23,19 +23,10 @@ from pyinfra.api import facts as fact_api
 from pyinfra.context import ctx_host, ctx_state
 from pyinfra.facts.server import Arch, Command, LinuxDistribution, Os, Which
 
+from tests.test_deploy_config import GOOD_ENV
+
 OS_RELEASE = Path(__file__).parent / "fixtures" / "os-release"
-DEPLOY_ENV = {
-    "DATABASE_URL": "postgresql://u@db.example:5432/postgres",
-    "SCRAPER_URL": "https://scraper.example",
-    "SCRAPER_SECRET_TOKEN": "t",
-    "RESEND_API_KEY": "re_x",
-    "NOTIFICATION_FROM_EMAIL": "alerts@example.com",
-    "NEXT_PUBLIC_SITE_URL": "https://site.example",
-    "CRON_SECRET": "c",
-    "SUPABASE_SERVICE_ROLE_KEY": "s",
-    "REDIS_PASSWORD": "p",
-    "SEATWATCH_DOMAIN": "api.example.com",
-}
+DEPLOY_ENV = GOOD_ENV  # the same complete, valid operator settings as the config tests
 
 
 class FactLayer:

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.deploystack import DOMAIN, DeployStack
+from tests.deploystack import DOMAIN, DeployStack, Reporter
 from tests.testhost import NATIVE_ARCH, TestHost, unique_name
 
 pytestmark = pytest.mark.deploy
@@ -26,26 +26,12 @@ ORACLE = TestHost("probe").arch == NATIVE_ARCH
 TIMINGS: dict[str, float] = {}
 
 
-_config = None
-
-
-def report(msg: str) -> None:
-    """Print past pytest's capture: the timings are part of what this test shows."""
-    line = f"[deploy test] {msg}"
-    if _config is None:
-        print(line, file=sys.__stderr__, flush=True)
-        return
-    capture = _config.pluginmanager.getplugin("capturemanager")
-    terminal = _config.pluginmanager.getplugin("terminalreporter")
-    with capture.global_and_fixture_disabled():
-        terminal.write_line("")
-        terminal.write_line(line)
+report = Reporter("deploy test")
 
 
 @pytest.fixture(scope="module")
 def stack(pytestconfig):
-    global _config
-    _config = pytestconfig
+    report.config = pytestconfig
     t0 = time.monotonic()
     # The host starts like an Oracle Cloud image: an iptables REJECT-all but SSH in rules.v4.
     # (Not under qemu emulation, SEATWATCH_TEST_ARCH=arm64: qemu-user cannot speak nf_tables netlink.)

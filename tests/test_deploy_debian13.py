@@ -12,14 +12,13 @@ SEATWATCH_TEST_HOSTNAME names the host (two runs on one machine).
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import pytest
 
 from tests import test_deploy as core
 from tests.conftest import TEST_DB
-from tests.deploystack import DeployStack
+from tests.deploystack import DeployStack, Reporter
 from tests.testhost import NATIVE_ARCH, unique_name
 
 pytestmark = pytest.mark.deploy
@@ -33,26 +32,12 @@ MEETS = {
 TIMINGS: dict[str, float] = {}
 
 
-_config = None
-
-
-def report(msg: str) -> None:
-    """Past pytest's capture, as tests/test_deploy.py does: the timings are part of what this test shows."""
-    line = f"[deploy test debian13] {msg}"
-    if _config is None:
-        print(line, file=sys.__stderr__, flush=True)
-        return
-    capture = _config.pluginmanager.getplugin("capturemanager")
-    terminal = _config.pluginmanager.getplugin("terminalreporter")
-    with capture.global_and_fixture_disabled():
-        terminal.write_line("")
-        terminal.write_line(line)
+report = Reporter("deploy test debian13")
 
 
 @pytest.fixture(scope="module")
 def stack(pytestconfig):
-    global _config
-    _config = pytestconfig
+    report.config = pytestconfig
     t0 = time.monotonic()
     name = os.environ.get("SEATWATCH_TEST_HOSTNAME") or unique_name("swt13")
     arch = os.environ.get("SEATWATCH_TEST_ARCH") or NATIVE_ARCH

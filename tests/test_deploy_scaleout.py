@@ -26,9 +26,8 @@ RUN = "/usr/local/lib/seatwatch/run"
 
 @pytest.fixture(scope="module")
 def pair(pytestconfig, tmp_path_factory):
-    import tests.test_deploy as td
 
-    td._config = pytestconfig
+    report.config = pytestconfig
     with DeployStack(name=unique_name("swp"), oracle_firewall=False) as stack, \
             TestHost(unique_name("sww")) as worker:
         # one ssh key and one known-hosts file for both hosts (the inventory has one of each)
