@@ -66,20 +66,8 @@ begin
     return new;
 end $$;
 -- PostgreSQL grants EXECUTE on a new function to PUBLIC, and Supabase's default privileges to its
--- API roles: none of them may call it (it runs only as the table's trigger, as the owner).
--- In effect `revoke execute ... from public, anon, authenticated` (and service_role), for the roles
--- that exist: a bare database has only PUBLIC.
-revoke all on function public.seatwatch_forget_deleted_account() from public;
-do $$
-declare
-    r text;
-begin
-    foreach r in array array['anon', 'authenticated', 'service_role'] loop
-        if exists (select 1 from pg_roles where rolname = r) then
-            execute format('revoke all on function public.seatwatch_forget_deleted_account() from %I', r);
-        end if;
-    end loop;
-end $$;
+-- API roles: none of them may call it (it runs only as the table's trigger, as the owner). Revoked
+-- by 0007 with every other function of this service, in the same `migrate`.
 
 drop trigger if exists seatwatch_forget_deleted_account on public.notification_deliveries;
 create trigger seatwatch_forget_deleted_account

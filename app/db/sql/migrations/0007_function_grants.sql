@@ -34,19 +34,22 @@ end $$;
 comment on function public.try_record_notification(uuid, text, integer) is
     'Atomically checks and records notification in one operation. Returns true if notification was recorded (safe to send email), false if already exists. Eliminates race condition in parallel processing.';
 
-revoke all on function public.claim_notification(uuid, text, integer) from public;
-revoke all on function public.try_record_notification(uuid, text, integer) from public;
-
 do $$
 declare
+    f text;
     r text;
 begin
-    -- Roles of a real Supabase project; the bootstrap schema has them too, a bare database may not.
-    foreach r in array array['anon', 'authenticated', 'service_role'] loop
-        if exists (select 1 from pg_roles where rolname = r) then
-            execute format('revoke all on function public.claim_notification(uuid, text, integer) from %I', r);
-            execute format('revoke all on function public.try_record_notification(uuid, text, integer) from %I', r);
-        end if;
+    -- Every function this service creates or replaces (the grants test finds them in the migrations).
+    foreach f in array array['public.claim_notification(uuid, text, integer)',
+                             'public.try_record_notification(uuid, text, integer)',
+                             'public.seatwatch_forget_deleted_account()'] loop
+        execute format('revoke all on function %s from public', f);
+        -- Roles of a real Supabase project; the bootstrap schema has them too, a bare database may not.
+        foreach r in array array['anon', 'authenticated', 'service_role'] loop
+            if exists (select 1 from pg_roles where rolname = r) then
+                execute format('revoke all on function %s from %I', f, r);
+            end if;
+        end loop;
     end loop;
     if exists (select 1 from pg_roles where rolname = 'service_role') then
         grant execute on function public.try_record_notification(uuid, text, integer) to service_role;
