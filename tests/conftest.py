@@ -93,6 +93,24 @@ def services(database):
 
 
 @pytest.fixture
+def root_user() -> None:
+    """For tests that need root (ownership, network namespaces): they fail rather than skip
+    without it, as a test that cannot reach what it needs must in CI (which runs as root)."""
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (file ownership or a network namespace), as `make test` has")
+
+
+@pytest.fixture
+def queue(services):
+    """huey's queue (and its schedule), empty before and after the test."""
+    from app.queue.instance import huey
+
+    huey.storage.flush_all()
+    yield huey
+    huey.storage.flush_all()
+
+
+@pytest.fixture
 def scraper() -> FakeScraper:
     return SCRAPER
 

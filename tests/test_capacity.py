@@ -6,7 +6,6 @@ import datetime as dt
 import logging
 import time
 
-import pytest
 
 from app import tasks
 from app.check.run import check_section
@@ -17,13 +16,6 @@ from app.schedule import capacity
 TERM = "2261"
 NOW = dt.datetime.now(dt.timezone.utc)
 MINUTE_7 = NOW.replace(minute=7, second=0, microsecond=0)  # a slot run 7 minutes late
-
-
-@pytest.fixture
-def queue(services):
-    huey.storage.flush_all()
-    yield huey
-    huey.storage.flush_all()
 
 
 def drain(q) -> None:

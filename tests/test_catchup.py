@@ -23,13 +23,6 @@ def at(minute: int, second: int = 0) -> dt.datetime:
     return HOUR.replace(minute=minute, second=second)
 
 
-@pytest.fixture
-def queue(services):
-    huey.storage.flush_all()
-    yield huey
-    huey.storage.flush_all()
-
-
 def queued(q) -> list[str]:
     return sorted(t.args[1] for t in (q.deserialize_task(m) for m in q.storage.enqueued_items()))
 

@@ -16,13 +16,6 @@ AT_30 = AT_00.replace(minute=30)
 FAR_FUTURE = dt.datetime(2100, 1, 1)
 
 
-@pytest.fixture
-def queue(services):
-    huey.storage.flush_all()
-    yield huey
-    huey.storage.flush_all()
-
-
 def run(services, **kw):
     return cron.run_cron(services, tasks.enqueue_checks, **kw)
 

@@ -11,13 +11,6 @@ from app.queue.instance import huey
 
 
 @pytest.fixture
-def queue(services):
-    huey.storage.flush_all()
-    yield huey
-    huey.storage.flush_all()
-
-
-@pytest.fixture
 def failing_push(services, monkeypatch):
     """The script that marks and pushes the checks fails (Redis restarting, out of memory, a
     network blip): markers and LPUSH are one script (app.schedule.pending), so both fail together."""

@@ -8,6 +8,7 @@ would have to pass (a TTL, a heartbeat's age), the test writes what that much ti
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -34,13 +35,6 @@ HOUR = dt.datetime(2026, 11, 30, 14, 0, tzinfo=dt.timezone.utc)
 
 def at(hour: int, minute: int, second: int = 0) -> dt.datetime:
     return HOUR.replace(hour=hour, minute=minute, second=second)
-
-
-@pytest.fixture
-def queue(services):
-    huey.storage.flush_all()
-    yield huey
-    huey.storage.flush_all()
 
 
 @pytest.fixture
@@ -106,25 +100,37 @@ def cron_process(now: dt.datetime, die_after_enqueue: bool = False) -> subproces
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@contextlib.contextmanager
+def sections_held(database):
+    """Hold a cron run at its query of the watched sections (an exclusive lock on class_watches);
+    yields a function that returns once a run waits there. Released on leaving."""
+    blocker = psycopg.connect(database)
+    blocker.execute("lock table public.class_watches in access exclusive mode")
+
+    def wait_for_the_run():
+        wait_for(lambda: blocker.execute(
+            "select count(*) from pg_locks where not granted"
+            " and relation = 'public.class_watches'::regclass").fetchone()[0], 20,
+            "the cron run to wait for its sections")
+
+    try:
+        yield wait_for_the_run
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+
 # --- a run killed half way ------------------------------------------------------------------------
 
 def test_a_run_sigkilled_before_its_enqueue_is_run_again_by_the_next_tick(
         services, queue, watched, database):
     slot_ran(services, "2026-11-30T13:odd")  # the previous hour's odd slot ran
-    blocker = psycopg.connect(database)  # holds the run between its start and its enqueue
-    blocker.execute("lock table public.class_watches in access exclusive mode")
-    proc = cron_process(at(14, 0, 5))
-    try:
-        wait_for(lambda: blocker.execute(
-            "select count(*) from pg_locks where not granted"
-            " and relation = 'public.class_watches'::regclass").fetchone()[0], 20,
-            "the cron run to wait for its sections")
+    with sections_held(database) as wait_for_the_run:  # between the run's start and its enqueue
+        proc = cron_process(at(14, 0, 5))
+        wait_for_the_run()
         assert services.cron_lock.status()["locked"]  # it got that far: it holds the lock
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-    finally:
-        blocker.rollback()
-        blocker.close()
     # Visible while it lasts: the lock of a dead run, no record of the slot.
     assert services.cron_lock.status()["locked"] and cron.last_runs(services)["even"] is None
     assert queued(queue) == []
@@ -142,21 +148,13 @@ def test_cli_cron_sigkilled_mid_run_then_the_restarted_worker_runs_the_slot(
     then `python -m app worker` starting (PM2's restart) runs the slot at its first tick."""
     make_watch("a@asu.edu", "12430")
     scraper.set_section(TERM, "12430", seats_available=0)
-    blocker = psycopg.connect(database)
-    blocker.execute("lock table public.class_watches in access exclusive mode")
-    proc = subprocess.Popen([sys.executable, "-m", "app", "cron", "--group", "even"],
-                            env=dict(os.environ), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: blocker.execute(
-            "select count(*) from pg_locks where not granted"
-            " and relation = 'public.class_watches'::regclass").fetchone()[0], 20,
-            "the cron run to wait for its sections")
+    with sections_held(database) as wait_for_the_run:
+        proc = subprocess.Popen([sys.executable, "-m", "app", "cron", "--group", "even"],
+                                env=dict(os.environ), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        wait_for_the_run()
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-    finally:
-        blocker.rollback()
-        blocker.close()
     assert services.cron_lock.status()["locked"] and cron.last_runs(services)["even"] is None
     worker = Worker(HUEY_READ_TIMEOUT_SECONDS=LONG_READ)
     try:
