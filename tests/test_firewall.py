@@ -41,7 +41,7 @@ def test_redis_is_opened_to_private_addresses_only():
     assert "secret-pw" not in str(exc.value)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="a network namespace needs root")
+@pytest.mark.usefixtures("root_user")  # a network namespace
 def test_iptables_takes_the_chain_and_prints_it_back_as_the_deploy_compares_it():
     ns = f"swfw{os.getpid() % 10000}"
     subprocess.run(["ip", "netns", "add", ns], check=True)

@@ -21,7 +21,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP_USER = "nobody"  # an unprivileged user that exists everywhere
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="ownership checks need root (as on the server)")
+needs_root = pytest.mark.usefixtures("root_user")  # ownership checks, as on the server
 
 
 def render_activate(tmp_path, user=APP_USER):
