@@ -75,3 +75,9 @@ INI
   pgb_up || { echo "services: PgBouncer did not start on 127.0.0.1:6543" >&2; exit 1; }
 fi
 echo "services: pgbouncer ok (transaction mode)"
+
+# Tools the tests run themselves (not services): the firewall test loads the deploy's chain with
+# iptables-restore inside a network namespace made with iproute2's `ip netns`.
+command -v ip >/dev/null || need_pkg iproute2
+command -v iptables-restore >/dev/null || need_pkg iptables
+echo "services: test tools ok (iptables, iproute2)"
