@@ -41,6 +41,13 @@ class _Server:
             def log_message(self, *args: Any) -> None:  # keep test output quiet
                 pass
 
+            def parse_request(self) -> bool:
+                # the request line has just been read: a set delay counts from here, so the
+                # answer is due `delay` after the request arrived, whatever this process spent
+                # parsing it (a real service's latency is the whole call, not a sleep on top)
+                outer._client.arrived = time.monotonic()
+                return super().parse_request()
+
             def _dispatch(self) -> None:
                 outer._client.address = self.client_address[0]  # who asked (handle() runs on this thread)
                 length = int(self.headers.get("Content-Length") or 0)
@@ -158,7 +165,8 @@ class FakeScraper(_Server):
             self.calls.append((term, nbr))
             self.clients.append(getattr(self._client, "address", ""))
         if self.delay:
-            time.sleep(self.delay)
+            arrived = getattr(self._client, "arrived", None) or time.monotonic()
+            time.sleep(max(0.0, arrived + self.delay - time.monotonic()))
         failure = self._take_failure()
         if failure:
             status, hdrs, fbody = failure
