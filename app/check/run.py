@@ -57,10 +57,13 @@ def check_section(services, term: str, class_nbr: str) -> CheckResult:
     scraped = time.monotonic()  # placed on the database's clock below, not this host's own
     result = CheckResult(term, class_nbr, open_seats=info.open_seats, instructor=info.instructor)
     batch_keys: list[str] = []
-    with db.transaction(services.pool) as conn:
+    # Pipelined: BEGIN goes with the lock, the state's write with COMMIT; a quiet check is two
+    # round trips to the database (issue 20). Every statement below is fetched or left to fail
+    # the commit, so an error still rolls the whole check back.
+    with db.transaction(services.pool, pipelined=True) as conn:
         # State per (term, class_nbr), locked: of two overlapping checks of one section, the
         # second waits here, and a scrape older than the stored one changes nothing.
-        previous, scraped_at = watches.lock_section_state(conn, term, class_nbr, scraped)
+        previous, site, scraped_at = watches.lock_section_state(conn, term, class_nbr, scraped)
         if previous is not None and previous["scraped_at"] >= scraped_at:
             result.stale = True
             log.info("checked %s/%s: a newer scrape is already stored, this one is ignored",
@@ -69,7 +72,6 @@ def check_section(services, term: str, class_nbr: str) -> CheckResult:
         if previous is None:
             # No state of our own yet (a section first seen since this service took over, or one
             # the old worker stored during the cutover): the site's row counts if it is this term's.
-            site = watches.get_state(conn, class_nbr)
             previous = site if site is not None and site["term"] == term else None
         result.baseline = previous is None
         changes = detect(previous, info)

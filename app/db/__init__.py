@@ -9,7 +9,11 @@ Prepared statements are off (`prepare_threshold=None`) so Supabase's transaction
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import select
+import threading
+import time
+import weakref
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Iterator
 
 import psycopg
@@ -18,12 +22,49 @@ from psycopg_pool import ConnectionPool
 
 CONNECT_KWARGS = {"prepare_threshold": None, "connect_timeout": 10, "application_name": "seatwatch"}
 
+# A connection back in the pool longer than this gets psycopg_pool's round-trip check when it
+# leaves again; a fresher one is checked by looking at its socket (check_connection).
+ROUND_TRIP_CHECK_AFTER_IDLE_SECONDS = 30.0
+
+_returned_at: "weakref.WeakKeyDictionary[psycopg.Connection, float]" = weakref.WeakKeyDictionary()
+_asking = threading.local()  # .quick: this thread's getconn is for a pipelined transaction
+
+
+def _socket_readable(conn: psycopg.Connection) -> bool:
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
+
+
+def check_connection(conn: psycopg.Connection) -> None:
+    """Check a connection leaving the pool; raise if it is unusable (the pool then discards it).
+
+    For a pipelined transaction (the section check, thousands an hour) the check is quick when
+    it can be: an idle session has nothing to say, the server speaks only to answer, except when
+    it ends the session (a restart, pg_terminate_backend, a pooler recycling its clients), when
+    it sends its FATAL and closes the socket. So a connection used moments ago whose socket has
+    nothing to read is as the server left it and needs no round trip: that round trip was one of
+    the six every check paid (issue 20: ~0.8 ms each under four workers here; a network round
+    trip to a hosted database). The one case it misses: a session ended within the last
+    instant, its FATAL not yet arrived; that check then fails and is retried like any other
+    failed check (app.tasks). A readable socket, a broken connection, one idle longer than
+    ROUND_TRIP_CHECK_AFTER_IDLE_SECONDS (a path that died silently shows only to a round trip),
+    and every other transaction (health, the sweep, cron runs: few, and some not retried) get
+    psycopg_pool's own round-trip check.
+    """
+    if getattr(_asking, "quick", False):
+        returned = _returned_at.get(conn)
+        fresh = returned is not None and time.monotonic() - returned < ROUND_TRIP_CHECK_AFTER_IDLE_SECONDS
+        if fresh and not conn.broken and not _socket_readable(conn):
+            return
+    ConnectionPool.check_connection(conn)
+
 
 def make_pool(dsn: str, max_size: int = 6, timeout: float = 30) -> ConnectionPool:
     """A small pool: 4 check workers, the sweep and a spare. Opens lazily on first use.
 
-    Each connection is checked (a cheap round trip) when it leaves the pool, so the first use
-    after a database or pooler restart gets a fresh connection instead of an error.
+    Each connection is checked when it leaves the pool (check_connection), so the first use after
+    a database or pooler restart gets a fresh connection instead of an error.
     """
     return ConnectionPool(
         dsn,
@@ -32,16 +73,32 @@ def make_pool(dsn: str, max_size: int = 6, timeout: float = 30) -> ConnectionPoo
         kwargs={**CONNECT_KWARGS, "row_factory": dict_row},
         open=False,
         timeout=timeout,
-        check=ConnectionPool.check_connection,
+        check=check_connection,
         name="seatwatch",
     )
 
 
 @contextmanager
-def transaction(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
-    """One connection in one transaction: committed on success, rolled back on error."""
+def transaction(pool: ConnectionPool, pipelined: bool = False) -> Iterator[psycopg.Connection]:
+    """One connection in one transaction: committed on success, rolled back on error.
+
+    pipelined: in psycopg's pipeline mode, so BEGIN travels with the first statement and the
+    last statements with COMMIT: a section check's transaction (lock and read; write) costs two
+    round trips instead of four. Only for code that reads every error where it fetches: in
+    pipeline mode a failed statement raises at the next fetch or at the commit, not where it ran.
+    """
     if pool.closed:
         pool.open()
-    with pool.connection() as conn:
-        with conn.transaction():
-            yield conn
+    with ExitStack() as held:
+        _asking.quick = pipelined  # read by check_connection, which getconn runs on this thread
+        try:
+            conn = held.enter_context(pool.connection())
+        finally:
+            _asking.quick = False
+        try:
+            with conn.pipeline() if pipelined else nullcontext(), conn.transaction():
+                yield conn
+        finally:
+            # when it goes back (not the pool's `reset` callback: that returns it on a thread of
+            # the pool's, a hand-off on every check)
+            _returned_at[conn] = time.monotonic()

@@ -46,25 +46,35 @@ STATE_COLUMNS = ("subject", "catalog_nbr", "title", "instructor_name", "seats_av
                  "seats_capacity", "non_reserved_seats", "location", "meeting_times")
 
 
+_SITE_COLUMNS = ("term",) + STATE_COLUMNS
+_LOCK_STATE = """
+    with locked as (
+        select * from public.seatwatch_section_states
+        where term = %(term)s and class_nbr = %(class_nbr)s for update)
+    select statement_timestamp() - make_interval(secs => %(ago)s) as scrape_clock, locked.*,
+           {site}
+    from (values (1)) as one (x)
+    left join locked on true
+    left join public.class_states site on locked.term is null and site.class_nbr = %(class_nbr)s
+    """.format(site=", ".join(f"site.{c} as site_{c}" for c in _SITE_COLUMNS))
+
+
 def lock_section_state(conn, term: str, class_nbr: str,
-                       scraped: float | None = None) -> tuple[dict | None, datetime]:
-    """This service's state of one section of one term, locked until the transaction ends, and
-    when the scrape happened on the database's clock: the statement's start less the time since
-    `scraped` (the scrape's end on this process's monotonic clock; None: now). One clock for
-    every worker host, so a host whose own clock is fast cannot make another host's newer scrape
-    look older; the statement's start, not the clock after the row lock, so a check that waited
-    for another's lock keeps its own, earlier time. One round trip for both."""
+                       scraped: float | None = None) -> tuple[dict | None, dict | None, datetime]:
+    """(own, site, scraped_at): this service's state of one section of one term, locked until
+    the transaction ends; when there is none, the site's class_states row of the class number
+    (whatever its term; what get_state returns, its state columns and term); and when the scrape
+    happened on the database's clock: the statement's start less the time since `scraped` (the
+    scrape's end on this process's monotonic clock; None: now). One clock for every worker host,
+    so a host whose own clock is fast cannot make another host's newer scrape look older; the
+    statement's start, not the clock after the row lock, so a check that waited for another's
+    lock keeps its own, earlier time. One round trip for all three."""
     ago = 0.0 if scraped is None else max(0.0, time.monotonic() - scraped)
-    row = conn.execute(
-        """with locked as (
-               select * from public.seatwatch_section_states
-               where term = %s and class_nbr = %s for update)
-           select statement_timestamp() - make_interval(secs => %s) as scrape_clock, locked.*
-           from (values (1)) as one (x) left join locked on true""",
-        (term, class_nbr, ago),
-    ).fetchone()
+    row = conn.execute(_LOCK_STATE, {"term": term, "class_nbr": class_nbr, "ago": ago}).fetchone()
     scraped_at = row.pop("scrape_clock")
-    return (row if row["term"] is not None else None), scraped_at
+    site = {c: row.pop(f"site_{c}") for c in _SITE_COLUMNS}
+    own = row if row["term"] is not None else None
+    return own, (site if site["term"] is not None else None), scraped_at
 
 
 _SAVE_SECTION_STATE = """
@@ -104,12 +114,6 @@ _UPSERT_STATE = """
 def _state_params(term: str, class_nbr: str, values: dict, scraped_at=None) -> dict:
     return {"term": term, "class_nbr": class_nbr, "scraped_at": scraped_at,
             **{c: values.get(c) for c in STATE_COLUMNS}}
-
-
-def get_state(conn, class_nbr: str) -> dict | None:
-    """The site's class_states row (one per class number, whatever the term)."""
-    return conn.execute("select * from public.class_states where class_nbr = %s",
-                        (class_nbr,)).fetchone()
 
 
 def save_states(conn, term: str, class_nbr: str, values: dict, scraped_at) -> None:
