@@ -387,3 +387,40 @@ def test_stop_signal_lets_the_request_in_flight_finish(services, tmp_path, sig):
     assert code == 0, stderr
     assert "/api/monitoring/health 500" in stdout
     assert_no_secrets(answer.body.decode() + stdout + stderr, services)
+
+
+WEB_AT_REST = """
+import io, json, sys
+from wsgiref.util import setup_testing_defaults
+from app.services import get_services
+from app.settings import get_settings
+from app.web import routes
+
+app = routes.make_app(get_services())
+loaded = lambda: {m: m in sys.modules for m in ("prometheus_client", "app.tasks", "app.check.run")}
+seen = {"rest": loaded()}
+for path in ("/api/metrics", "/api/cron"):
+    environ = {}
+    setup_testing_defaults(environ)
+    environ.update(REQUEST_METHOD="GET", PATH_INFO=path, QUERY_STRING="group=nope",
+                   HTTP_AUTHORIZATION="Bearer " + get_settings().cron_secret,
+                   **{"wsgi.input": io.BytesIO(b"")})
+    b"".join(app(environ, lambda status, headers, exc_info=None: None))
+    seen[path] = loaded()
+print(json.dumps(seen))
+"""
+
+
+def test_the_web_loads_metrics_and_the_cron_run_on_first_use_not_at_start(services):
+    """What a web process that only answers health never uses stays out of it (issue 20's memory):
+    prometheus_client until /api/metrics is first asked for, the checks and enqueueing until the
+    first /api/cron run."""
+    out = subprocess.run([sys.executable, "-c", WEB_AT_REST], capture_output=True, text=True,
+                         timeout=60, env=os.environ.copy())
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["rest"] == {"prometheus_client": False, "app.tasks": False, "app.check.run": False}
+    assert seen["/api/metrics"]["prometheus_client"] is True
+    assert seen["/api/metrics"]["app.tasks"] is False
+    # a bad group is answered before any run: still nothing of the checks loaded
+    assert seen["/api/cron"]["app.tasks"] is False

@@ -22,18 +22,17 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import threading
 import time
 
 from bottle import Bottle, HTTPResponse, request, response
 
-from app import tasks
 from app.health import checks, view
 from app.health.cache import TTL_SECONDS as HEALTH_CACHE_SECONDS, HealthCache
 from app.health.report import as_health_json
 from app.schedule import cron
 from app.timeutil import utcnow
 from app.web import serving
-from app.web.metrics import MetricsCache
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +57,27 @@ def _authorized(secret: str) -> bool:
         token.strip().encode("utf-8", "surrogateescape"), secret.encode("utf-8"))
 
 
+def _first_use(make):
+    """make() called once, on the first call of what this returns (thread-safe)."""
+    made: list = []
+    lock = threading.Lock()
+
+    def get():
+        with lock:
+            if not made:
+                made.append(make())
+            return made[0]
+    return get
+
+
+def _metrics_cache(services, health_cache, ttl: float):
+    # prometheus_client (~1.6 MB) loads when /api/metrics is first asked for, not at start:
+    # a web process nobody scrapes never holds it (bench/memory.py)
+    from app.web.metrics import MetricsCache
+
+    return MetricsCache(services, health_cache, ttl=ttl)
+
+
 def make_app(services, health_cache_seconds: float = HEALTH_CACHE_SECONDS) -> Bottle:
     """The Bottle app: health over `services`, the cron secret from its settings. A cron run goes
     through app.tasks.run_cron_now, on the process-wide services and queue, like the scheduler's cron slots.
@@ -71,7 +91,7 @@ def make_app(services, health_cache_seconds: float = HEALTH_CACHE_SECONDS) -> Bo
         compute = lambda: sharedreport.publish(services.redis, services.keys,  # noqa: E731
                                                checks.run_checks(services))
     cache = HealthCache(compute, ttl=health_cache_seconds)
-    metrics = MetricsCache(services, cache, ttl=health_cache_seconds)
+    metrics_cache = _first_use(lambda: _metrics_cache(services, cache, health_cache_seconds))
 
     @app.get("/api/monitoring/health")
     def health_endpoint():
@@ -90,6 +110,7 @@ def make_app(services, health_cache_seconds: float = HEALTH_CACHE_SECONDS) -> Bo
         if not _authorized(services.settings.cron_secret):
             return _json(401, {"success": False, "error": UNAUTHORIZED},
                          **{"WWW-Authenticate": "Bearer"})
+        metrics = metrics_cache()
         return HTTPResponse(metrics.text(), status=200,
                             headers={"Content-Type": metrics.content_type,
                                      "Cache-Control": "no-store"})
@@ -114,6 +135,10 @@ def make_app(services, health_cache_seconds: float = HEALTH_CACHE_SECONDS) -> Bo
         if unreachable:
             return failed("Database unavailable", unreachable)
         try:
+            # imported on the first run: the checks, mail and enqueueing it brings are never used
+            # by a web process that only answers health (bench/memory.py)
+            from app import tasks
+
             return _json(200, tasks.run_cron_now(group))
         except cron.CronLocked as exc:
             lock = exc.status
