@@ -25,7 +25,9 @@ def main() -> None:
 
     # the project's tasks and the bench no-op are registered on the one Huey instance
     assert tasks.check_section and _noop.noop
-    args = worker.consumer_args(get_settings())
+    settings = get_settings()
+    # as `python -m app worker` decides it: SEATWATCH_SCHEDULER=off runs no periodic scheduler
+    args = worker.consumer_args(settings, scheduler=settings.scheduler)
     workers = os.environ.get("BENCH_WORKERS")
     if workers:
         args[args.index("-w") + 1] = workers

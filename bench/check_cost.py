@@ -1,6 +1,6 @@
 """Per-check cost with an instant scraper (item 2): CPU ms and wall ms per check, scraper excluded.
 
-Also the same quiet checks as the code ran them before issue 11 (bench: as_before), interleaved
+Also the same quiet checks as the code ran them before issue 20 (bench: as_before), interleaved
 with the current ones, so the saving is measured on the same machine at the same time.
 
 The check runs in this process (app.check.run.check_section with the process's real Services), the
@@ -58,27 +58,41 @@ def measure(services, calls) -> tuple[float, float]:
     return cpu * 1000 / len(calls), wall * 1000 / len(calls)
 
 
+class RequestsScraper:
+    """The scraper client as it was before issue 20: requests' Session, its settings merged once."""
+
+    def __init__(self, url: str, token: str, timeout: float):
+        import requests
+
+        self.session, self.url, self.token, self.timeout = requests.Session(), url, token, timeout
+        self.env = self.session.merge_environment_settings(url, {}, None, None, None)
+        self.session.trust_env = False
+
+    def fetch(self, term: str, class_nbr: str):
+        from app.check.scraper import parse_section
+
+        resp = self.session.post(self.url, json={"sectionNumber": class_nbr, "term": term},
+                                 headers={"Authorization": f"Bearer {self.token}"},
+                                 timeout=(min(5.0, self.timeout), self.timeout), **self.env)
+        return parse_section(resp.json())
+
+
 @contextmanager
 def as_before(services):
-    """The quiet check's path as it was before issue 11: requests re-reading the environment
-    (proxies, CA bundle) on every call, and the two state rows in two statements."""
-    from app.db import watches
+    """The quiet check's path as it was before issue 20: the scraper called through requests,
+    and the check's transaction unpipelined (BEGIN and COMMIT round trips of their own) with
+    psycopg_pool's round-trip check on every connection taken from the pool."""
+    from app import db
 
-    client = services.scraper.inner
-    saved_env, saved_save_states = client._env, watches.save_states
-
-    def two_statements(conn, term, class_nbr, values, scraped_at):
-        params = watches._state_params(term, class_nbr, values, scraped_at)
-        conn.execute(watches._SAVE_SECTION_STATE, params)
-        conn.execute(watches._UPSERT_STATE, params)
-
-    client.session.trust_env, client._env = True, {}
-    watches.save_states = two_statements
+    timed, real_transaction = services.scraper, db.transaction
+    saved = timed.inner
+    client = saved
+    timed.inner = RequestsScraper(client.url, client.token, client.timeout)
+    db.transaction = lambda pool, pipelined=False: real_transaction(pool, pipelined=False)
     try:
         yield
     finally:
-        client.session.trust_env, client._env = False, saved_env
-        watches.save_states = saved_save_states
+        timed.inner, db.transaction = saved, real_transaction
 
 
 def profiled(name: str, fn):
@@ -116,7 +130,7 @@ def main() -> None:
         calls = [lambda t=t, n=n: check_section(services, t, n) for t, n in sections]
         for rep in range(S.REPEATS):
             quiet.append(measure(services, calls))
-            # the same checks as the code was before issue 11, interleaved so that both see the
+            # the same checks as the code was before issue 20, interleaved so that both see the
             # same machine: what the changes saved, measured rather than remembered
             with as_before(services):
                 before.append(measure(services, calls))
@@ -146,7 +160,7 @@ def main() -> None:
     figures = {
         "quiet": {"checks": QUIET, "cpu_ms": S.summary([c for c, _ in quiet]),
                   "wall_ms_excl_scraper": S.summary([w for _, w in quiet])},
-        "quiet_before_issue_11": {"checks": QUIET, "cpu_ms": S.summary([c for c, _ in before]),
+        "quiet_before_issue_20": {"checks": QUIET, "cpu_ms": S.summary([c for c, _ in before]),
                                   "wall_ms_excl_scraper": S.summary([w for _, w in before])},
         "notifying": {"watchers": WATCHERS, "checks": NOTIFYING,
                       "cpu_ms": S.summary([c for c, _ in notifying]),
