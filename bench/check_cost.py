@@ -80,15 +80,14 @@ class RequestsScraper:
 @contextmanager
 def as_before(services):
     """The quiet check's path as it was before issue 20: the scraper called through requests,
-    and the check's transaction unpipelined (BEGIN and COMMIT round trips of their own) with
-    psycopg_pool's round-trip check on every connection taken from the pool."""
+    and psycopg_pool's round-trip check on every connection the check takes from the pool."""
     from app import db
 
     timed, real_transaction = services.scraper, db.transaction
     saved = timed.inner
     client = saved
     timed.inner = RequestsScraper(client.url, client.token, client.timeout)
-    db.transaction = lambda pool, pipelined=False: real_transaction(pool, pipelined=False)
+    db.transaction = lambda pool, quick_check=False: real_transaction(pool, quick_check=False)
     try:
         yield
     finally:

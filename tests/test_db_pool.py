@@ -1,7 +1,7 @@
-"""The pool's check of a connection leaving it (app.db.check_connection): for a pipelined
-transaction (the section check) no round trip for one used moments ago whose socket is quiet,
-psycopg_pool's round trip otherwise and for every other transaction; a connection the server ended
-is never handed out."""
+"""The pool's check of a connection leaving it (app.db.check_connection): for a transaction that
+asks for the quick check (the section check) no round trip for one used moments ago whose socket
+is quiet, psycopg_pool's round trip otherwise and for every other transaction; a connection the
+server ended is never handed out."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ def pool(services):
     one.close()
 
 
-def _backend_pid(pool, pipelined: bool = True) -> int:
-    with db.transaction(pool, pipelined=pipelined) as conn:
+def _backend_pid(pool, quick_check: bool = True) -> int:
+    with db.transaction(pool, quick_check=quick_check) as conn:
         return conn.execute("select pg_backend_pid() as pid").fetchone()["pid"]
 
 
@@ -51,7 +51,7 @@ def test_a_connection_used_moments_ago_costs_no_check_round_trip(pool, round_tri
 def test_other_transactions_keep_the_round_trip_check(pool, round_trips):
     _backend_pid(pool)
     round_trips.clear()
-    _backend_pid(pool, pipelined=False)
+    _backend_pid(pool, quick_check=False)
     assert len(round_trips) == 1
 
 
@@ -73,9 +73,9 @@ def test_a_session_the_server_ended_is_replaced_without_an_error(pool, sql, roun
 
 
 def test_a_broken_connection_is_never_handed_out(pool, round_trips):
-    with db.transaction(pool, pipelined=True) as conn:
+    with db.transaction(pool, quick_check=True) as conn:
         conn.execute("select 1").fetchone()
         dead = conn
     dead.pgconn.finish()  # as if the client side of the socket broke
-    with db.transaction(pool, pipelined=True) as conn:
+    with db.transaction(pool, quick_check=True) as conn:
         assert conn is not dead and conn.execute("select 1 as one").fetchone() == {"one": 1}

@@ -57,10 +57,10 @@ def check_section(services, term: str, class_nbr: str) -> CheckResult:
     scraped = time.monotonic()  # placed on the database's clock below, not this host's own
     result = CheckResult(term, class_nbr, open_seats=info.open_seats, instructor=info.instructor)
     batch_keys: list[str] = []
-    # Pipelined: BEGIN goes with the lock, the state's write with COMMIT; a quiet check is two
-    # round trips to the database (issue 20). Every statement below is fetched or left to fail
-    # the commit, so an error still rolls the whole check back.
-    with db.transaction(services.pool, pipelined=True) as conn:
+    # Four round trips to the database for a quiet check or a first sighting (BEGIN, the lock
+    # with the site's row, the write, COMMIT): the pool's own check round trip is skipped for a
+    # connection just used (app.db.check_connection; a check is retried if that ever misses).
+    with db.transaction(services.pool, quick_check=True) as conn:
         # State per (term, class_nbr), locked: of two overlapping checks of one section, the
         # second waits here, and a scrape older than the stored one changes nothing.
         previous, site, scraped_at = watches.lock_section_state(conn, term, class_nbr, scraped)

@@ -13,7 +13,7 @@ import select
 import threading
 import time
 import weakref
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from typing import Iterator
 
 import psycopg
@@ -27,7 +27,7 @@ CONNECT_KWARGS = {"prepare_threshold": None, "connect_timeout": 10, "application
 ROUND_TRIP_CHECK_AFTER_IDLE_SECONDS = 30.0
 
 _returned_at: "weakref.WeakKeyDictionary[psycopg.Connection, float]" = weakref.WeakKeyDictionary()
-_asking = threading.local()  # .quick: this thread's getconn is for a pipelined transaction
+_asking = threading.local()  # .quick: this thread's getconn may take the quick check
 
 
 def _socket_readable(conn: psycopg.Connection) -> bool:
@@ -39,13 +39,13 @@ def _socket_readable(conn: psycopg.Connection) -> bool:
 def check_connection(conn: psycopg.Connection) -> None:
     """Check a connection leaving the pool; raise if it is unusable (the pool then discards it).
 
-    For a pipelined transaction (the section check, thousands an hour) the check is quick when
-    it can be: an idle session has nothing to say, the server speaks only to answer, except when
+    For a transaction that asks for it (the section check, thousands an hour) the check is quick
+    when it can be: an idle session has nothing to say, the server speaks only to answer, except when
     it ends the session (a restart, pg_terminate_backend, a pooler recycling its clients), when
     it sends its FATAL and closes the socket. So a connection used moments ago whose socket has
     nothing to read is as the server left it and needs no round trip: that round trip was one of
-    the six every check paid (issue 20: ~0.8 ms each under four workers here; a network round
-    trip to a hosted database). The one case it misses: a session ended within the last
+    the five or six every check paid (issue 20: ~0.8 ms each under four workers here; a network
+    round trip to a hosted database, bench/db_round_trips.py). The one case it misses: a session ended within the last
     instant, its FATAL not yet arrived; that check then fails and is retried like any other
     failed check (app.tasks). A readable socket, a broken connection, one idle longer than
     ROUND_TRIP_CHECK_AFTER_IDLE_SECONDS (a path that died silently shows only to a round trip),
@@ -79,24 +79,28 @@ def make_pool(dsn: str, max_size: int = 6, timeout: float = 30) -> ConnectionPoo
 
 
 @contextmanager
-def transaction(pool: ConnectionPool, pipelined: bool = False) -> Iterator[psycopg.Connection]:
+def transaction(pool: ConnectionPool, quick_check: bool = False) -> Iterator[psycopg.Connection]:
     """One connection in one transaction: committed on success, rolled back on error.
 
-    pipelined: in psycopg's pipeline mode, so BEGIN travels with the first statement and the
-    last statements with COMMIT: a section check's transaction (lock and read; write) costs two
-    round trips instead of four. Only for code that reads every error where it fetches: in
-    pipeline mode a failed statement raises at the next fetch or at the commit, not where it ran.
+    quick_check: the connection may leave the pool on check_connection's quick check (no round
+    trip for one used in the last 30 s whose socket is quiet); for work that a failure in the
+    instant after a database restart only delays, as it is retried (the section check).
+
+    Not psycopg's pipeline mode: it was meant to send BEGIN with the first statement and the
+    last with COMMIT, but a transaction of a read then a write took five round trips in it
+    against four without (bench/_latencyproxy.py at 2 ms, 2026-12-01: 13.4 vs 10.9 ms), and
+    more CPU.
     """
     if pool.closed:
         pool.open()
     with ExitStack() as held:
-        _asking.quick = pipelined  # read by check_connection, which getconn runs on this thread
+        _asking.quick = quick_check  # read by check_connection, which getconn runs on this thread
         try:
             conn = held.enter_context(pool.connection())
         finally:
             _asking.quick = False
         try:
-            with conn.pipeline() if pipelined else nullcontext(), conn.transaction():
+            with conn.transaction():
                 yield conn
         finally:
             # when it goes back (not the pool's `reset` callback: that returns it on a thread of
