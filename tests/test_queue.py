@@ -84,3 +84,42 @@ def test_a_cron_runs_messages_are_the_ones_huey_makes_each_with_its_own_id():
         assert (task.retries, task.retry_delay, task.retry_backoff, task.eta, task.priority) == (
             expected.retries, expected.retry_delay, expected.retry_backoff, expected.eta, expected.priority)
     assert len({t.id for t in made}) == len(made)
+
+
+def test_each_reader_thread_keeps_one_connection_and_gets_a_new_one_when_redis_drops_it(queue):
+    """A worker's blocking read stays on its thread's own connection (not the pool's, taken and
+    given back around every read), and a connection Redis dropped is replaced on the next read:
+    the task queued meanwhile is still read, once."""
+    import threading
+
+    storage = queue.storage
+    storage.wake_key = "huey.wake.test-reader"
+    try:
+        seen = {}
+
+        def reader():
+            storage.enqueue(b"one")
+            assert storage.dequeue() == b"one"
+            first = storage._reader()
+            seen["id"] = first.client_id()
+            storage.enqueue(b"two")
+            assert storage.dequeue() == b"two"
+            seen["same"] = storage._reader() is first and first.client_id() == seen["id"]
+            storage.conn.client_kill_filter(_id=seen["id"])  # as a Redis restart or timeout would
+            storage.enqueue(b"three")
+            seen["after_drop"] = storage.dequeue()
+            seen["new_id"] = first.client_id()
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        thread.join(30)
+        assert seen["same"] is True
+        assert seen["after_drop"] == b"three" and seen["new_id"] != seen["id"]
+        assert storage.queue_size() == 0
+        other = {}
+        side = threading.Thread(target=lambda: other.setdefault("client", storage._reader()))
+        side.start()
+        side.join(10)
+        assert other["client"] is not storage._reader()  # one per thread
+    finally:
+        storage.wake_key = None
