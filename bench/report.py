@@ -87,9 +87,9 @@ def plots(tp: dict) -> list[str]:
 
 
 def main() -> str:
-    cc, cr, rc, hl, tp, mem, host, run, bq = (load(n) for n in (
+    cc, cr, rc, hl, tp, mem, host, run, bq, rt = (load(n) for n in (
         "check_cost", "cron_run", "redis_commands", "health_latency", "throughput", "memory",
-        "on_host", "run", "bullmq_compare"))
+        "on_host", "run", "bullmq_compare", "db_round_trips"))
     rows: list[tuple[str, str, str, str]] = []
 
     def row(item, figure, target, ok):
@@ -130,6 +130,12 @@ def main() -> str:
         row("2 notifying check (100 watchers) CPU", spread(cc["notifying"]["cpu_ms"], 1, " ms"), "≤ 20 ms",
             cc["notifying"]["cpu_ms"]["median"] <= 20)
         row("2 notifying check wall excl. scraper", spread(cc["notifying"]["wall_ms_excl_scraper"], 1, " ms"), "–", None)
+    if rt:
+        rtt = 2 * rt["delay_ms_each_way"]
+        row(f"2 quiet check wall excl. scraper, database {rtt:g} ms round trip away",
+            f"{spread(rt['quiet_wall_ms_excl_scraper'], 2, ' ms')} vs "
+            f"{spread(rt['quiet_wall_ms_excl_scraper_before_issue_20'], 2, ' ms')} as before issue 20 "
+            f"(same run): {rt['round_trips_saved']['median']:.1f} round trips fewer", "–", None)
     if tp:
         row("2 consumer CPU per check (in the drain, queue included)",
             f"{tp['drain'][0]['consumer_cpu_ms_per_check']['median']:.2f} ms", "–", None)
