@@ -1,7 +1,7 @@
 """The halves of items 6 and 7 that need the deployed test host (tests/deploystack.py).
 
 - `stack_memory(host)`: RSS of every process of the stack on the host (web, worker, PM2's daemon,
-  Caddy, Redis), from `ps` over ssh. Target: 220 MB for the whole stack.
+  Caddy, Redis), from `ps` over ssh. Target: 200 MB for the whole stack (issue 20).
 - `health_through_caddy(host)`: p50/p99 of the health URL at 100 requests/s through Caddy
   (HTTPS, by name, as a monitor reaches it), open loop from this machine (bench/health_latency.py).
 
@@ -26,7 +26,7 @@ from bench import _stats as S  # noqa: E402
 from bench.health_latency import open_loop  # noqa: E402
 
 DOMAIN = "seatwatch.test"  # tests/deploystack.py's site name
-STACK_TARGET_MB = 220
+STACK_TARGET_MB = 200
 
 # process -> how to recognise it in `ps -o args`
 ROLES = (
