@@ -17,16 +17,19 @@ def add_batch(conn, batch_key: str, kind: str, rows: Sequence[tuple[str, dict]],
     so deleting the account removes the address (migration 0006)."""
     conn.execute("""insert into public.delivery_batches (batch_key, term, class_nbr, notification_type)
                     values (%s, %s, %s, %s)""", (batch_key, term, class_nbr, kind))
-    with conn.cursor() as cur:
-        cur.executemany(
-            """insert into public.notification_deliveries
-                   (notification_id, batch_key, position, payload, recipient, notification_type, user_id)
-               values (%s, %s, %s, %s, %s, %s,
-                       (select cw.user_id from public.notifications_sent ns
-                        join public.class_watches cw on cw.id = ns.class_watch_id where ns.id = %s))""",
-            [(nid, batch_key, position, Jsonb(payload), (payload.get("to") or [None])[0], kind, nid)
-             for position, (nid, payload) in enumerate(rows)],
-        )
+    # One statement for the emails (not executemany: see watches.claim_notifications), positions
+    # from the arrays' order.
+    conn.execute(
+        """insert into public.notification_deliveries
+               (notification_id, batch_key, position, payload, recipient, notification_type, user_id)
+           select e.nid, %(key)s, e.n - 1, p.payload, e.recipient, %(kind)s,
+                  (select cw.user_id from public.notifications_sent ns
+                   join public.class_watches cw on cw.id = ns.class_watch_id where ns.id = e.nid)
+           from unnest(%(nids)s::uuid[], %(recipients)s::text[]) with ordinality as e (nid, recipient, n)
+           join jsonb_array_elements(%(payloads)s) with ordinality as p (payload, n) using (n)""",
+        {"key": batch_key, "kind": kind, "nids": [nid for nid, _ in rows],
+         "recipients": [(payload.get("to") or [None])[0] for _, payload in rows],
+         "payloads": Jsonb([payload for _, payload in rows])})
 
 
 def lease_batch(conn, batch_key: str, owner: str, lease_seconds: float) -> dict | None:

@@ -129,19 +129,19 @@ def save_states(conn, term: str, class_nbr: str, values: dict, scraped_at) -> No
 def claim_notifications(conn, watch_ids: Sequence[str], kind: str) -> list[str | None]:
     """Per watch, the new notification's id, or None where a live one already exists.
 
-    One pipelined round trip for the lot (executemany), not one per watcher.
+    One statement over the array of watches, one round trip for the lot. (psycopg's executemany
+    pipelines the per-watch statements into one round trip too, but spins on the socket while the
+    server works through them: ~8 ms of CPU for 100 watchers, bench/check_cost.py, issue 20.)
     """
     if not watch_ids:
         return []
-    with conn.cursor() as cur:
-        cur.executemany("select public.claim_notification(%s, %s) as id",
-                        [(w, kind) for w in watch_ids], returning=True)
-        ids = []
-        while True:
-            row = cur.fetchone()
-            ids.append(str(row["id"]) if row and row["id"] else None)
-            if not cur.nextset():
-                return ids
+    rows = conn.execute(
+        """select public.claim_notification(w.id, %s) as id
+           from unnest(%s::uuid[]) with ordinality as w (id, n)
+           order by w.n""",
+        (kind, list(watch_ids)),
+    ).fetchall()
+    return [str(r["id"]) if r["id"] else None for r in rows]
 
 
 def clear_seat_notifications(conn, term: str, class_nbr: str) -> int:
