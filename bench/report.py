@@ -212,8 +212,13 @@ def main() -> str:
               "[Performance](../../README.md#performance) section. Profiles of the check "
               "(pyinstrument, wall time, one uncounted pass): "
               + (", ".join(f"[{p}]({p})" for p in profiles) or "none (run with BENCH_PROFILE=1)") + ". "
-              "Items 6 (whole stack) and 7 (through Caddy) on the test host: bench/on_host.py, "
-              "run from the deploy test harness; its figures appear here once on_host.json exists.",
+              "Items 6 (whole stack) and 7 (through Caddy) on a deployed Debian 12 test host: "
+              "bench/on_host.py, run by hand against `make sandbox` (`python -m bench.on_host "
+              "swsandbox`), not by `make bench`; "
+              + (f"its figures here were taken at {host['taken_at']} (bench/results/on_host.json)."
+                 if host else "no on_host.json yet.")
+              + " Through Caddy the load comes from this machine's Python client over a veth, TLS "
+              "included, open loop: its p99 is the client's as much as Caddy's.",
               ""]
     if tp:
         made = plots(tp)
