@@ -5,8 +5,9 @@ bench/_latencyproxy.py, which delays every byte by DELAY_MS each way (a round tr
 more): this service's database is Supabase, reached over the internet or a pooler, never a local
 socket. Each round: the checks as the code runs them (no check round trip for a connection just
 used), then as the code was before issue 20 (check_cost.as_before: requests client, the pool's
-check round trip on every checkout), interleaved. Wall time excludes the scraper call. Saved round trips are derived:
-(before - now) / (2 x DELAY_MS).
+check round trip on every checkout), interleaved. Wall time excludes the scraper call. Saved
+round trips are derived: (before - now) / (2 x DELAY_MS); the requests client's extra CPU is in
+that difference too (~0.5 ms, bench/check_cost.py).
 
 Prints figures, writes bench/results/db_round_trips.json.
 """

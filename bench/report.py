@@ -135,7 +135,8 @@ def main() -> str:
         row(f"2 quiet check wall excl. scraper, database {rtt:g} ms round trip away",
             f"{spread(rt['quiet_wall_ms_excl_scraper'], 2, ' ms')} vs "
             f"{spread(rt['quiet_wall_ms_excl_scraper_before_issue_20'], 2, ' ms')} as before issue 20 "
-            f"(same run): {rt['round_trips_saved']['median']:.1f} round trips fewer", "–", None)
+            f"(same run): the difference is {rt['round_trips_saved']['median']:.1f} round trips' time "
+            "(one round trip fewer, and the requests client's CPU)", "–", None)
     if tp:
         row("2 consumer CPU per check (in the drain, queue included)",
             f"{tp['drain'][0]['consumer_cpu_ms_per_check']['median']:.2f} ms", "–", None)

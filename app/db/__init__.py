@@ -40,21 +40,22 @@ def check_connection(conn: psycopg.Connection) -> None:
     """Check a connection leaving the pool; raise if it is unusable (the pool then discards it).
 
     For a transaction that asks for it (the section check, thousands an hour) the check is quick
-    when it can be: an idle session has nothing to say, the server speaks only to answer, except when
-    it ends the session (a restart, pg_terminate_backend, a pooler recycling its clients), when
-    it sends its FATAL and closes the socket. So a connection used moments ago whose socket has
-    nothing to read is as the server left it and needs no round trip: that round trip was one of
-    the five or six every check paid (issue 20: ~0.8 ms each under four workers here; a network
-    round trip to a hosted database, bench/db_round_trips.py). The one case it misses: a session ended within the last
-    instant, its FATAL not yet arrived; that check then fails and is retried like any other
-    failed check (app.tasks). A readable socket, a broken connection, one idle longer than
-    ROUND_TRIP_CHECK_AFTER_IDLE_SECONDS (a path that died silently shows only to a round trip),
-    and every other transaction (health, the sweep, cron runs: few, and some not retried) get
-    psycopg_pool's own round-trip check.
+    when it can be: an idle session has nothing to say, the server speaks only to answer, except
+    when it ends the session (a restart, pg_terminate_backend, a pooler recycling its clients),
+    when it sends its FATAL and closes the socket. So a connection used moments ago whose socket
+    has nothing to read is as the server left it and needs no round trip: that round trip was one
+    of the five or six every check paid (issue 20: ~0.8 ms each under four workers here; a
+    network round trip to a hosted database, bench/db_round_trips.py). The one case it misses: a
+    session ended within the last instant, its FATAL not yet arrived; that check then fails and
+    is retried like any other failed check (app.tasks). A readable socket, a broken connection,
+    one idle longer than ROUND_TRIP_CHECK_AFTER_IDLE_SECONDS (a path that died silently shows only
+    to a round trip), and every other transaction (health, the sweep, cron runs: few, and some not
+    retried) get psycopg_pool's own round-trip check.
     """
     if getattr(_asking, "quick", False):
         returned = _returned_at.get(conn)
-        fresh = returned is not None and time.monotonic() - returned < ROUND_TRIP_CHECK_AFTER_IDLE_SECONDS
+        idle = None if returned is None else time.monotonic() - returned
+        fresh = idle is not None and idle < ROUND_TRIP_CHECK_AFTER_IDLE_SECONDS
         if fresh and not conn.broken and not _socket_readable(conn):
             return
     ConnectionPool.check_connection(conn)

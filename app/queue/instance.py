@@ -28,10 +28,10 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
+import redis
 from huey import RedisHuey
 from huey.exceptions import HueyException
 from huey.storage import RedisStorage
-import redis
 from redis import ConnectionPool
 
 from app.queue.taskcodec import TaskSerializer, UnverifiedTask, signing_key
