@@ -85,8 +85,7 @@ def as_before(services):
 
     timed, real_transaction = services.scraper, db.transaction
     saved = timed.inner
-    client = saved
-    timed.inner = RequestsScraper(client.url, client.token, client.timeout)
+    timed.inner = RequestsScraper(saved.url, saved.token, saved.timeout)
     db.transaction = lambda pool, quick_check=False: real_transaction(pool, quick_check=False)
     try:
         yield

@@ -100,6 +100,3 @@ class ScraperClient:
         except ValueError:
             raise ScraperError("answer is not valid JSON") from None
         return parse_section(answer)
-
-    def close(self) -> None:
-        self.pool.close()

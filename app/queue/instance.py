@@ -57,13 +57,15 @@ class WakeableRedisStorage(RedisStorage):
 
     wake_key: str | None = None
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._readers = threading.local()
+
     def _reader(self) -> redis.Redis:
-        local = self.__dict__.get("_readers")
-        if local is None:
-            local = self.__dict__.setdefault("_readers", threading.local())
-        client = getattr(local, "client", None)
+        client = getattr(self._readers, "client", None)
         if client is None:
-            client = local.client = redis.Redis(connection_pool=self.pool, single_connection_client=True)
+            client = self._readers.client = redis.Redis(connection_pool=self.pool,
+                                                        single_connection_client=True)
         return client
 
     def dequeue(self):

@@ -70,14 +70,6 @@ def _first_use(make):
     return get
 
 
-def _metrics_cache(services, health_cache, ttl: float):
-    # prometheus_client (~1.6 MB) loads when /api/metrics is first asked for, not at start:
-    # a web process nobody scrapes never holds it (bench/memory.py)
-    from app.web.metrics import MetricsCache
-
-    return MetricsCache(services, health_cache, ttl=ttl)
-
-
 def make_app(services, health_cache_seconds: float = HEALTH_CACHE_SECONDS) -> Bottle:
     """The Bottle app: health over `services`, the cron secret from its settings. A cron run goes
     through app.tasks.run_cron_now, on the process-wide services and queue, like the scheduler's cron slots.
@@ -91,7 +83,14 @@ def make_app(services, health_cache_seconds: float = HEALTH_CACHE_SECONDS) -> Bo
         compute = lambda: sharedreport.publish(services.redis, services.keys,  # noqa: E731
                                                checks.run_checks(services))
     cache = HealthCache(compute, ttl=health_cache_seconds)
-    metrics_cache = _first_use(lambda: _metrics_cache(services, cache, health_cache_seconds))
+
+    @_first_use
+    def metrics_cache():
+        # prometheus_client (~1.6 MB) loads when /api/metrics is first asked for, not at start:
+        # a web process nobody scrapes never holds it (bench/memory.py)
+        from app.web.metrics import MetricsCache
+
+        return MetricsCache(services, cache, ttl=health_cache_seconds)
 
     @app.get("/api/monitoring/health")
     def health_endpoint():
