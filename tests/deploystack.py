@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -286,3 +287,19 @@ class Reporter:
         with capture.global_and_fixture_disabled():
             terminal.write_line("")
             terminal.write_line(line)
+
+
+@contextmanager
+def freshly_deployed(report: Reporter, timings: dict[str, float], label: str, **stack_kwargs):
+    """A DeployStack whose host is up and deployed once: the time each took goes into `timings`
+    and the report; a failed deploy fails the module; at the end every timing is reported."""
+    t0 = time.monotonic()
+    with DeployStack(**stack_kwargs) as stack:
+        timings["host up"] = time.monotonic() - t0
+        res = stack.deploy()
+        timings["fresh deploy"] = res.seconds
+        report(f"{label}: host up in {timings['host up']:.1f}s; fresh deploy took {res.seconds:.1f}s")
+        assert res.returncode == 0, f"fresh deploy failed:\n{res.tail(120)}"
+        yield stack
+        report(f"{label} timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+

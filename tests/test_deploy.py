@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.deploystack import DOMAIN, DeployStack, Reporter
+from tests.deploystack import DOMAIN, Reporter, freshly_deployed
 from tests.testhost import NATIVE_ARCH, TestHost, unique_name
 
 pytestmark = pytest.mark.deploy
@@ -32,18 +32,12 @@ report = Reporter("deploy test")
 @pytest.fixture(scope="module")
 def stack(pytestconfig):
     report.config = pytestconfig
-    t0 = time.monotonic()
     # The host starts like an Oracle Cloud image: an iptables REJECT-all but SSH in rules.v4.
     # (Not under qemu emulation, SEATWATCH_TEST_ARCH=arm64: qemu-user cannot speak nf_tables netlink.)
-    with DeployStack(name=unique_name("swt"), oracle_firewall=ORACLE) as s:
-        TIMINGS["host up"] = time.monotonic() - t0
-        res = s.deploy()
-        TIMINGS["fresh deploy"] = res.seconds
-        report(f"test host up in {TIMINGS['host up']:.1f}s; fresh deploy took {res.seconds:.1f}s")
-        assert res.returncode == 0, f"fresh deploy failed:\n{res.tail(120)}"
+    with freshly_deployed(report, TIMINGS, "test host", name=unique_name("swt"),
+                          oracle_firewall=ORACLE) as s:
         s.first_release = s.host.ssh("readlink /opt/seatwatch/current").stdout.strip()
         yield s
-        report("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in TIMINGS.items()))
 
 
 def pm2_processes(stack) -> dict[str, dict]:

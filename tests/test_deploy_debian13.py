@@ -18,7 +18,7 @@ import pytest
 
 from tests import test_deploy as core
 from tests.conftest import TEST_DB
-from tests.deploystack import DeployStack, Reporter
+from tests.deploystack import Reporter, freshly_deployed
 from tests.testhost import NATIVE_ARCH, unique_name
 
 pytestmark = pytest.mark.deploy
@@ -38,17 +38,11 @@ report = Reporter("deploy test debian13")
 @pytest.fixture(scope="module")
 def stack(pytestconfig):
     report.config = pytestconfig
-    t0 = time.monotonic()
     name = os.environ.get("SEATWATCH_TEST_HOSTNAME") or unique_name("swt13")
     arch = os.environ.get("SEATWATCH_TEST_ARCH") or NATIVE_ARCH
-    with DeployStack(name=name, database=f"{TEST_DB}_d13_{name}", suite=SUITE, oracle_firewall=core.ORACLE) as s:
-        TIMINGS["host up"] = time.monotonic() - t0
-        res = s.deploy()
-        TIMINGS["fresh deploy"] = res.seconds
-        report(f"{SUITE}/{arch}: host up in {TIMINGS['host up']:.1f}s; fresh deploy took {res.seconds:.1f}s")
-        assert res.returncode == 0, f"fresh deploy failed:\n{res.tail(120)}"
+    with freshly_deployed(report, TIMINGS, f"{SUITE}/{arch}", name=name, database=f"{TEST_DB}_d13_{name}",
+                          suite=SUITE, oracle_firewall=core.ORACLE) as s:
         yield s
-        report(f"{SUITE}/{arch} timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in TIMINGS.items()))
 
 
 def test_debian13_is_what_was_deployed_to(stack):
