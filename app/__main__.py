@@ -183,6 +183,31 @@ def cmd_dev(args) -> int:
     return dev.run(args)
 
 
+def cmd_handover(args) -> int:
+    from app import db
+    from app.db import checkers
+    from app.schedule import handover
+    from app.services import get_services
+    from app.settings import hostname
+    from app.timeutil import iso
+
+    services = get_services()
+    with db.transaction(services.pool) as conn:
+        if args.to:
+            checkers.write_handover(conn, args.to, hostname(), args.note)
+        elif args.clear:
+            checkers.clear_handover(conn)
+        record = checkers.read_handover(conn)
+        obs = checkers.observe(conn, checkers.outside_since(record))
+    verdict = handover.decide(record, obs, services.settings.scheduler)
+    _print({"state": verdict.state, "runs_here": verdict.runs_here, "note": verdict.note,
+            "problem": verdict.problem, "handover": record and {
+                "owner": record.owner, "at": iso(record.at), "by": record.by_host, "note": record.note},
+            "sections_checked_outside_last_hour": obs.outside,
+            "last_outside_check": obs.last_outside_at and iso(obs.last_outside_at)})
+    return 1 if verdict.problem else 0
+
+
 def cmd_cutover_check(args) -> int:
     from app.laptop import cutover
 
@@ -269,6 +294,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--name", default="seatwatch-dev", help="queue name and Redis key prefix")
     s.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: Ctrl-C)")
     s.set_defaults(func=cmd_dev)
+
+    s = sub.add_parser("handover", help="which system runs the schedule (docs/runbook.md, the hand-over); "
+                                        "without options: show it")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--to", choices=["vps", "old"],
+                   help="vps: this service runs the slots from the next tick on (each skips the sections "
+                        "the old system already checked in it); old: hand it back (rollback)")
+    g.add_argument("--clear", action="store_true",
+                   help="forget the record: run slots only while nothing else checks sections")
+    s.add_argument("--note", help="a word for the record (who, why)")
+    s.set_defaults(func=cmd_handover)
 
     s = sub.add_parser("cutover-check",
                        help="from the laptop: is the VPS ready for the DNS switch (app/laptop/cutover.py)")

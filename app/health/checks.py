@@ -14,7 +14,8 @@ Status rules (docs/health.md explains them to the operator):
 - degraded (HTTP 503): it works, but someone should look. The scraper breaker open or half-open
   (checks are paused and retried, not lost), dead letters waiting, a cron group overdue (or
   its record missing after 70 minutes of uptime), email deliveries waiting longer than
-  OVERDUE_DELIVERY_SECONDS.
+  OVERDUE_DELIVERY_SECONDS, sections checked by something else while this service runs the
+  schedule (a second scheduler), or no section checked for 70 minutes while it does not.
 - healthy (HTTP 200): none of the above.
 
 A check that raises or misses the deadline counts as failed: "unhealthy" for the critical checks
@@ -51,12 +52,12 @@ from redis.retry import Retry
 
 from app import db
 from app.check.breaker import CircuitBreaker
-from app.db import batches
+from app.db import batches, checkers
 from app.keys import Keys
 from app.queue.deadletters import DeadLetters
 from app.queue.heartbeat import STALE_SECONDS, Heartbeat, scheduler_status
 from app.queue.instance import huey
-from app.schedule import capacity
+from app.schedule import capacity, handover
 from app.schedule.cron import OVERDUE_SECONDS, last_runs, overdue as cron_overdue
 from app.schedule.lock import CronLock
 from app.settings import Settings, missing_variables
@@ -233,6 +234,25 @@ def _cron(probe: Probe) -> dict:
     out = cron_overdue(last_runs(probe), scheduler, time.time())
     if out.get("reason"):
         out["status"] = DEGRADED
+    return out
+
+
+@check("schedule_owner", critical=False, public=("state", "summary"))
+def _schedule_owner(probe: Probe) -> dict:
+    # Which system runs the schedule, and whether another one is seen checking sections (a second
+    # scheduler: the old Workers cron brought back, a forgotten caller of the old route). One
+    # indexed query over the last hour's class_states rows, cached with the report; no per-check cost.
+    with probe.postgres() as conn:
+        record = checkers.read_handover(conn)
+        obs = checkers.observe(conn, checkers.outside_since(record))
+    verdict = handover.decide(record, obs, probe.settings.scheduler)
+    out = {"state": verdict.state, "sections_checked_outside": obs.outside,
+           "last_outside_check": iso(obs.last_outside_at) if obs.last_outside_at else None,
+           "handover": ({"owner": record.owner, "at": iso(record.at), "by": record.by_host}
+                        if record else None),
+           "note": verdict.note}
+    if verdict.problem:
+        out.update(status=DEGRADED, reason=verdict.problem, summary=verdict.summary)
     return out
 
 

@@ -77,13 +77,20 @@ def check_http(host: str, domain: str, max_heartbeat_age: float) -> list[Result]
     checks = report.get("checks", {})
     out.append(Result("health", report.get("status") == "healthy",
                       f"HTTP {code}, status {report.get('status')}"
-                      + "".join(f"; {k}: {v.get('reason') or v.get('status')}" for k, v in checks.items()
+                      + "".join(f"; {k}: {v.get('reason') or v.get('summary') or v.get('status')}"
+                                for k, v in checks.items()
                                 if isinstance(v, dict) and v.get("status") not in (None, "healthy"))))
     for name in ("database", "redis"):
         c = checks.get(name, {})
         out.append(Result(name, c.get("status") == "healthy", str(c.get("reason") or c.get("status") or "absent")))
     breaker = checks.get("circuit_breaker", {})
     out.append(Result("breaker", str(breaker.get("state")).upper() == "CLOSED", f"state {breaker.get('state')}"))
+    owner = checks.get("schedule_owner", {})
+    # Before the hand-over "waiting" passes (the old system runs the slots); a second scheduler
+    # beside this one, or nothing checking sections at all, fails.
+    out.append(Result("schedule", owner.get("status") == "healthy",
+                      f"{owner.get('state')}: {owner.get('summary')}" if owner.get("summary")
+                      else f"{owner.get('state') or 'absent'}"))
     sched = checks.get("scheduler", {})
     age = sched.get("age_seconds")
     out.append(Result("heartbeat", age is not None and age <= max_heartbeat_age,
