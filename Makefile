@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: help install services test test-fast dev deploy dry-run logs run releases rollback \
-        deploy-lock cutover-check lock sandbox sandbox-down bench bench-idle clean test-arm64 test-forky
+        deploy-lock cutover-check handover lock sandbox sandbox-down bench bench-idle clean test-arm64 test-forky
 
 help:
 	@echo "make deploy      provision the VPS and deploy (pyinfra inventory.py deploy.py)"
@@ -16,6 +16,7 @@ help:
 	@echo "make rollback    back to the previous release (or RELEASE=<id>), gated like a deploy"
 	@echo "make deploy-lock who holds the deploy lock (BREAK=1 removes it)"
 	@echo "make cutover-check  verify the VPS end to end before and after the DNS switch"
+	@echo "make handover    who runs the schedule; TO=vps takes it over from the old Workers, TO=old hands it back"
 	@echo "make lock        regenerate requirements.lock (pip-compile --generate-hashes)"
 	@echo "make test        everything: unit, Redis/PostgreSQL integration, deploy to a booted Debian host"
 	@echo "make test-fast   the same without the deploy test"
@@ -80,6 +81,10 @@ deploy-lock: install
 
 cutover-check: install
 	$(BIN)/python scripts/ops.py cutover-check
+
+# The schedule's owner (docs/runbook.md step 7): without TO, show it; TO=vps or TO=old record it.
+handover: install
+	$(BIN)/python scripts/ops.py run handover $(if $(TO),--to $(TO))
 
 # redis-py needs async-timeout on Python < 3.11.3 (Debian 12 has 3.11.2): pinned for every host.
 # pip-compile keeps the hashes of every file of a pinned version; check_lock.py then fails the target

@@ -171,7 +171,7 @@ def scheduler_enabled() -> bool:
     """Whether this host's worker runs the periodic scheduler: the primary only, unless SEATWATCH_SCHEDULER=off."""
     value = str(cfg("app_scheduler")).strip().lower()
     if value not in ("on", "off", "1", "0", "true", "false", "yes", "no"):
-        raise DeployError(f"SEATWATCH_SCHEDULER must be on or off, not {value!r}")
+        raise DeployError("SEATWATCH_SCHEDULER must be on or off")
     return is_primary() and value in ("on", "1", "true", "yes")
 
 

@@ -37,7 +37,8 @@ HISTORY = dt.timedelta(hours=2)  # the old system has checked these sections for
 
 def clear_of_slot_boundaries() -> dt.datetime:
     """Now, at least 60 s away from a :00 or :30 boundary: the old Worker's checks made after this
-    moment fall in the same slot as this moment (a test straddling a boundary would not)."""
+    moment fall in the same slot as this moment (a test straddling a boundary would not). The
+    ticks of a test stay within 40 s of it for the same reason."""
     while True:
         now = dt.datetime.now(dt.timezone.utc)
         into = (now.minute % 30) * 60 + now.second
@@ -149,7 +150,7 @@ def test_the_default_first_deploy_waits_while_the_old_system_runs(old_system, qu
     assert main(["cron", "--group", "even"]) == 0
     assert "waiting for the hand-over" in json.loads(capsys.readouterr().out)["message"]
     assert queued(queue) == []
-    assert runner.tick(now + dt.timedelta(minutes=1))[0]["waiting"] == "waiting"  # asks again each tick
+    assert runner.tick(now + dt.timedelta(seconds=10))[0]["waiting"] == "waiting"  # asks again each tick
     c = owner_check(old_system)
     assert c["status"] == "healthy" and c["state"] == "waiting" and c["sections_checked_outside"] == 2
     assert "make handover" in c["note"]
@@ -169,18 +170,18 @@ def test_handing_over_after_an_old_run_reruns_nothing_and_misses_nothing(old_sys
     shown = json.loads(capsys.readouterr().out)
     assert shown["state"] == "running" and shown["handover"]["owner"] == "vps"
 
-    results = {r["stagger_group"]: r for r in runner.tick(now + dt.timedelta(seconds=60))}
+    results = {r["stagger_group"]: r for r in runner.tick(now + dt.timedelta(seconds=10))}
     assert results["even"]["sections_enqueued"] == 0 and results["even"]["sections_checked_elsewhere"] == 2
     assert results["odd"]["sections_enqueued"] == 1
     assert queued(queue) == list(ODD)
     run_queue(queue)
-    assert runner.tick(now + dt.timedelta(seconds=120)) == []  # both slots settled
+    assert runner.tick(now + dt.timedelta(seconds=20)) == []  # both slots settled
     assert calls_per_section(scraper) == {"12430": 1, "12432": 1, "12431": 1}  # one check each
     # A second scheduler started now (a restart) reruns nothing either: markers, then the evidence.
-    assert [r.get("skipped") for r in scheduler().tick(now + dt.timedelta(seconds=180))] == [True, True]
+    assert [r.get("skipped") for r in scheduler().tick(now + dt.timedelta(seconds=30))] == [True, True]
     assert cron.run_cron(old_system, tasks.enqueue_checks, group="even", now=now, force=False)["skipped"]
     old_system.redis.delete(*old_system.redis.keys("*slot*"))  # Redis lost the markers
-    again = {r["stagger_group"]: r["sections_enqueued"] for r in scheduler().tick(now + dt.timedelta(minutes=4))}
+    again = {r["stagger_group"]: r["sections_enqueued"] for r in scheduler().tick(now + dt.timedelta(seconds=40))}
     assert again == {"even": 0, "odd": 0} and queued(queue) == []
     assert owner_check(old_system)["status"] == "healthy"
 

@@ -139,8 +139,8 @@ def run(host: str, domain: str, ca_file: str | None = None, ssh: list[str] | Non
         printer(f"{'PASS' if r.ok else 'FAIL'}  {r.name:<{width}}  {r.detail}")
     points_here, dns = check_dns(host, domain)
     printer(f"note  dns  {dns}")
-    printer(f"note  the Cloudflare Workers' cron triggers ran {WORKERS_SCHEDULE}: they must not run beside "
-            "this VPS's scheduler (runbook step 7)")
+    printer(f"note  the Cloudflare Workers' cron triggers ran {WORKERS_SCHEDULE}: after `make handover TO=vps` "
+            "the schedule check fails while anything else checks sections (runbook step 7)")
     failed = [r.name for r in results if not r.ok]
     if failed:
         printer(f"FAILED: {', '.join(failed)}. Next: fix these and run cutover-check again (runbook step 4).")
@@ -148,6 +148,7 @@ def run(host: str, domain: str, ca_file: str | None = None, ssh: list[str] | Non
     if not points_here:
         printer(f"All checks pass. Next: runbook step 5 (switch {domain} to {host}).")
     else:
-        printer(f"All checks pass and {domain} points here. Next: runbook step 7 (stop the Workers' triggers, "
-                "then SEATWATCH_SCHEDULER=on and make deploy).")
+        printer(f"All checks pass and {domain} points here. Next: runbook step 7 (turn the Workers' cron off "
+                "in the site's wrangler.jsonc, its deploy script, Workers Builds and the dashboard; then "
+                "make handover TO=vps).")
     return 0
