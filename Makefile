@@ -25,6 +25,11 @@ help:
 	@echo "make dev         web + worker locally: simulated scraper, emails to ./dev-outbox"
 	@echo "make sandbox     deploy into a local throwaway Debian host (root needed)"
 	@echo "make bench       every benchmark; report in bench/results/README.md (BENCH_QUICK=1: smoke run)"
+	@echo "make bench-idle  the idle consumer's Redis traffic, huey's defaults versus ours (6 min)"
+	@echo "make install     the virtualenv .venv with this package and its test tools"
+	@echo "make services    install and start local Redis, PostgreSQL and PgBouncer when not running"
+	@echo "make sandbox-down  remove the local throwaway host of make sandbox"
+	@echo "make clean       remove the virtualenv and build leftovers"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

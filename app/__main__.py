@@ -7,6 +7,7 @@ import json
 import sys
 
 from app.settings import SettingsError, get_settings
+from app.state_commands import cmd_dead_letters, cmd_handover, cmd_heartbeat, cmd_status
 
 
 def _print(obj) -> None:
@@ -74,62 +75,6 @@ def cmd_lock(args) -> int:
     return 0
 
 
-def cmd_dead_letters(args) -> int:
-    from app.services import get_services
-
-    letters = get_services().dead_letters
-    if not args.requeue:
-        _print(letters.list())
-        return 0
-    from app import tasks
-
-    _print(letters.requeue(tasks.enqueue_checks))
-    return 0
-
-
-def cmd_heartbeat(args) -> int:
-    from app.services import get_services
-
-    _print({"beats": get_services().heartbeat.beats()})
-    return 0
-
-
-def cmd_status(args) -> int:
-    from app.schedule import status as schedule_status
-    from app.queue.instance import huey
-    from app.services import get_services
-
-    services = get_services()
-    rep = schedule_status.report(services, huey.storage.queue_key)
-    breaker = services.breaker.status()["state"]
-    deliveries = _delivery_status(services)
-    if args.json:
-        _print({**rep, "circuit_breaker": breaker, "deliveries": deliveries})
-    else:
-        print(schedule_status.format_table(rep, breaker))
-        print(_delivery_lines(deliveries))
-    return 0
-
-
-def _delivery_status(services) -> dict:
-    from app import db
-    from app.db import batches
-
-    with db.transaction(services.pool) as conn:
-        return batches.delivery_counts(conn)
-
-
-def _delivery_lines(d: dict) -> str:
-    """Emails waiting and not delivered in the last 24 h, by outcome and reason."""
-    lines = [f"emails: {d['pending']} waiting ({d['overdue']} overdue), "
-             f"{d['failed']} not delivered in the last 24 h"]
-    if d.get("refused"):
-        lines.append(f"  waiting on a refusal (HTTP {d['refused']['status']}): {d['refused']['error']}")
-    for r in d.get("reasons", []):
-        lines.append(f"  {r['count']:>5} {r['outcome']:<8} {r['reason']}")
-    return "\n".join(lines)
-
-
 def cmd_alert(args) -> int:
     from app.alerting import alerts
 
@@ -183,31 +128,6 @@ def cmd_dev(args) -> int:
     return dev.run(args)
 
 
-def cmd_handover(args) -> int:
-    from app import db
-    from app.db import checkers
-    from app.schedule import handover
-    from app.services import get_services
-    from app.settings import hostname
-    from app.timeutil import iso
-
-    services = get_services()
-    with db.transaction(services.pool) as conn:
-        if args.to:
-            checkers.write_handover(conn, args.to, hostname(), args.note)
-        elif args.clear:
-            checkers.clear_handover(conn)
-        record = checkers.read_handover(conn)
-        obs = checkers.observe(conn, checkers.outside_since(record))
-    verdict = handover.decide(record, obs, services.settings.scheduler)
-    _print({"state": verdict.state, "runs_here": verdict.runs_here, "note": verdict.note,
-            "problem": verdict.problem, "handover": record and {
-                "owner": record.owner, "at": iso(record.at), "by": record.by_host, "note": record.note},
-            "sections_checked_outside_last_hour": obs.outside,
-            "last_outside_check": obs.last_outside_at and iso(obs.last_outside_at)})
-    return 1 if verdict.problem else 0
-
-
 def cmd_cutover_check(args) -> int:
     from app.laptop import cutover
 
@@ -220,8 +140,20 @@ def cmd_cutover_check(args) -> int:
     return cutover.run(args.host, args.domain, ca_file=args.ca_file, ssh=ssh)
 
 
+def _version() -> str:
+    import os
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        number = version("seatwatch")
+    except PackageNotFoundError:
+        number = "unknown"
+    return f"seatwatch {number} (release {os.environ.get('SEATWATCH_RELEASE') or 'unknown'})"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m app", description="seat-watch backend")
+    p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("migrate", help="apply this service's database migrations")
@@ -258,7 +190,10 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_lock)
 
     s = sub.add_parser("dead-letters", help="checks that failed every retry")
-    s.add_argument("--requeue", action="store_true", help="enqueue them again and clear the list")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--requeue", action="store_true", help="enqueue them again and clear the list")
+    g.add_argument("--drop", nargs="+", metavar="ID", help="remove these entries without requeueing (logged, counted)")
+    g.add_argument("--all", dest="drop_all", action="store_true", help="with nothing else: drop every entry")
     s.set_defaults(func=cmd_dead_letters)
 
     s = sub.add_parser("heartbeat", help="each host's last consumer heartbeat (release, pid, age)")
