@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install services test test-fast dev deploy dry-run logs run releases rollback \
+.PHONY: help install services test test-fast dev dev-run deploy dry-run logs run releases rollback \
         deploy-lock cutover-check handover lock sandbox sandbox-down bench bench-idle clean test-arm64 test-forky
 
 help:
@@ -23,6 +23,7 @@ help:
 	@echo "make test-arm64  the Debian 13 deploy test on an emulated arm64 host (qemu; ~30 min, not in make test)"
 	@echo "make test-forky  the fast suite under Debian testing's Python in a forky chroot (not in make test)"
 	@echo "make dev         web + worker locally: simulated scraper, emails to ./dev-outbox"
+	@echo "make dev-run CMD=status  a python -m app command against make dev, with its settings"
 	@echo "make sandbox     deploy into a local throwaway Debian host (root needed)"
 	@echo "make bench       every benchmark; report in bench/results/README.md (BENCH_QUICK=1: smoke run)"
 	@echo "make bench-idle  the idle consumer's Redis traffic, huey's defaults versus ours (6 min)"
@@ -60,6 +61,10 @@ test-forky: install services
 # Local Redis/PostgreSQL as `make test` uses them; DEV_ARGS passes options, e.g. DEV_ARGS='--cycle 5'.
 dev: install services
 	$(BIN)/python -m app dev $(DEV_ARGS)
+
+# Any `python -m app` command against `make dev` (same settings), e.g. make dev-run CMD=status
+dev-run: install
+	$(BIN)/python -m app dev-run $(DEV_ARGS) $(CMD)
 
 # Settings: deploy.env (checked in), secrets.env (ignored), the environment (wins). See docs/deploy.md.
 deploy: install

@@ -128,6 +128,12 @@ def cmd_dev(args) -> int:
     return dev.run(args)
 
 
+def cmd_dev_run(args) -> int:
+    from app.laptop import dev
+
+    return dev.run_command(args, args.command)
+
+
 def cmd_cutover_check(args) -> int:
     from app.laptop import cutover
 
@@ -218,7 +224,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("directory")
     s.set_defaults(func=cmd_preview_emails)
 
-    s = sub.add_parser("dev", help="web + worker locally: simulated scraper, emails to a folder")
+    for name in ("dev", "dev-run"):
+        s = sub.add_parser(name, help="web + worker locally: simulated scraper, emails to a folder" if name == "dev"
+                           else "a `python -m app` command with the settings of `dev` (its defaults or these options)")
+        _dev_options(s, name)
+    return _more_commands(sub, p)
+
+
+def _dev_options(s, name: str) -> None:
     s.add_argument("--cycle", type=float, default=30.0, help="seconds between cron cycles (30)")
     s.add_argument("--sim-period", type=float, default=120.0,
                    help="seconds between the simulated sections' seat changes (120)")
@@ -228,8 +241,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--redis-url", default="redis://127.0.0.1:6379/2")
     s.add_argument("--name", default="seatwatch-dev", help="queue name and Redis key prefix")
     s.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: Ctrl-C)")
-    s.set_defaults(func=cmd_dev)
+    if name == "dev-run":
+        s.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments, e.g. status")
+    s.set_defaults(func=cmd_dev if name == "dev" else cmd_dev_run)
 
+
+def _more_commands(sub, p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     s = sub.add_parser("handover", help="which system runs the schedule (docs/runbook.md, the hand-over); "
                                         "without options: show it")
     g = s.add_mutually_exclusive_group()

@@ -19,7 +19,7 @@ from app.mail.build import build_email
 from app.mail.outbox import Outbox
 from app.section import Change
 from app.settings import Settings, SettingsError
-from tests.conftest import PG_ADMIN, TEST_DB, TEST_REDIS
+from tests.conftest import PG_ADMIN, TEST_DB, TEST_ENV, TEST_REDIS
 from tests.deadends import closed_port
 from tests.test_settings import env
 
@@ -167,3 +167,18 @@ def test_ctrl_c_stops_both_within_one_bound_even_if_one_ignores_it(monkeypatch, 
     assert stubborn.returncode == -signal.SIGKILL and polite.returncode != 0
     assert took < 1.5 + 5, took
     assert "dev: worker did not stop within 1.5 s of Ctrl-C; killed" in capsys.readouterr().err
+
+
+def test_dev_run_talks_to_dev_mode_with_its_settings(tmp_path, dev_database):
+    """`make dev-run CMD=...`: a command against dev mode with its own settings, none exported."""
+    from app.laptop.dev import ensure_database
+
+    ensure_database(dev_database)
+    env = {k: v for k, v in os.environ.items() if k not in TEST_ENV and k != "SEATWATCH_ENV"}
+    base = [sys.executable, "-m", "app", "dev-run", "--database-url", dev_database, "--redis-url", TEST_REDIS,
+            "--name", f"seatwatch-devrun-{os.getpid()}", "--outbox", str(tmp_path)]
+    migrated = subprocess.run([*base, "migrate", "--bootstrap"], env=env, capture_output=True, text=True, timeout=60)
+    assert migrated.returncode == 0, migrated.stderr
+    shown = subprocess.run([*base, "handover"], env=env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["state"] == "running"

@@ -103,6 +103,15 @@ def _cron(env: dict) -> int:
 STOP_SECONDS = 20  # Ctrl-C: the graceful stop of web and worker together, then SIGKILL
 
 
+def run_command(args, command: list[str]) -> int:
+    """`python -m app COMMAND` against a running dev mode (`make dev-run CMD=status`): the same
+    settings its processes have, so nothing is exported by hand."""
+    if not command:
+        raise SettingsError("dev-run needs a command, e.g. status")
+    args.outbox = Path(args.outbox).resolve()
+    return subprocess.run([sys.executable, "-m", "app", *command], env=dev_environment(args)).returncode
+
+
 def _stop(procs: list[tuple[str, subprocess.Popen]]) -> None:
     """Stop both at once within one shared bound. Waiting for each in turn (30 s each) made a slow
     stop of both exceed a minute after Ctrl-C; a dev run loses nothing to a kill (the state is in
@@ -156,6 +165,7 @@ seatwatch dev mode: web and worker running locally, simulated scraper, emails to
   cron:    every {args.cycle:g} s (both groups); seats flip every {args.sim_period:g} s
   watches: {len(watches)} seeded ({', '.join(sorted({c for _, c in watches}))}, term {TERM})
   database {args.database_url}, Redis {args.redis_url} (prefix {args.name})
+  CLI:     make dev-run CMD=status   (any `python -m app` command, with these settings)
 Ctrl-C stops everything.
 """, flush=True)
     deadline = time.monotonic() + args.duration if args.duration else None
