@@ -37,7 +37,10 @@ def cfg(key: str):
         return value
     env_name, default, convert = DEFAULTS[key]
     raw = os.environ.get(env_name, "").strip() if env_name else ""
-    return convert(raw) if raw else default
+    try:
+        return convert(raw) if raw else default
+    except ValueError:  # Python's message would quote the value
+        raise DeployError(f"{env_name} must be a {'whole number' if convert is int else 'valid value'}") from None
 
 
 def python_for_host() -> tuple[str, list[str]]:

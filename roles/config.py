@@ -5,8 +5,8 @@
     secrets.env   ignored by git (mode 0600 wanted): the secrets (DATABASE_URL, tokens, REDIS_PASSWORD).
     environment   wins over both files (one-off overrides; CI).
 
-Both files are `NAME=value` lines (`#` comments, optional `export `, optional quotes around the
-value). `SEATWATCH_DEPLOY_ENV` / `SEATWATCH_SECRETS_ENV` point at other files. inventory.py and
+Both files are `NAME=value` lines, read by python-dotenv's parser (`#` comments, a ` # comment`
+after a value, optional `export `, optional quotes around the value). `SEATWATCH_DEPLOY_ENV` / `SEATWATCH_SECRETS_ENV` point at other files. inventory.py and
 roles/common.py load them at import (into os.environ, never overriding what is set), and
 `make dry-run` prints the effective settings with every secret masked (`python -m roles.config`).
 """
@@ -76,21 +76,20 @@ _loaded: dict[str, str] = {}  # name -> file it was loaded from into os.environ,
 
 
 def parse_env_file(path: Path) -> dict[str, str]:
+    """`NAME=value` lines as the shell and Docker read them, by python-dotenv's parser: `#` comments,
+    ` # comment` after a value, `export `, single or double quotes (a `#` inside quotes, or with no
+    space before it, is part of the value). No `${VAR}` expansion: a `$` in a secret stays a `$`.
+    A line it cannot read stops the deploy, naming the file and line, never the value."""
+    from dotenv.parser import parse_stream
+
     out: dict[str, str] = {}
-    for n, raw in enumerate(path.read_text().splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export "):].lstrip()
-        name, sep, value = line.partition("=")
-        name = name.strip()
-        if not sep or not name.replace("_", "").isalnum():
-            raise SettingsFileError(f"{path.name}:{n}: expected NAME=value")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        out[name] = value
+    with path.open(encoding="utf-8") as stream:
+        for binding in parse_stream(stream):
+            if binding.key is None and not binding.error:
+                continue  # a blank or comment line
+            if binding.error or binding.value is None or not binding.key.replace("_", "").isalnum():
+                raise SettingsFileError(f"{path.name}:{binding.original.line}: expected NAME=value")
+            out[binding.key] = binding.value.strip()
     return out
 
 
@@ -147,28 +146,35 @@ def mask(name: str, value: str) -> str:
 def effective_settings(environ=None) -> list[tuple[str, str, str]]:
     """(name, shown value, source) of every deploy and service setting, secrets masked."""
     from app.settings import OPTIONAL, REQUIRED
+    from roles import preflight
 
     environ = os.environ if environ is None else environ
     sources = load_settings_files(environ=environ)
     names = ["SEATWATCH_HOST", "SEATWATCH_WORKERS", "SEATWATCH_SSH_USER", "SEATWATCH_SSH_KEY",
              "SEATWATCH_SSH_PORT", "SEATWATCH_SSH_KNOWN_HOSTS"]
     names += [env for env, _, _ in DEFAULTS.values() if env]
-    names += [*REQUIRED, *[n for n in OPTIONAL if n != "SEATWATCH_RELEASE"], "REDIS_PASSWORD"]
-    defaults = {env: str(default) for env, default, _ in DEFAULTS.values() if env}
-    defaults.update({n: v for n, v in OPTIONAL.items()})
+    names += [*REQUIRED, *[n for n in OPTIONAL if n not in preflight.DEV_ONLY], "REDIS_PASSWORD"]
+    defaults = {n: v for n, v in preflight.deploy_defaults().items() if v != ""}
+    required = set(preflight.required_names(environ))
     rows = []
     for name in dict.fromkeys(names):
         value = environ.get(name, "").strip()
         if value:
             rows.append((name, mask(name, value), sources.get(name, "environment")))
+        elif name in required:
+            rows.append((name, "MISSING", "required"))
         else:
             rows.append((name, defaults.get(name, ""), "default" if name in defaults else "unset"))
     return rows
 
 
 def main() -> int:
+    """`make dry-run`'s table, then every problem with the settings (exit 2 when any): before ssh."""
+    from roles import preflight
+
     try:
         rows = effective_settings()
+        sources = load_settings_files()
     except SettingsFileError as exc:
         print(f"deploy stopped: {exc}", file=sys.stderr)
         return 2
@@ -176,7 +182,10 @@ def main() -> int:
     width = max(len(n) for n, _, _ in rows)
     for name, value, source in rows:
         print(f"  {name:<{width}}  {value or '-':<40}  [{source}]")
-    return 0
+    found = preflight.problems(os.environ, {n: s for n, s in sources.items() if s != "environment"})
+    for line in found:
+        print(f"deploy stopped: {line}", file=sys.stderr)
+    return 2 if found else 0
 
 
 if __name__ == "__main__":
