@@ -235,7 +235,7 @@ def test_the_old_cron_coming_back_is_seen_alerted_and_recovers(old_system, queue
     capsys.readouterr()
 
     # cutover-check's verdict on the anonymous report fails on it, naming it.
-    monkeypatch.setattr(cutover, "_request", lambda host, domain, path, ctx, method="GET", headers=None: (
+    monkeypatch.setattr(cutover, "_request", lambda host, domain, path, method="GET", headers=None: (
         (503, json.dumps(public_view(report)).encode()) if path == cutover.HEALTH else (401, b"")))
     results = {r.name: r for r in cutover.check_http("203.0.113.10", "api.example", 330)}
     assert not results["schedule"].ok and "old Workers cron" in results["schedule"].detail

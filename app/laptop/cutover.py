@@ -13,7 +13,6 @@ database, redis, breaker (CLOSED), heartbeat (a consumer beat within --max-heart
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import ssl
@@ -31,20 +30,26 @@ class Result:
     detail: str
 
 
-def _request(host: str, domain: str, path: str, ctx: ssl.SSLContext, method: str = "GET",
-             headers: dict | None = None, timeout: float = 15) -> tuple[int, bytes]:
-    raw = socket.create_connection((host, 443), timeout=timeout)
-    sock = ctx.wrap_socket(raw, server_hostname=domain)
-    try:
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {domain}", "Connection: close", "Content-Length: 0",
-                 "User-Agent: seatwatch-cutover-check"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        resp = http.client.HTTPResponse(sock, method=method)
-        resp.begin()
-        return resp.status, resp.read()
-    finally:
-        sock.close()
+def _request(host: str, domain: str, path: str, method: str = "GET", headers: dict | None = None,
+             timeout: float = 15) -> tuple[int, bytes]:
+    """One HTTPS request to `host` for the name `domain` (SNI and Host), whatever DNS says, by urllib3
+    (the scraper client's HTTP stack). The certificate is not judged here: check_tls does that, so
+    these checks still say what the service answers while its certificate is not there yet."""
+    import warnings
+
+    import urllib3
+
+    pool = urllib3.HTTPSConnectionPool(host, 443, server_hostname=domain, cert_reqs="CERT_NONE",
+                                       assert_hostname=False, retries=False,
+                                       timeout=urllib3.Timeout(connect=timeout, read=timeout))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+        try:
+            resp = pool.request(method, path, headers={"Host": domain, "User-Agent": "seatwatch-cutover-check",
+                                                       **(headers or {})}, preload_content=True)
+        finally:
+            pool.close()
+    return resp.status, resp.data
 
 
 def check_tls(host: str, domain: str, ca_file: str | None) -> Result:
@@ -65,14 +70,13 @@ def check_tls(host: str, domain: str, ca_file: str | None) -> Result:
 
 
 def check_http(host: str, domain: str, max_heartbeat_age: float) -> list[Result]:
-    insecure = ssl.create_default_context()
-    insecure.check_hostname = False
-    insecure.verify_mode = ssl.CERT_NONE  # the tls check judges the certificate; these judge the service
+    import urllib3
+
     out: list[Result] = []
     try:
-        code, body = _request(host, domain, HEALTH, insecure)
+        code, body = _request(host, domain, HEALTH)  # the tls check judges the certificate; these the service
         report = json.loads(body)
-    except (OSError, ValueError, http.client.HTTPException) as exc:
+    except (OSError, ValueError, urllib3.exceptions.HTTPError) as exc:
         return [Result("health", False, f"no health report from https://{domain}{HEALTH} at {host}: {exc}")]
     checks = report.get("checks", {})
     out.append(Result("health", report.get("status") == "healthy",
@@ -97,10 +101,10 @@ def check_http(host: str, domain: str, max_heartbeat_age: float) -> list[Result]
                       f"last consumer beat {age} s ago from {sched.get('host')}" if age is not None
                       else str(sched.get("reason") or "no consumer heartbeat")))
     try:
-        code, _ = _request(host, domain, "/api/cron", insecure, method="POST",
+        code, _ = _request(host, domain, "/api/cron", method="POST",
                            headers={"Authorization": "Bearer wrong-token-from-cutover-check"})
         out.append(Result("cron-auth", code == 401, f"a wrong token gets HTTP {code}"))
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, urllib3.exceptions.HTTPError) as exc:
         out.append(Result("cron-auth", False, f"/api/cron did not answer: {exc}"))
     return out
 
