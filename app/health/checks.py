@@ -70,10 +70,11 @@ DEADLINE_SECONDS = 2.0  # the whole report; checks run in parallel
 REDIS_TIMEOUT_SECONDS = 1.0
 PG_CONNECT_TIMEOUT_SECONDS = 2  # libpq's minimum
 PG_STATEMENT_TIMEOUT_MS = 1000
-# Health's own PostgreSQL connections: two checks use one each at once. A caller waits at most
-# PG_POOL_WAIT_SECONDS for one (under the deadline, so the error says why), and at most
+# Health's own PostgreSQL connections: three checks use one each at once (database, deliveries,
+# schedule_owner). A caller waits at most PG_POOL_WAIT_SECONDS for one (under the deadline, so the
+# error says why), and at most
 # PG_POOL_MAX_WAITING callers wait at all: the rest fail at once instead of queueing.
-HEALTH_POOL_SIZE = 2
+HEALTH_POOL_SIZE = 3
 PG_POOL_WAIT_SECONDS = 1.5
 PG_POOL_MAX_WAITING = 8
 STALE_HEARTBEAT_SECONDS = STALE_SECONDS  # app.queue.heartbeat: two missed beats and a minute of slack
