@@ -59,6 +59,9 @@ OPTIONAL = {
     "SEATWATCH_ALERT_URLS": "",
     "SEATWATCH_ALERT_AFTER_SECONDS": "600",
     "SEATWATCH_PING_URL": "",
+    # Which deployment of this service a check comes from (app.db.checkers): the deploy sets it to
+    # the name and primary host of its inventory; unset, the name and this host.
+    "SEATWATCH_INSTANCE": "",
 }
 ENVIRONMENTS = ("production", "development")
 SWITCH_ON, SWITCH_OFF = ("on", "1", "true", "yes"), ("off", "0", "false", "no")  # as the deploy reads them
@@ -122,11 +125,17 @@ class Settings:
     alert_urls: tuple[str, ...] = field(repr=False, default=())
     alert_after: float = 600.0  # how long a check stays not healthy before it alerts
     ping_url: str = field(repr=False, default="")  # the dead man's switch (app.alerting.ping)
+    instance: str = ""  # SEATWATCH_INSTANCE; see `checker`
 
     @property
     def alerting(self) -> bool:
         """An alert channel is configured (app.alerting.alerts); without one nothing is evaluated."""
         return bool(self.alert_emails or self.alert_urls)
+
+    @property
+    def checker(self) -> str:
+        """This deployment's name on the checks it records: SEATWATCH_INSTANCE, else name@host."""
+        return self.instance or f"{self.name}@{hostname()}"
 
     @property
     def key_prefix(self) -> str:
@@ -209,6 +218,7 @@ class Settings:
             sim_period=sim_period,
             audit_retention_days=retention_days,
             scheduler=scheduler in SWITCH_ON,
+            instance=_instance(opt),
             **alerting,
         )
 
@@ -248,6 +258,13 @@ SECRET_VARIABLES = ("DATABASE_URL", "REDIS_URL", "SCRAPER_SECRET_TOKEN", "RESEND
                     "SEATWATCH_ALERT_URLS", "SEATWATCH_PING_URL")
 # Lists of URLs, each carrying its own token: every member is masked on its own too.
 SECRET_URL_LISTS = ("SEATWATCH_ALERT_URLS",)
+
+
+def _instance(opt) -> str:
+    value = opt("SEATWATCH_INSTANCE")
+    if len(value) > 200 or any(c.isspace() or not c.isprintable() for c in value):
+        raise SettingsError("SEATWATCH_INSTANCE must be at most 200 printable characters without spaces")
+    return value
 
 
 def _number(opt, name: str, kind: type):

@@ -96,7 +96,7 @@ def cmd_handover(args) -> int:
         elif args.clear:
             checkers.clear_handover(conn)
         record = checkers.read_handover(conn)
-        obs = checkers.observe(conn, checkers.outside_since(record))
+        obs = checkers.observe(conn, checkers.outside_since(record), services.settings.checker)
     verdict = handover.decide(record, obs, services.settings.scheduler)
     _print({"state": verdict.state, "runs_here": verdict.runs_here, "note": verdict.note,
             "problem": verdict.problem, "handover": record and {

@@ -124,6 +124,10 @@ def app_environment() -> dict[str, str]:
         env["REDIS_URL"] = f"redis://:{password}@127.0.0.1:{cfg('redis_port')}/0"
     env = {k: v for k, v in env.items() if v}
     env["SEATWATCH_ENV"] = "production"  # the server refuses the dev stand-ins, whatever the laptop had
+    # Every host of this inventory records its checks under one name; a second deployment on the same
+    # database (another inventory, another primary) is told apart by it (app.db.checkers).
+    env.setdefault("SEATWATCH_INSTANCE", f"{env.get('SEATWATCH_NAME') or 'seatwatch'}@"
+                                         f"{os.environ.get('SEATWATCH_HOST', '').strip() or 'primary'}")
     for name, value in env.items():
         if "\n" in value or "\r" in value:
             raise DeployError(f"{name} contains a newline")

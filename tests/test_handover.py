@@ -298,10 +298,10 @@ def test_a_new_service_without_an_old_system_runs_at_once(services, make_watch, 
 
 
 def test_an_upgrade_of_a_running_service_records_the_hand_over(services, sql, database):
-    """Migration 0008 on a service whose own checks ran recently: it keeps the schedule."""
+    """Migration 0009 on a service whose own checks ran recently: it keeps the schedule."""
     from app.db.migrations import _sql
 
-    migration = _sql("migrations/0008_handover.sql")
+    migration = _sql("migrations/0009_handover.sql")
     applied = sql("select applied_at from public.seatwatch_migrations where name = '0004_section_states.sql'")
     try:
         sql("update public.seatwatch_migrations set applied_at = now() - interval '30 days' "
@@ -314,7 +314,29 @@ def test_an_upgrade_of_a_running_service_records_the_hand_over(services, sql, da
         with psycopg.connect(database, autocommit=True) as conn:
             conn.execute(migration)
         assert sql("select owner, by_host from public.seatwatch_handover") == [
-            {"owner": "vps", "by_host": "migration 0008"}]
+            {"owner": "vps", "by_host": "migration 0009"}]
     finally:
         sql("update public.seatwatch_migrations set applied_at = %s where name = '0004_section_states.sql'",
             (applied[0]["applied_at"],))
+
+
+def test_a_second_deployment_of_this_service_on_the_same_database_is_seen(old_system, queue, scraper, sql,
+                                                                          database, monkeypatch):
+    """A second VPS deployed by mistake (its own Redis, the same database) writes the same own records:
+    told apart by the deployment's name on each check (SEATWATCH_INSTANCE)."""
+    now = clear_of_slot_boundaries()
+    sql("insert into public.seatwatch_handover (owner, by_host) values ('vps', 'test')")
+    scheduler().tick(now)
+    run_queue(queue)
+    age_checks(database, dt.timedelta(minutes=20))
+    assert owner_check(old_system)["status"] == "healthy"
+    other = dataclasses.replace(old_system.settings, instance="seatwatch@198.51.100.7")
+    monkeypatch.setattr(old_system, "settings", other)
+    from app.check.run import check_section
+
+    check_section(old_system, TERM, EVEN[0])  # the other deployment's check
+    monkeypatch.undo()
+    c = owner_check(old_system)
+    assert c["status"] == "degraded" and c["sections_checked_outside"] == 1, c
+    assert sql("select checked_by from public.seatwatch_section_states where class_nbr = %s",
+               (EVEN[1],))[0]["checked_by"] == old_system.settings.checker

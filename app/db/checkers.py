@@ -28,8 +28,9 @@ LOOKUP_SLACK_SECONDS = 30
 WINDOW_SECONDS = 3600  # "in the last hour": every group's slot comes once an hour
 
 _OUTSIDE = f"""
-    c.last_checked_at > coalesce(o.scraped_at, '-infinity') + interval '{OWN_WRITE_SLACK_SECONDS} seconds'
-    and c.last_changed_at < c.last_checked_at - interval '{LOOKUP_SLACK_SECONDS} seconds'"""
+    ((c.last_checked_at > coalesce(o.scraped_at, '-infinity') + interval '{OWN_WRITE_SLACK_SECONDS} seconds'
+      and c.last_changed_at < c.last_checked_at - interval '{LOOKUP_SLACK_SECONDS} seconds')
+     or o.checked_by <> %(me)s)"""
 
 # After a hand-over, the old system's last run may still be draining its queue: its checks in
 # this long after the record count as that run, not as a second scheduler.
@@ -65,24 +66,31 @@ def outside_since(record) -> datetime | None:
     return record.at + timedelta(seconds=HANDOVER_GRACE_SECONDS)
 
 
-def observe(conn, since: datetime | None = None) -> Observation:
+def _params(since: datetime | None, me: str | None) -> dict:
+    # me None: a check recorded by any deployment of this service counts as this service's
+    return {"since": since or datetime.min.replace(tzinfo=timezone.utc), "me": me}
+
+
+def observe(conn, since: datetime | None = None, me: str | None = None) -> Observation:
     """One query over the rows checked in the last hour (the index on last_checked_at); outside
-    checks only after `since` (outside_since: the hand-over's grace) when given."""
-    row = conn.execute(_OBSERVE, {"since": since or datetime.min.replace(tzinfo=timezone.utc)}).fetchone()
+    checks only after `since` (outside_since: the hand-over's grace) when given. `me`: this
+    deployment's name (Settings.checker); a section whose last own record another deployment of
+    this service wrote counts as outside too (a second VPS on the same database)."""
+    row = conn.execute(_OBSERVE, _params(since, me)).fetchone()
     return Observation(row["outside"], row["last_outside_at"], row["last_any_at"], row["now"],
                        row["watched"])
 
 
-def outside_sections(conn, since: datetime | None = None, limit: int = 5) -> list[tuple[str, str, datetime]]:
+def outside_sections(conn, since: datetime | None = None, me: str | None = None,
+                     limit: int = 5) -> list[tuple[str, str, datetime]]:
     """A few (term, class_nbr, checked_at) of the sections checked outside, newest first (status)."""
     rows = conn.execute(
         f"""select c.term, c.class_nbr, c.last_checked_at
             from public.class_states c
             left join public.seatwatch_section_states o on o.term = c.term and o.class_nbr = c.class_nbr
             where c.last_checked_at > statement_timestamp() - interval '{WINDOW_SECONDS} seconds'
-              and {_OUTSIDE} and c.last_checked_at > %s
-            order by c.last_checked_at desc limit %s""",
-        (since or datetime.min.replace(tzinfo=timezone.utc), limit)).fetchall()
+              and {_OUTSIDE} and c.last_checked_at > %(since)s
+            order by c.last_checked_at desc limit %(limit)s""", {**_params(since, me), "limit": limit}).fetchall()
     return [(r["term"], r["class_nbr"], r["last_checked_at"]) for r in rows]
 
 

@@ -102,10 +102,10 @@ _SAVE_SECTION_STATE = """
     insert into public.seatwatch_section_states as s
         (term, class_nbr, instructor_name, seats_available, seats_capacity,
          non_reserved_seats, scraped_at, changed_at,
-         subject, catalog_nbr, title, location, meeting_times)
+         subject, catalog_nbr, title, location, meeting_times, checked_by)
     values (%(term)s, %(class_nbr)s, %(instructor_name)s, %(seats_available)s,
             %(seats_capacity)s, %(non_reserved_seats)s, %(scraped_at)s, now(),
-            %(subject)s, %(catalog_nbr)s, %(title)s, %(location)s, %(meeting_times)s)
+            %(subject)s, %(catalog_nbr)s, %(title)s, %(location)s, %(meeting_times)s, %(checked_by)s)
     on conflict (term, class_nbr) do update
     set instructor_name = excluded.instructor_name,
         subject = excluded.subject, catalog_nbr = excluded.catalog_nbr, title = excluded.title,
@@ -114,6 +114,7 @@ _SAVE_SECTION_STATE = """
         seats_capacity = excluded.seats_capacity,
         non_reserved_seats = excluded.non_reserved_seats,
         scraped_at = excluded.scraped_at,
+        checked_by = excluded.checked_by,
         changed_at = case
             when (s.seats_available, s.non_reserved_seats, s.instructor_name)
                  is distinct from
@@ -132,17 +133,17 @@ _UPSERT_STATE = """
 )
 
 
-def _state_params(term: str, class_nbr: str, values: dict, scraped_at=None) -> dict:
-    return {"term": term, "class_nbr": class_nbr, "scraped_at": scraped_at,
+def _state_params(term: str, class_nbr: str, values: dict, scraped_at=None, checked_by=None) -> dict:
+    return {"term": term, "class_nbr": class_nbr, "scraped_at": scraped_at, "checked_by": checked_by,
             **{c: values.get(c) for c in STATE_COLUMNS}}
 
 
-def save_states(conn, term: str, class_nbr: str, values: dict, scraped_at) -> None:
+def save_states(conn, term: str, class_nbr: str, values: dict, scraped_at, checked_by: str | None = None) -> None:
     """This service's state of the section, unless a newer scrape is stored, and the site's
     class_states row (its dashboard reads it, as the old worker wrote it): one statement, one
     round trip instead of two on every check (bench/check_cost.py)."""
     conn.execute(f"with saved as ({_SAVE_SECTION_STATE} returning 1) {_UPSERT_STATE}",
-                 _state_params(term, class_nbr, values, scraped_at))
+                 _state_params(term, class_nbr, values, scraped_at, checked_by))
 
 
 # --- notifications -----------------------------------------------------------------------------

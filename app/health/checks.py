@@ -245,7 +245,7 @@ def _schedule_owner(probe: Probe) -> dict:
     # indexed query over the last hour's class_states rows, cached with the report; no per-check cost.
     with probe.postgres() as conn:
         record = checkers.read_handover(conn)
-        obs = checkers.observe(conn, checkers.outside_since(record))
+        obs = checkers.observe(conn, checkers.outside_since(record), probe.settings.checker)
     verdict = handover.decide(record, obs, probe.settings.scheduler)
     out = {"state": verdict.state, "sections_checked_outside": obs.outside,
            "last_outside_check": iso(obs.last_outside_at) if obs.last_outside_at else None,

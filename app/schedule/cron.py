@@ -84,8 +84,8 @@ def run_cron(services, enqueue: Callable[..., int], *,
                 sections, checked = watches.sections_to_check(conn, group), 0
             else:
                 record = checkers.read_handover(conn)
-                verdict = handover.decide(record, checkers.observe(conn, checkers.outside_since(record)),
-                                          services.settings.scheduler)
+                obs = checkers.observe(conn, checkers.outside_since(record), services.settings.checker)
+                verdict = handover.decide(record, obs, services.settings.scheduler)
                 if not verdict.runs_here:
                     return _waiting(services, group, slot, now, verdict, result)
                 sections, checked = watches.sections_unchecked(conn, group, *handover.slot_window(start))

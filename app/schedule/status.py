@@ -25,8 +25,9 @@ def report(services, queue_key: str) -> dict:
     runs = cron.overdue(cron.last_runs(services), scheduler, time.time())
     with db.transaction(services.pool) as conn:
         record = checkers.read_handover(conn)
-        obs = checkers.observe(conn, checkers.outside_since(record))
-        outside = checkers.outside_sections(conn, checkers.outside_since(record)) if obs.outside else []
+        since, me = checkers.outside_since(record), services.settings.checker
+        obs = checkers.observe(conn, since, me)
+        outside = checkers.outside_sections(conn, since, me) if obs.outside else []
     verdict = handover.decide(record, obs, services.settings.scheduler)
     rep["scheduler"], rep["cron"] = scheduler, runs
     rep["schedule_owner"] = {"state": verdict.state, "note": verdict.note, "problem": verdict.problem,

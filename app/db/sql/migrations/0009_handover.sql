@@ -17,13 +17,17 @@ alter table public.seatwatch_handover enable row level security;
 -- it keeps running it through this upgrade. (Rows that 0004 copied from class_states carry the old
 -- system's times, all before 0004 was applied: only this service's own checks come after.)
 insert into public.seatwatch_handover (owner, by_host, note)
-select 'vps', 'migration 0008', 'this service was already checking sections when 0008 was applied'
+select 'vps', 'migration 0009', 'this service was already checking sections when 0009 was applied'
 where exists (
     select 1 from public.seatwatch_section_states o, public.seatwatch_migrations m
     where m.name = '0004_section_states.sql'
       and o.scraped_at > m.applied_at + interval '1 minute'
       and o.scraped_at > now() - interval '2 hours')
 on conflict (singleton) do nothing;
+
+-- Which deployment of this service made each check (SEATWATCH_INSTANCE): a second VPS deployed by
+-- mistake on the same database writes the same own records, and is told apart by this alone.
+alter table public.seatwatch_section_states add column if not exists checked_by text;
 
 -- The outside-checks detector reads the class_states rows checked in the last hour. Production has
 -- this very index from the site's own migration (20250122000000_create_class_tables.sql): same name,
