@@ -71,7 +71,7 @@ deploy: install
 	$(BIN)/python scripts/ops.py deploy $(if $(BREAK_LOCK),--break-lock)
 
 dry-run: install
-	$(BIN)/python -m roles.config
+	$(BIN)/python -m roles.preflight
 	$(BIN)/pyinfra --dry --diff inventory.py deploy.py
 
 logs: install

@@ -16,8 +16,8 @@ import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterable, Mapping
-from urllib.parse import unquote, urlsplit
+from typing import Mapping
+from urllib.parse import urlsplit
 
 from app import connection_urls
 
@@ -261,8 +261,7 @@ SECRET_URL_LISTS = ("SEATWATCH_ALERT_URLS",)
 
 
 def _instance(opt) -> str:
-    value = opt("SEATWATCH_INSTANCE")
-    if len(value) > 200 or any(c.isspace() or not c.isprintable() for c in value):
+    if len(value := opt("SEATWATCH_INSTANCE")) > 200 or not all(c.isprintable() and not c.isspace() for c in value):
         raise SettingsError("SEATWATCH_INSTANCE must be at most 200 printable characters without spaces")
     return value
 
@@ -286,26 +285,10 @@ def known_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
         raw = env.get(name, "")
         values.update((raw, raw.strip()))
     for name in ("DATABASE_URL", "REDIS_URL"):
-        values.update(_url_passwords(env.get(name, "").strip()))
+        values.update(connection_urls.passwords_in(env.get(name, "").strip()))
     for name in SECRET_URL_LISTS:
         values.update(u.strip() for u in env.get(name, "").replace(",", " ").split())
     return sorted(filter(None, values), key=len, reverse=True)
-
-
-def _url_passwords(url: str) -> Iterable[str]:
-    found = []
-    try:
-        found.append(urlsplit(url).password or "")
-    except ValueError:
-        pass
-    if url and "://" not in url:  # key=value form
-        try:
-            from psycopg.conninfo import conninfo_to_dict
-
-            found.append(str(conninfo_to_dict(url).get("password", "")))
-        except Exception:
-            pass
-    return [v for p in found for v in (p, unquote(p))]
 
 
 def _alert_settings(env: Mapping[str, str], opt) -> dict:

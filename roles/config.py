@@ -8,7 +8,7 @@
 Both files are `NAME=value` lines, read by python-dotenv's parser (`#` comments, a ` # comment`
 after a value, optional `export `, optional quotes around the value). `SEATWATCH_DEPLOY_ENV` / `SEATWATCH_SECRETS_ENV` point at other files. inventory.py and
 roles/common.py load them at import (into os.environ, never overriding what is set), and
-`make dry-run` prints the effective settings with every secret masked (`python -m roles.config`).
+`make dry-run` prints the effective settings with every secret masked (`python -m roles.preflight`: the table, then every problem).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import stat
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -61,6 +62,50 @@ DEFAULTS: dict[str, tuple[str | None, object, object]] = {
     "caddy_extra_domains": ("SEATWATCH_EXTRA_DOMAINS", "", str),
     "caddy_site_upstream": ("SEATWATCH_SITE_UPSTREAM", "", str),
 }
+
+
+# Read by inventory.py, scripts/ops.py and roles.config (not by the app): name -> default shown.
+LAPTOP = {"SEATWATCH_HOST": "", "SEATWATCH_WORKERS": "", "SEATWATCH_SSH_USER": "ubuntu",
+          "SEATWATCH_SSH_KEY": "", "SEATWATCH_SSH_PORT": "22", "SEATWATCH_SSH_KNOWN_HOSTS": "",
+          "SEATWATCH_DEPLOY_ENV": "", "SEATWATCH_SECRETS_ENV": "", "SEATWATCH_CHECK_DOMAIN": "",
+          "REDIS_PASSWORD": ""}
+# The app's settings that the deploy never sends to a server (dev mode's, and the release id the
+# deploy sets itself): left out of the deploy's table.
+DEV_ONLY = ("SEATWATCH_ENV", "SEATWATCH_SCRAPER", "SEATWATCH_MAILER", "SEATWATCH_OUTBOX_DIR",
+            "SEATWATCH_SIM_PERIOD_SECONDS", "SEATWATCH_RELEASE")
+
+
+def deploy_defaults() -> dict[str, str]:
+    """name -> default, for every setting the deploy's table shows."""
+    from app.settings import OPTIONAL
+
+    out = dict(LAPTOP)
+    out.update({env: str(default) for env, default, _ in DEFAULTS.values() if env})
+    out.update({n: v for n, v in OPTIONAL.items() if n not in DEV_ONLY})
+    return out
+
+
+def required_names(environ) -> list[str]:
+    from app.settings import REQUIRED
+
+    names = ["SEATWATCH_HOST", "SEATWATCH_DOMAIN", *REQUIRED]
+    if local_redis(environ):
+        names.append("REDIS_PASSWORD")
+    return names
+
+
+def local_redis(environ) -> bool:
+    """As roles.common.local_redis decides for the primary."""
+    mode = environ.get("SEATWATCH_REDIS", "auto").strip().lower() or "auto"
+    if mode in ("off", "0", "false", "no"):
+        return False
+    url = environ.get("REDIS_URL", "").strip()
+    if mode in ("on", "1", "true", "yes") or not url:
+        return True
+    try:
+        return urlsplit(url).hostname in (None, "", "localhost", "127.0.0.1", "::1")
+    except ValueError:
+        return False  # malformed: roles.preflight reports it, by the app's own check
 
 
 class DeployError(Exception):
@@ -146,16 +191,15 @@ def mask(name: str, value: str) -> str:
 def effective_settings(environ=None) -> list[tuple[str, str, str]]:
     """(name, shown value, source) of every deploy and service setting, secrets masked."""
     from app.settings import OPTIONAL, REQUIRED
-    from roles import preflight
 
     environ = os.environ if environ is None else environ
     sources = load_settings_files(environ=environ)
     names = ["SEATWATCH_HOST", "SEATWATCH_WORKERS", "SEATWATCH_SSH_USER", "SEATWATCH_SSH_KEY",
              "SEATWATCH_SSH_PORT", "SEATWATCH_SSH_KNOWN_HOSTS"]
     names += [env for env, _, _ in DEFAULTS.values() if env]
-    names += [*REQUIRED, *[n for n in OPTIONAL if n not in preflight.DEV_ONLY], "REDIS_PASSWORD"]
-    defaults = {n: v for n, v in preflight.deploy_defaults().items() if v != ""}
-    required = set(preflight.required_names(environ))
+    names += [*REQUIRED, *[n for n in OPTIONAL if n not in DEV_ONLY], "REDIS_PASSWORD"]
+    defaults = {n: v for n, v in deploy_defaults().items() if v != ""}
+    required = set(required_names(environ))
     rows = []
     for name in dict.fromkeys(names):
         value = environ.get(name, "").strip()
@@ -168,13 +212,10 @@ def effective_settings(environ=None) -> list[tuple[str, str, str]]:
     return rows
 
 
-def main() -> int:
-    """`make dry-run`'s table, then every problem with the settings (exit 2 when any): before ssh."""
-    from roles import preflight
-
+def table() -> int:
+    """Print the effective settings, secrets masked; 2 when a settings file cannot be read."""
     try:
         rows = effective_settings()
-        sources = load_settings_files()
     except SettingsFileError as exc:
         print(f"deploy stopped: {exc}", file=sys.stderr)
         return 2
@@ -182,10 +223,10 @@ def main() -> int:
     width = max(len(n) for n, _, _ in rows)
     for name, value, source in rows:
         print(f"  {name:<{width}}  {value or '-':<40}  [{source}]")
-    found = preflight.problems(os.environ, {n: s for n, s in sources.items() if s != "environment"})
-    for line in found:
-        print(f"deploy stopped: {line}", file=sys.stderr)
-    return 2 if found else 0
+    return 0
+
+
+main = table  # `python -m roles.config`: the table alone; `python -m roles.preflight` checks them too
 
 
 if __name__ == "__main__":

@@ -12,21 +12,12 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 from typing import Mapping
-from urllib.parse import urlsplit
 
 from app.settings import OPTIONAL, REQUIRED, Settings, SettingsError
-from roles.config import DEFAULTS
+from roles.config import DEFAULTS, DEV_ONLY, LAPTOP, required_names, table
 
-# Read by inventory.py, scripts/ops.py and roles.config (not by the app): name -> default shown.
-LAPTOP = {"SEATWATCH_HOST": "", "SEATWATCH_WORKERS": "", "SEATWATCH_SSH_USER": "ubuntu",
-          "SEATWATCH_SSH_KEY": "", "SEATWATCH_SSH_PORT": "22", "SEATWATCH_SSH_KNOWN_HOSTS": "",
-          "SEATWATCH_DEPLOY_ENV": "", "SEATWATCH_SECRETS_ENV": "", "SEATWATCH_CHECK_DOMAIN": "",
-          "REDIS_PASSWORD": ""}
-# The app's settings that the deploy never sends to a server (dev mode's, and the release id the
-# deploy sets itself): left out of the deploy's table.
-DEV_ONLY = ("SEATWATCH_ENV", "SEATWATCH_SCRAPER", "SEATWATCH_MAILER", "SEATWATCH_OUTBOX_DIR",
-            "SEATWATCH_SIM_PERIOD_SECONDS", "SEATWATCH_RELEASE")
 # Read by tests, benches and tools, never by a deploy; known so that they are not called typos.
 OTHER_KNOWN = ("SEATWATCH_HOSTNAME", "SEATWATCH_TEST_ARCH", "SEATWATCH_TEST_DB", "BENCH_QUICK", "BENCH_FULL")
 
@@ -40,35 +31,6 @@ _VALID = {"DATABASE_URL": "postgresql://u@127.0.0.1:5432/db", "SCRAPER_URL": "ht
 def known_names() -> set[str]:
     return ({env for env, _, _ in DEFAULTS.values() if env} | set(REQUIRED) | set(OPTIONAL) | set(LAPTOP)
             | set(OTHER_KNOWN))
-
-
-def deploy_defaults() -> dict[str, str]:
-    """name -> default, for every setting the deploy's table shows."""
-    out = dict(LAPTOP)
-    out.update({env: str(default) for env, default, _ in DEFAULTS.values() if env})
-    out.update({n: v for n, v in OPTIONAL.items() if n not in DEV_ONLY})
-    return out
-
-
-def required_names(environ: Mapping[str, str]) -> list[str]:
-    names = ["SEATWATCH_HOST", "SEATWATCH_DOMAIN", *REQUIRED]
-    if local_redis(environ):
-        names.append("REDIS_PASSWORD")
-    return names
-
-
-def local_redis(environ: Mapping[str, str]) -> bool:
-    """As roles.common.local_redis decides for the primary."""
-    mode = environ.get("SEATWATCH_REDIS", "auto").strip().lower() or "auto"
-    if mode in ("off", "0", "false", "no"):
-        return False
-    url = environ.get("REDIS_URL", "").strip()
-    if mode in ("on", "1", "true", "yes") or not url:
-        return True
-    try:
-        return urlsplit(url).hostname in (None, "", "localhost", "127.0.0.1", "::1")
-    except ValueError:
-        return False  # malformed: reported by the app's own check below
 
 
 def unknown_names(names_and_sources: Mapping[str, str], environ: Mapping[str, str]) -> list[str]:
@@ -120,3 +82,28 @@ def problems(environ: Mapping[str, str] | None = None, sources: Mapping[str, str
     missing = [n for n in required_names(environ) if not environ.get(n, "").strip()]
     out = [f"missing required setting(s): {', '.join(missing)}"] if missing else []
     return out + malformed(environ) + unknown_names(sources or {}, environ)
+
+
+def main() -> int:
+    """`make dry-run`: the settings table, then every problem with them (exit 2 when any): before ssh."""
+    from roles.config import SettingsFileError, load_settings_files
+
+    try:
+        code = table()
+        sources = load_settings_files()
+    except SettingsFileError as exc:
+        print(f"deploy stopped: {exc}", file=sys.stderr)
+        return 2
+    found = problems(os.environ, {n: s for n, s in sources.items() if s != "environment"})
+    for line in found:
+        print(f"deploy stopped: {line}", file=sys.stderr)
+    return 2 if found or code else 0
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from roles.preflight import main as _main  # one module instance
+
+    sys.exit(_main())

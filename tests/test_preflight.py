@@ -11,7 +11,7 @@ from tests.test_deploy_settings import GOOD_ENV, _clean_env, _project_copy
 
 
 def _config(project, env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "roles.config"], cwd=project, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "roles.preflight"], cwd=project, env=env, capture_output=True,
                           text=True, timeout=60)
 
 

@@ -4,6 +4,7 @@ one time format, `status` exiting non-zero when not healthy, `--version`."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 import pytest
@@ -28,11 +29,18 @@ def test_a_dead_letter_can_be_dropped_and_health_clears(services, queue, capsys)
 
     assert main(["dead-letters", "--drop", "nosuchid0000"]) == 1  # a typo drops nothing
     assert json.loads(capsys.readouterr().out)["dropped"] == []
-    assert main(["dead-letters", "--drop", listed[0]["id"]]) == 0
-    printed = capsys.readouterr()
-    out = json.loads(printed.out)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # app's logger does not propagate to pytest's capture
+    logging.getLogger("app.queue.deadletters").addHandler(handler)
+    try:
+        assert main(["dead-letters", "--drop", listed[0]["id"]]) == 0
+    finally:
+        logging.getLogger("app.queue.deadletters").removeHandler(handler)
+    out = json.loads(capsys.readouterr().out)
     assert [e["class_nbr"] for e in out["dropped"]] == ["12433"] and out["dropped_ever"] == 1
-    assert f"dead letter {listed[0]['id']} dropped by the operator: 2261/12433" in printed.err
+    assert [r.getMessage() for r in records] == [
+        f"dead letter {listed[0]['id']} dropped by the operator: 2261/12433 (scraper: HTTP 500 not found)"]
     assert [e["class_nbr"] for e in services.dead_letters.list()] == ["12431"]
     assert main(["dead-letters", "--all"]) == 0
     assert json.loads(capsys.readouterr().out)["dropped_ever"] == 2
