@@ -6,9 +6,10 @@
     environment   wins over both files (one-off overrides; CI).
 
 Both files are `NAME=value` lines, read by python-dotenv's parser (`#` comments, a ` # comment`
-after a value, optional `export `, optional quotes around the value). `SEATWATCH_DEPLOY_ENV` / `SEATWATCH_SECRETS_ENV` point at other files. inventory.py and
-roles/common.py load them at import (into os.environ, never overriding what is set), and
-`make dry-run` prints the effective settings with every secret masked (`python -m roles.preflight`: the table, then every problem).
+after a value, optional `export `, optional quotes around the value). `SEATWATCH_DEPLOY_ENV` /
+`SEATWATCH_SECRETS_ENV` point at other files. inventory.py and roles/common.py load them at import
+(into os.environ, never overriding what is set), and `make dry-run` prints the effective settings
+with every secret masked, then every problem with them (`python -m roles.preflight`).
 """
 
 from __future__ import annotations
