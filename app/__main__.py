@@ -60,7 +60,8 @@ def cmd_breaker(args) -> int:
     breaker = get_services().breaker
     if args.action == "reset":
         breaker.reset()
-    _print(breaker.status())
+    status = breaker.status()
+    _print({**status, "state": status["state"].upper()})  # one spelling everywhere: health's CLOSED/OPEN/HALF_OPEN
     return 0
 
 

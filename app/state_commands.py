@@ -52,7 +52,7 @@ def cmd_status(args) -> int:
 
     services = get_services()
     rep = schedule_status.report(services, huey.storage.queue_key)
-    breaker = services.breaker.status()["state"]
+    breaker = services.breaker.status()["state"].upper()  # as health spells it: CLOSED, OPEN, HALF_OPEN
     deliveries = _delivery_status(services)
     if args.json:
         _print({**rep, "circuit_breaker": breaker, "deliveries": deliveries})

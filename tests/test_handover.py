@@ -229,7 +229,7 @@ def test_the_old_cron_coming_back_is_seen_alerted_and_recovers(old_system, queue
                                     "is the old Workers cron still on?"}
     rep = schedule_status.report(old_system, huey.storage.queue_key)
     assert rep["status"] == "degraded" and "checked outside" in rep["reason"]
-    table = schedule_status.format_table(rep, "closed")
+    table = schedule_status.format_table(rep, "CLOSED")
     assert "schedule: running: 2 section(s) checked outside" in table and "2261/12430 at " in table
     assert main(["handover"]) == 1
     capsys.readouterr()

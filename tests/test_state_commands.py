@@ -68,3 +68,20 @@ def test_version(capsys):
         main(["--version"])
     assert done.value.code == 0
     assert re.match(r"^seatwatch \d+\.\d+\.\d+ \(release .+\)$", capsys.readouterr().out.strip())
+
+
+def test_one_spelling_of_the_breaker_state_everywhere(services, queue, capsys):
+    services.heartbeat.beat()
+    assert main(["breaker", "status"]) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "CLOSED"
+    assert main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["circuit_breaker"] == "CLOSED"
+    assert checks.run_checks(services)["checks"]["circuit_breaker"]["state"] == "CLOSED"
+
+
+def test_health_names_the_mailer_that_really_sends(services, monkeypatch):
+    import dataclasses
+
+    assert checks.run_checks(services)["checks"]["email"]["provider"] == "resend"
+    monkeypatch.setattr(services, "settings", dataclasses.replace(services.settings, mailer="outbox"))
+    assert checks.run_checks(services)["checks"]["email"]["provider"] == "outbox"

@@ -304,7 +304,7 @@ def _configuration(probe: Probe) -> dict:
 def _email(probe: Probe) -> dict:
     s = probe.settings
     configured = bool(s.resend_api_key and s.notification_from_email)
-    out = {"configured": configured, "provider": "resend"}
+    out = {"configured": configured, "provider": s.mailer}  # "outbox" in dev mode: no email leaves
     if not configured:
         out.update(status=UNHEALTHY, reason="Resend key or sender address missing")
     return out
