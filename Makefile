@@ -58,8 +58,8 @@ test-arm64: install services
 test-forky: install services
 	$(BIN)/python -m tests.chroot_suite forky
 
-# Local Redis/PostgreSQL as `make test` uses them; DEV_ARGS passes options, e.g. DEV_ARGS='--cycle 5'.
-dev: install services
+# Its own Redis and PostgreSQL in ./.dev (nothing global changes); DEV_ARGS passes options, e.g. DEV_ARGS='--cycle 5'.
+dev: install
 	$(BIN)/python -m app dev $(DEV_ARGS)
 
 # Any `python -m app` command against `make dev` (same settings), e.g. make dev-run CMD=status

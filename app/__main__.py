@@ -238,8 +238,8 @@ def _dev_options(s, name: str) -> None:
                    help="seconds between the simulated sections' seat changes (120)")
     s.add_argument("--outbox", default="dev-outbox", help="folder for the emails (./dev-outbox)")
     s.add_argument("--port", type=int, default=8080)
-    s.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/seatwatch_dev")
-    s.add_argument("--redis-url", default="redis://127.0.0.1:6379/2")
+    s.add_argument("--database-url", help="a PostgreSQL of yours (default: dev mode starts its own in ./.dev)")
+    s.add_argument("--redis-url", help="a Redis of yours (default: dev mode starts its own in ./.dev)")
     s.add_argument("--name", default="seatwatch-dev", help="queue name and Redis key prefix")
     s.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: Ctrl-C)")
     if name == "dev-run":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -182,3 +183,53 @@ def test_dev_run_talks_to_dev_mode_with_its_settings(tmp_path, dev_database):
     shown = subprocess.run([*base, "handover"], env=env, capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["state"] == "running"
+
+
+def test_dev_mode_runs_on_servers_of_its_own_and_stops_them(dev_servers_dir):
+    """`make dev` with no URLs: its own PostgreSQL and Redis in ./.dev on free ports (nothing global
+    changed), reachable by `dev-run` while it runs, and stopped with it."""
+    env = {k: v for k, v in os.environ.items() if k not in TEST_ENV and k != "SEATWATCH_ENV"}
+    app = [sys.executable, "-m", "app"]
+    proc = subprocess.Popen([*app, "dev", "--cycle", "1", "--port", str(closed_port()), "--outbox", "outbox",
+                             "--duration", "60"], cwd=dev_servers_dir, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("dev: ") and "enqueued" in line:
+                break
+        urls = json.loads((dev_servers_dir / ".dev" / "urls.json").read_text())
+        assert urls["database_url"].startswith("postgresql://postgres@127.0.0.1:")
+        assert not urls["database_url"].endswith(":5432/seatwatch_dev")  # not the machine's server
+        shown = subprocess.run([*app, "dev-run", "--outbox", "outbox", "handover"], cwd=dev_servers_dir,
+                               env=env, capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["state"] == "running"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    output = "".join(lines) + rest
+    assert proc.returncode == 0, output
+    ports = [int(u.rsplit(":", 1)[1].split("/")[0]) for u in urls.values()]
+    for port in ports:  # both servers stopped with it
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    assert not (dev_servers_dir / ".dev" / "urls.json").exists()
+    assert (dev_servers_dir / ".dev" / "pg" / "PG_VERSION").exists()  # the data stays for next time
+    gone = subprocess.run([*app, "dev-run", "handover"], cwd=dev_servers_dir, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert gone.returncode == 2 and "make dev is not running here" in gone.stderr
+
+
+@pytest.fixture
+def dev_servers_dir():
+    """A working directory the postgres user can reach too (PostgreSQL runs as it under root)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="swdev-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

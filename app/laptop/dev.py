@@ -1,6 +1,7 @@
 """`make dev` (`python -m app dev`): the whole service on this machine, with no outside accounts.
 
-Local PostgreSQL and Redis (scripts/services.sh starts them), the real web and worker processes,
+PostgreSQL and Redis of its own (app.laptop.devservers: in ./.dev, on free ports, stopped with it;
+or yours, with --database-url and --redis-url), the real web and worker processes,
 the simulated scraper (app.check.simscraper) instead of the scraper service and the outbox folder
 (app.mail.outbox) instead of Resend. It creates and migrates a database of its own, seeds a few
 watches, then runs a cron cycle for both groups every `--cycle` seconds (the scheduler's own slots only
@@ -22,6 +23,7 @@ from pathlib import Path
 import psycopg
 
 from app.check.simscraper import CATALOG
+from app.laptop import devservers
 from app.settings import SettingsError, declared_environment, environment_with
 
 TERM = "2261"
@@ -108,6 +110,9 @@ def run_command(args, command: list[str]) -> int:
     settings its processes have, so nothing is exported by hand."""
     if not command:
         raise SettingsError("dev-run needs a command, e.g. status")
+    if not (args.database_url and args.redis_url):
+        found = devservers.running_urls()
+        args.database_url, args.redis_url = args.database_url or found[0], args.redis_url or found[1]
     args.outbox = Path(args.outbox).resolve()
     return subprocess.run([sys.executable, "-m", "app", *command], env=dev_environment(args)).returncode
 
@@ -130,6 +135,18 @@ def _stop(procs: list[tuple[str, subprocess.Popen]]) -> None:
 
 
 def run(args) -> int:
+    """Dev mode, on its own servers unless both URLs are given (app.laptop.devservers)."""
+    if args.database_url and args.redis_url:
+        return _run(args)
+    if declared_environment() == "production":
+        raise SettingsError("refusing to start dev mode: SEATWATCH_ENV=production marks this "
+                            "machine as production")
+    with devservers.private_servers() as (database_url, redis_url):
+        args.database_url, args.redis_url = args.database_url or database_url, args.redis_url or redis_url
+        return _run(args)
+
+
+def _run(args) -> int:
     if declared_environment() == "production":
         raise SettingsError("refusing to start dev mode: SEATWATCH_ENV=production marks this "
                             "machine as production")
