@@ -290,11 +290,13 @@ def test_handed_back_and_nothing_checking_is_degraded(old_system, queue, sql, ca
     assert c["status"] == "degraded" and c["reason"].startswith("no section checked for over 70 min")
 
 
-def test_a_new_service_without_an_old_system_runs_at_once(services, make_watch, queue):
+def test_a_new_service_without_an_old_system_runs_at_once(services, make_watch, queue, sql):
     make_watch("a@asu.edu", "12430")
     results = scheduler().tick(clear_of_slot_boundaries())
     assert sum(r["sections_enqueued"] for r in results) == 1 and queued(queue) == ["12430"]
-    assert owner_check(services)["state"] == "running"
+    c = owner_check(services)
+    assert c["state"] == "running" and c["handover"]["owner"] == "vps"  # taken over, on record
+    assert "taken over at a slot run" in sql("select note from public.seatwatch_handover")[0]["note"]
 
 
 def test_an_upgrade_of_a_running_service_records_the_hand_over(services, sql, database):

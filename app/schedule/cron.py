@@ -18,6 +18,7 @@ from app.timeutil import iso
 log = logging.getLogger(__name__)
 
 GROUPS = ("even", "odd")
+AUTO_HANDOVER_NOTE = "taken over at a slot run: nothing else had checked sections for an hour"
 # The scheduler ticks once a minute: a run up to this long after its slot's start is on time.
 LATE_AFTER_SECONDS = 90
 # Each group runs hourly: one missed run plus ten minutes of slack.
@@ -88,6 +89,9 @@ def run_cron(services, enqueue: Callable[..., int], *,
                 verdict = handover.decide(record, obs, services.settings.scheduler)
                 if not verdict.runs_here:
                     return _waiting(services, group, slot, now, verdict, result)
+                if record is None:  # nothing else checks: this service takes the schedule, on record, so
+                    # that an old cron coming back later is a second scheduler (degraded), not a reason to wait
+                    checkers.write_handover(conn, "vps", hostname(), AUTO_HANDOVER_NOTE)
                 sections, checked = watches.sections_unchecked(conn, group, *handover.slot_window(start))
         enqueued = enqueue(sections, slot=slot)
         extra = {}

@@ -5,8 +5,9 @@ Two pieces guard the hand-over from the old Workers (docs/architecture.md, "The 
 - **The record** (`python -m app handover`, in PostgreSQL: seatwatch_handover) says which system
   runs the schedule. Without one, this scheduler runs slots only while the database shows nothing
   else checking sections: a first deploy beside a live old system waits instead of starting a
-  second scheduler, and a new service with no old system starts at once. With `vps` it runs; with
-  `old` (handed back) it waits.
+  second scheduler, and a new service with no old system starts at once, recording `vps` at its
+  first slot run (so an old cron that comes back later is seen, not waited for). With `vps` it
+  runs; with `old` (handed back) it waits.
 - **The evidence** (app.db.checkers): sections checked outside this service's runs in the last
   hour. While this service runs the schedule, any is a second scheduler (the old cron brought back
   by a site deploy, a forgotten caller of the old route): health is degraded, naming it.
