@@ -85,3 +85,16 @@ def test_a_cron_run_that_raised_is_alerted_and_ends_with_the_next_good_run(
     watcher.nudge(lived="cron_run", reason=None)  # the next run went well
     wait_for(lambda: len(events(hook)) == 2, 30, "the recovery")
     assert events(hook)[1]["event"] == "recovered"
+
+
+def test_the_recovered_duration_is_measured_from_the_incidents_start():
+    from app.alerting import incident
+
+    failing = {"status": "degraded", "checks": {"redis": {"status": "unhealthy", "reason": "x"}}}
+    healthy = {"status": "healthy", "checks": {"redis": {"status": "healthy"}}}
+    state: dict = {}
+    start = 1_000_000.0
+    assert incident.step(state, failing, start, 60, service="s", host="h") == []
+    [alert] = incident.step(state, failing, start + 60, 60, service="s", host="h")
+    [recovered] = incident.step(state, healthy, start + 360, 60, service="s", host="h")
+    assert recovered["event"] == "recovered" and "after 6 min" in recovered["summary"]

@@ -83,7 +83,8 @@ def step(state: dict, report: dict, now: float, after: float, *, service: str,
     events = []
     if due - alerted:
         if not state.get("open"):
-            state["open"], state["opened_at"] = True, now
+            # The incident started when its first check started failing, not when it alerted.
+            state["open"], state["opened_at"] = True, min(since.values())
         events.append(_event("alert", report, failing, sorted(due - alerted), now, service, host))
         alerted |= due
     elif state.get("open") and not failing:
