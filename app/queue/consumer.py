@@ -114,6 +114,9 @@ def quiet_task_logs() -> None:
 class Consumer(huey_consumer.Consumer):
     def __init__(self, huey, *args, **kwargs):
         quiet_task_logs()
+        from app import outages
+
+        outages.install()  # outages in a few lines, not a traceback per worker per try
         self.wake_key = wake_key(huey)
         huey.storage.wake_key = self.wake_key
         periodic = kwargs.get("periodic", True)
