@@ -14,6 +14,7 @@ from typing import Iterable
 from huey.exceptions import RetryTask
 from huey.signals import SIGNAL_COMPLETE, SIGNAL_ERROR, SIGNAL_INTERRUPTED, SIGNAL_RETRYING
 
+from app import workstats
 from app.alerting import ping
 from app.check import run as check  # its check_section, not this module's task of that name
 from app.check.breaker import BreakerOpen
@@ -22,6 +23,7 @@ from app.queue.heartbeat import INTERVAL_SECONDS, Heartbeat
 from app.queue.instance import huey
 from app.schedule import capacity, catchup, cron, sentinel, slots
 from app.services import get_services
+from app.settings import hostname
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +36,11 @@ def check_section(term: str, class_nbr: str, enqueued_at: float | None = None,
                   slot: str | None = None) -> None:
     services = get_services()
     services.pending.running(term, class_nbr)
+    started = time.monotonic()
     try:
         result = check.check_section(services, term, class_nbr)
-    except check.CheckFailed:
-        _alert_nudge()  # the breaker may be opening: alerts look now (app.alerting.alerts)
-        raise
     except BreakerOpen as exc:
+        workstats.stats.check("skipped")
         _alert_nudge()
         delay = max(5.0, exc.retry_in)
         if superseded(slot, enqueued_at, time.time() + delay):
@@ -52,6 +53,12 @@ def check_section(term: str, class_nbr: str, enqueued_at: float | None = None,
             return
         # Not a failure of the check: retry when the breaker may admit calls, without using a retry.
         raise RetryTask(str(exc), delay=delay) from None
+    except Exception:
+        workstats.stats.check("failed", time.monotonic() - started)
+        _alert_nudge()  # the breaker may be opening: alerts look now (app.alerting.alerts)
+        raise
+    workstats.stats.check("done", time.monotonic() - started)
+    workstats.stats.emails(result.delivered, max(0, result.claimed - result.delivered))
     if result.claimed > result.delivered:
         _alert_nudge()  # an email refused or not sent: the deliveries check may say so
     _slot_outcome(slot, checked=1, changed=int(bool(result.changes)), emailed=result.delivered)
@@ -181,6 +188,13 @@ def alerts(now, scheduler: bool) -> None:
     evaluator = _alerting()
     if evaluator is not None:
         evaluator.tick()
+
+
+@huey.on_tick()
+def work_stats(now, scheduler: bool) -> None:
+    """This process's counters into Redis for /api/metrics (app.workstats): no command when idle."""
+    services = get_services()
+    workstats.stats.flush(services.redis, services.keys.work_stats, hostname())
 
 
 @huey.on_tick(every=INTERVAL_SECONDS)
