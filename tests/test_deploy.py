@@ -9,9 +9,9 @@ host cannot be built the fixture errors.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
-import re
 import time
 
 import pytest
