@@ -81,6 +81,7 @@ def test_redis_stopped_under_a_running_worker_logs_a_few_lines_and_the_true_dura
     finally:
         worker.kill()
     lines = [line for line in during.splitlines() if line.strip()]
+    print(f"the worker's lines while Redis was down for {OUTAGE_SECONDS} s:\n{during}")
     assert "Traceback" not in during, during[:3000]
     assert sum("Redis unreachable" in line for line in lines) == 1, during
     still = sum("Redis still unreachable" in line for line in lines)
