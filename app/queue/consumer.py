@@ -114,14 +114,17 @@ def quiet_task_logs() -> None:
 class Consumer(huey_consumer.Consumer):
     def __init__(self, huey, *args, **kwargs):
         quiet_task_logs()
-        from app import outages
-
-        outages.install()  # outages in a few lines, not a traceback per worker per try
         self.wake_key = wake_key(huey)
         huey.storage.wake_key = self.wake_key
         periodic = kwargs.get("periodic", True)
         self.housekeeping = Housekeeping(getattr(huey, "housekeeping", []), scheduler=periodic)
         super().__init__(huey, *args, **kwargs)
+
+    def run(self):
+        from app import outages
+
+        outages.install()  # outages in a few lines, not a traceback per worker per try
+        super().run()
 
     def _create_scheduler(self):
         return Scheduler(huey=self.huey, stop_flag=self.stop_flag,
