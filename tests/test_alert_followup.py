@@ -99,3 +99,55 @@ def test_the_recovered_duration_is_measured_from_the_incidents_start():
     [alert] = incident.step(state, failing, start + 60, 60, service="s", host="h")
     [recovered] = incident.step(state, healthy, start + 360, 60, service="s", host="h")
     assert recovered["event"] == "recovered" and "after 6 min" in recovered["summary"]
+
+
+@pytest.fixture
+def nudges(services, monkeypatch):
+    """Alert settings on, and what each failure's nudge said (the follow-up itself is tested above)."""
+    import dataclasses
+
+    from app.queue.instance import huey
+
+    settings = dataclasses.replace(services.settings, alert_urls=("http://127.0.0.1:9/hook",))
+    monkeypatch.setattr(services, "settings", settings)
+    said: list = []
+    monkeypatch.setattr(Alerts, "nudge", lambda self, lived=None, reason=None: said.append(lived))
+    monkeypatch.setattr(tasks, "_alerts", None)
+    huey.storage.flush_all()
+    yield said
+    huey.storage.flush_all()
+
+
+def run_queued() -> None:
+    from app.queue.instance import huey
+
+    while huey.pending_count():
+        task = huey.dequeue()
+        task.retries = 0  # its last attempt: a failure dead-letters
+        huey.execute(task)
+
+
+def test_a_dead_letter_and_a_refused_email_nudge_the_alerts(nudges, services, scraper,
+                                                            resend_server, make_watch):
+    make_watch("a@asu.edu", "12430")
+    make_watch("b@asu.edu", "12432")
+    scraper.set_section(TERM, "12430", seats_available=0)  # 12432 unknown: fails, dead-lettered
+    tasks.enqueue_checks([(TERM, "12430"), (TERM, "12432")])
+    run_queued()
+    assert any(d["class_nbr"] == "12432" for d in services.dead_letters.list())
+    assert len(nudges) >= 2  # the failed attempt and its dead letter
+    nudges.clear()
+
+    scraper.set_section(TERM, "12430", seats_available=3)  # a seat opens: an email is owed
+    resend_server.fail_next(10, status=422, body={"message": "invalid to", "name": "validation_error"})
+    tasks.enqueue_checks([(TERM, "12430")])
+    run_queued()
+    assert nudges, "an email not delivered at its check nudges the alerts"
+
+
+def test_a_healthy_check_nudges_nothing(nudges, scraper, make_watch):
+    make_watch("a@asu.edu", "12430")
+    scraper.set_section(TERM, "12430", seats_available=0)
+    tasks.enqueue_checks([(TERM, "12430")])
+    run_queued()
+    assert nudges == []
