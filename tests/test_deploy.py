@@ -13,6 +13,7 @@ import re
 import shlex
 import sys
 import time
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -178,13 +179,16 @@ def test_redis_is_bound_to_localhost_and_needs_the_password(stack):
     assert "\nbind 127.0.0.1" in conf and "maxmemory-policy noeviction" in conf
     assert re.search(r"^maxmemory \S+", conf, re.M)
     # the app's own URL (the env file's REDIS_URL) runs no administrative command (issue 27)
-    url = h.ssh("sudo sed -n 's/^REDIS_URL=//p' /etc/seatwatch/app.env").stdout.strip()
+    # (decoded here: redis-cli does not percent-decode a URL's password)
+    url = urlsplit(h.ssh("sudo sed -n 's/^REDIS_URL=//p' /etc/seatwatch/app.env").stdout.strip())
+    app_auth = f"REDISCLI_AUTH={shlex.quote(unquote(url.password or ''))}"
+    cli = f"{app_auth} redis-cli --no-auth-warning -h {url.hostname} -p {url.port or 6379}"
     for command in ("config set dir /tmp", "config get maxmemory", "module load /tmp/x.so",
                     "debug sleep 0", "bgsave", "replicaof no one", "acl list", "flushall"):
-        refused = h.ssh(f"redis-cli --no-auth-warning -u '{url}' {command}", check=False)
+        refused = h.ssh(f"{cli} {command}", check=False)
         said = refused.stdout + refused.stderr  # MODULE on 7.0+: "not allowed" before the ACL
         assert "NOPERM" in said or "not allowed" in said, (command, said)
-    assert h.ssh(f"redis-cli --no-auth-warning -u '{url}' ping").stdout.strip() == "PONG"
+    assert h.ssh(f"{cli} ping").stdout.strip() == "PONG"
     # from this machine (another host on the network) the port is closed, on IPv4 and IPv6
     import socket
     for address in (h.address, h.address6):
