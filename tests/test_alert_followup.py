@@ -57,6 +57,10 @@ def test_the_breaker_opened_by_the_workers_own_checks_alerts_within_the_bound(
     [email] = resend_server.to(OPS)
     assert "circuit_breaker" in email["text"]
     assert alerts.load_state(services.redis, services.keys)["open"]  # visible while it lasts
+    # each check the scraper failed is one line with its reason, never huey's traceback
+    output = worker.output()
+    assert "Traceback" not in output, output[-3000:]
+    assert "CheckFailed: scraper:" in output
 
 
 def test_without_alert_settings_a_nudge_asks_redis_nothing(services, monkeypatch):
