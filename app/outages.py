@@ -104,7 +104,11 @@ class OutageFilter(logging.Filter):
         service = service_of(exc)
         if service is None:
             if _qualname(exc) in KNOWN and record.exc_info:
-                _one_line(record, f"{record.getMessage()} {_first_line(exc)}")
+                try:
+                    message = record.getMessage()
+                except Exception:  # logging reports its own formatting error
+                    return True
+                _one_line(record, f"{message} {_first_line(exc)}")
             return True
         now = self.clock()
         with self.lock:
