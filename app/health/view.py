@@ -5,9 +5,10 @@ the exception's bare type name, and only the fields its check declared public (`
 public=...)`), where a `reason` becomes a fixed phrase (PUBLIC_REASONS): a reason's own text is
 built from what the check found (a worker host's name, an address, a library's message) and is
 for the cron secret's holders only. Any other public field that is a string must look like the
-value it is (an ISO timestamp, an upper-case state, a variable name, a short word): whatever else
-shows up there is withheld. A caller presenting the cron secret (`Authorization: Bearer
-$CRON_SECRET`) gets the whole report. Either way `view` says which.
+value it is (an ISO timestamp, a state or variable name, a plain phrase of words without digits,
+dots, hyphens or slashes, such as a check's own fixed summary): whatever else shows up there (a
+host name, an address, a path, a release id) is withheld. A caller presenting the cron secret
+(`Authorization: Bearer $CRON_SECRET`) gets the whole report. Either way `view` says which.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ PUBLIC_REASONS = {
     "configuration": "required variables are missing",
     "email": "email sending is not configured",
 }
-# An ISO 8601 UTC timestamp, an enum-like word (CLOSED, redis, resend), a variable's name.
-_SAFE_STRING = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z|[A-Za-z][A-Za-z_]{0,39}")
+# An ISO 8601 UTC timestamp, an enum-like word (CLOSED, redis, resend), a variable's name, or a
+# plain phrase (letters, spaces and sentence punctuation: no digit, dot, slash, hyphen, @ or _).
+_SAFE_STRING = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z|[A-Za-z][A-Za-z_]{0,39}"
+                          r"|[A-Za-z][A-Za-z ,:;?!'()]{0,199}")
 _TYPE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,59}")
 
 
