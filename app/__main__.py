@@ -24,8 +24,12 @@ def cmd_migrate(args) -> int:
 
 def cmd_cron(args) -> int:
     from app import tasks
+    from app.alerting import ping
 
-    _print(tasks.run_cron_now(args.group, force=args.force))
+    try:
+        _print(tasks.run_cron_now(args.group, force=args.force))
+    finally:
+        ping.flush()  # the ping goes on a thread: this process must not exit before it is sent
     return 0
 
 

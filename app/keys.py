@@ -52,3 +52,7 @@ class Keys:
     @property
     def health_report(self) -> str:
         return f"{self.prefix}health-report"
+
+    @property
+    def work_stats(self) -> str:  # app.workstats: the worker's counters for /api/metrics
+        return f"{self.prefix}work-stats"

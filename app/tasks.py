@@ -6,6 +6,7 @@ Run the consumer on `app.tasks.huey` (see app.queue.worker for the flags).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from typing import Iterable
@@ -13,6 +14,7 @@ from typing import Iterable
 from huey.exceptions import RetryTask
 from huey.signals import SIGNAL_COMPLETE, SIGNAL_ERROR, SIGNAL_INTERRUPTED, SIGNAL_RETRYING
 
+from app import workstats
 from app.alerting import ping
 from app.check import run as check  # its check_section, not this module's task of that name
 from app.check.breaker import BreakerOpen
@@ -21,6 +23,7 @@ from app.queue.heartbeat import INTERVAL_SECONDS, Heartbeat
 from app.queue.instance import huey
 from app.schedule import capacity, catchup, cron, sentinel, slots
 from app.services import get_services
+from app.settings import hostname
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +36,12 @@ def check_section(term: str, class_nbr: str, enqueued_at: float | None = None,
                   slot: str | None = None) -> None:
     services = get_services()
     services.pending.running(term, class_nbr)
+    started = time.monotonic()
     try:
         result = check.check_section(services, term, class_nbr)
     except BreakerOpen as exc:
+        workstats.stats.check("skipped")
+        _alert_nudge()
         delay = max(5.0, exc.retry_in)
         if superseded(slot, enqueued_at, time.time() + delay):
             # The retry would come after the section's next slot, which queues it afresh: drop
@@ -47,6 +53,14 @@ def check_section(term: str, class_nbr: str, enqueued_at: float | None = None,
             return
         # Not a failure of the check: retry when the breaker may admit calls, without using a retry.
         raise RetryTask(str(exc), delay=delay) from None
+    except Exception:
+        workstats.stats.check("failed", time.monotonic() - started)
+        _alert_nudge()  # the breaker may be opening: alerts look now (app.alerting.alerts)
+        raise
+    workstats.stats.check("done", time.monotonic() - started)
+    workstats.stats.emails(result.delivered, max(0, result.claimed - result.delivered))
+    if result.claimed > result.delivered:
+        _alert_nudge()  # an email refused or not sent: the deliveries check may say so
     _slot_outcome(slot, checked=1, changed=int(bool(result.changes)), emailed=result.delivered)
 
 
@@ -106,10 +120,13 @@ def run_cron_now(group: str | None = None, force: bool = False, now=None) -> dic
         result = cron.run_cron(services, enqueue_checks, group=group, force=force, now=now)
     except cron.CronLocked:
         raise  # another run is going: not a failure
-    except Exception:
+    except Exception as exc:
         ping.cron_failed(services.settings)
+        _alert_nudge(lived="cron_run", reason=f"cron run failed: {type(exc).__name__}")
         raise
     ping.cron_done(services.settings, result)
+    if _alerts is not None and _alerts.lived("cron_run"):
+        _alert_nudge(lived="cron_run", reason=None)  # the failure recorded here is over
     return result
 
 
@@ -131,25 +148,53 @@ def cron_slots(now, scheduler: bool) -> None:
 
 @huey.on_tick(every=SWEEP_INTERVAL_SECONDS, scheduler_only=True)
 def sweep_undelivered(now, scheduler: bool) -> None:
-    delivery.sweep(get_services())
+    swept = delivery.sweep(get_services())
+    if swept and swept.get("batches"):  # batches left open past their send: something failed
+        _alert_nudge()
 
 
 _alerts = None
+_alerts_lock = threading.Lock()
+
+
+def _alerting():
+    """This process's alert evaluator (None without alert settings: nothing loaded or asked)."""
+    global _alerts
+    services = get_services()
+    if not services.settings.alerting:
+        return None
+    with _alerts_lock:
+        if _alerts is None:
+            from app.alerting.alerts import Alerts
+
+            _alerts = Alerts(services)
+    return _alerts
+
+
+def _alert_nudge(lived: str | None = None, reason: str | None = None) -> None:
+    """A failure here: the alerts look now, not at their next poll (no Redis command itself)."""
+    try:
+        evaluator = _alerting()
+        if evaluator is not None:
+            evaluator.nudge(lived, reason)
+    except Exception:  # telling must never break the work that failed
+        log.warning("could not start the alert follow-up", exc_info=True)
 
 
 @huey.on_tick(scheduler_only=True)
 def alerts(now, scheduler: bool) -> None:
     """Health's failing checks told to the operator (app.alerting.alerts decides when: at most each tick,
     far less while all is healthy). Nothing is loaded or asked without alert settings."""
-    global _alerts
-    services = get_services()
-    if not services.settings.alerting:
-        return
-    if _alerts is None:
-        from app.alerting.alerts import Alerts
+    evaluator = _alerting()
+    if evaluator is not None:
+        evaluator.tick()
 
-        _alerts = Alerts(services)
-    _alerts.tick()
+
+@huey.on_tick()
+def work_stats(now, scheduler: bool) -> None:
+    """This process's counters into Redis for /api/metrics (app.workstats): no command when idle."""
+    services = get_services()
+    workstats.stats.flush(services.redis, services.keys.work_stats, hostname())
 
 
 @huey.on_tick(every=INTERVAL_SECONDS)
@@ -195,5 +240,6 @@ def _check_failed(signal, task, exc=None) -> None:
                               attempts=CHECK_RETRIES + 1)
     services.pending.release(term, class_nbr)
     _slot_outcome(_slot_of(task), failed=1)
+    _alert_nudge()
     log.error("check %s/%s dead-lettered after %d attempts: %s", term, class_nbr,
               CHECK_RETRIES + 1, exc)

@@ -86,7 +86,21 @@ def app_paths() -> dict[str, str]:
 
 
 def _redis_is_local(url: str) -> bool:
-    return urlsplit(url).hostname in (None, "", "localhost", "127.0.0.1", "::1")
+    # Parsed by the app's own check first: a password with an unescaped "#" once read as a URL with
+    # no host, that is a local one, and the managed Redis was silently replaced by the local one.
+    from app.connection_urls import InvalidURL, check_redis_url
+
+    try:
+        check_redis_url(url)
+    except InvalidURL as exc:
+        raise DeployError(str(exc)) from None
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return True
+    if not parts.hostname:
+        raise DeployError("REDIS_URL names no host (expected redis://[USER]:PASSWORD@HOST:PORT/DB, "
+                          "special characters in the password percent-encoded; the value is not shown)")
+    return parts.hostname in ("localhost", "127.0.0.1", "::1")
 
 
 def local_redis() -> bool:

@@ -2,6 +2,10 @@
 
 Skipped when REDIS_URL points at another host (a managed Redis) or redis_enabled is off.
 
+The app's credentials are an ACL user (the default one, restricted): every data command the app
+needs, no administrative or dangerous one (templates/redis.conf.j2 lists them); docs/runbook.md says
+how the operator reaches the server's own settings (the file, as root).
+
 The configuration is rendered for the Redis version the host has (or will get from apt):
 `bind 127.0.0.1 -::1` ("-": skip an address that is not available) is Redis 6.2+ syntax; Redis 6.0
 (Ubuntu 22.04) refuses to start with it, so there the optional addresses are left out.
@@ -13,6 +17,7 @@ not even in /tmp) and compared by hash, so `pyinfra --diff` has nothing to print
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from dataclasses import dataclass
@@ -82,9 +87,13 @@ def bind_for(version: tuple[int, int], bind: str) -> str:
 def render_conf(version: tuple[int, int], bind: str, port: int, maxmemory: str, password: str,
                 server_: Server = SERVERS["redis"]) -> str:
     # Valkey forked from Redis 7.2: its 7.2+ keeps the optional "-" addresses like Redis 6.2+
+    # ACL users came with Redis 6.0 (every supported one has them); "&*" (its pub/sub channels)
+    # with 6.2, and 6.0 refuses to start on it. Valkey forked from 7.2.
     return render("redis.conf.j2", bind=bind_for(version, bind), port=port, maxmemory=maxmemory,
                   password=password, version=f"{version[0]}.{version[1]}", server=server_.label,
-                  kv=server_.name, service=server_.package)
+                  kv=server_.name, service=server_.package,
+                  password_sha256=hashlib.sha256(password.encode()).hexdigest(),
+                  channels=version >= (6, 2))
 
 
 def host_redis_version(server_: Server = SERVERS["redis"]) -> tuple[int, int]:

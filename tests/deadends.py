@@ -50,6 +50,41 @@ class HungServer:
         self.close()
 
 
+class TricklingServer(HungServer):
+    """Answers HTTP, one byte a second, forever: every socket read gets a byte in time, so only
+    an overall deadline ends the call."""
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
+        try:
+            conn.recv(65536)
+            for i in range(100000):
+                if self._stop.is_set():
+                    return
+                conn.sendall(head[i:i + 1] if i < len(head) else b"x")
+                self._stop.wait(1.0 if i >= 4 else 0.2)
+        except OSError:
+            return
+
+
+class trickling_server:
+    def __enter__(self) -> str:
+        self.server = TricklingServer()
+        return f"http://127.0.0.1:{self.server.port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.close()
+
+
 def services_with(base, **changes):
     """A Services like `base` but built from settings with `changes` (e.g. a bad redis_url)."""
     from app.services import Services

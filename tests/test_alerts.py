@@ -345,8 +345,8 @@ def test_alert_settings_are_parsed_and_their_urls_are_secrets():
 
 
 def test_other_schemes_go_through_apprise_when_it_is_installed(hook):
-    """Apprise's own `json://` URL posts to the capture server (Apprise is in the test extras,
-    not a runtime dependency)."""
+    """Apprise's own `json://` URL posts to the capture server (Apprise is in requirements.lock;
+    tests/test_alert_channels.py sends from a venv of the lock alone)."""
     from app.alerting import notify
 
     settings = Settings.from_env({**TEST_ENV, "SEATWATCH_ALERT_URLS": f"json://127.0.0.1:{hook.port}/apprise"})

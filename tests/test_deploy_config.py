@@ -164,3 +164,39 @@ def test_the_unsubscribe_key_reaches_the_env_file_byte_for_byte(monkeypatch):
     env = common.app_environment()
     assert env["SUPABASE_SERVICE_ROLE_KEY"] == " key-with-spaces \t"
     assert env["CRON_SECRET"] == "cron"  # the others are still trimmed
+
+
+@pytest.mark.parametrize("url", [
+    "redis://:pa#ss@redis.managed.example:6379/0",  # an unescaped "#": once read as local
+    "redis://:secret@:6379/0",  # no host
+    "redis://:secret@redis.managed.example:99999/0",  # no such port
+    "redis://:secret@redis.managed.example:6379/zero",
+])
+def test_a_redis_url_the_deploy_cannot_parse_is_refused_naming_the_variable(url, monkeypatch):
+    """Never silently replaced by the local Redis (issue 27); the message names REDIS_URL only."""
+    from roles import common
+
+    monkeypatch.setattr(common, "is_primary", lambda: True)
+    monkeypatch.setattr(common, "cfg", lambda name: {"redis_enabled": "auto"}.get(name))
+    monkeypatch.setenv("REDIS_URL", url)
+    with pytest.raises(common.DeployError) as refused:
+        common.local_redis()
+    message = str(refused.value)
+    assert "REDIS_URL" in message
+    assert "secret" not in message and "pa#ss" not in message and "managed" not in message
+
+
+@pytest.mark.parametrize("url, local", [
+    ("redis://:pa%23ss@redis.managed.example:6379/0", False),
+    ("rediss://default:pw@redis.managed.example:6380", False),
+    ("redis://:pw@127.0.0.1:6379/0", True),
+    ("redis://:pw@localhost:6379/0", True),
+    ("", True),
+])
+def test_a_well_formed_redis_url_decides_local_or_managed(url, local, monkeypatch):
+    from roles import common
+
+    monkeypatch.setattr(common, "is_primary", lambda: True)
+    monkeypatch.setattr(common, "cfg", lambda name: {"redis_enabled": "auto"}.get(name))
+    monkeypatch.setenv("REDIS_URL", url)
+    assert common.local_redis() is local

@@ -114,3 +114,64 @@ def test_a_ping_that_fails_is_logged_never_raised_nor_retried(services, hook, ca
 def test_no_ping_url_no_ping(services):
     assert ping.slot_finished(services.settings, {"slot": "s", "sections": 1, "failed": 1}) is None
     assert ping.cron_failed(services.settings) is None
+
+
+def test_a_cron_run_whose_sections_are_all_still_queued_pings_fail(pinging, hook, scraper,
+                                                                   make_watch):
+    """The stuck queue: the slot's sections are found, none is queued (all still waiting from the
+    slot before), so nothing of this slot is checked: the ping says fail, never ok."""
+    for nbr in ("12430", "12432"):
+        make_watch(f"{nbr}@asu.edu", nbr)
+        scraper.set_section(TERM, nbr, seats_available=0)
+    assert tasks.run_cron_now("even", now=MINUTE_7)["sections_enqueued"] == 2  # never drained
+    stuck = tasks.run_cron_now("even", now=MINUTE_7 + dt.timedelta(hours=1))
+    assert stuck["sections_enqueued"] == 0 and stuck["sections_found"] == 2
+    assert len(pings(hook, CHECK + "/fail")) == 1
+    time.sleep(0.2)
+    assert hook.to(CHECK) == []
+
+
+@pytest.mark.parametrize("url, failed", [
+    ("https://hc-ping.com/0b7c", "https://hc-ping.com/0b7c/fail"),
+    ("https://hc-ping.com/0b7c/", "https://hc-ping.com/0b7c/fail"),
+    ("https://hc-ping.com/0b7c?rid=42", "https://hc-ping.com/0b7c/fail?rid=42"),
+    ("https://kuma.example/api/push/Tok3n?status=up&msg=OK&ping=",
+     "https://kuma.example/api/push/Tok3n?status=down&msg=OK&ping="),
+])
+def test_fail_goes_into_the_path_before_any_query(url, failed):
+    assert ping.fail_url(url) == failed
+
+
+def test_a_query_string_ping_url_fails_on_the_path(services, hook):
+    settings = dataclasses.replace(services.settings, ping_url=hook.url + CHECK + "?rid=7")
+    ping.cron_failed(settings).join(10)
+    assert len(hook.to(CHECK + "/fail?rid=7")) == 1
+    assert hook.to(CHECK + "?rid=7/fail") == [] and hook.to(CHECK + "?rid=7") == []
+
+
+def test_python_m_app_cron_sends_its_ping_before_exiting(hook, services):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import TEST_ENV
+
+    huey.storage.flush_all()
+    env = {**os.environ, **TEST_ENV, "SEATWATCH_PING_URL": hook.url + CHECK}
+    cp = subprocess.run([sys.executable, "-m", "app", "cron", "--group", "odd", "--force"],
+                        env=env, capture_output=True, text=True, timeout=60)
+    huey.storage.flush_all()
+    assert cp.returncode == 0, cp.stderr
+    assert len(hook.to(CHECK)) + len(hook.to(CHECK + "/fail")) == 1  # sent before the exit
+
+
+def test_a_trickling_ping_peer_cannot_hold_the_ping(services, caplog):
+    from tests.deadends import trickling_server
+
+    with trickling_server() as url, caplog.at_level(logging.INFO, logger="app.alerting.ping"):
+        settings = dataclasses.replace(services.settings, ping_url=url + CHECK)
+        started = time.monotonic()
+        ping.cron_failed(settings).join(30)
+        took = time.monotonic() - started
+    assert took < ping.PING_TIMEOUT_SECONDS + 2
+    assert "not delivered" in caplog.text

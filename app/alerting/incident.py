@@ -30,9 +30,44 @@ def failing_checks(report: dict) -> dict[str, str]:
             for name, c in report["checks"].items() if c.get("status") != HEALTHY}
 
 
+def live(state: dict, changes: dict[str, str | None], now: float, seconds: float) -> None:
+    """Record failures health will not show (name -> reason; None: it ended), each for `seconds`
+    at most, in the state's "lived" (expired ones dropped)."""
+    lived = {n: v for n, v in state.get("lived", {}).items() if v.get("until", 0) > now}
+    for name, reason in changes.items():
+        if reason is None:
+            lived.pop(name, None)
+        else:
+            lived[name] = {"reason": reason[:SUMMARY_CHARS], "until": now + seconds}
+    if lived:
+        state["lived"] = lived
+    else:
+        state.pop("lived", None)
+
+
+def with_lived(report: dict, state: dict, now: float) -> dict:
+    """The report with the state's lived failures as failing checks of their own."""
+    lived = {n: v for n, v in state.get("lived", {}).items() if v.get("until", 0) > now}
+    if not lived:
+        return report
+    checks = dict(report["checks"])
+    for name, entry in lived.items():
+        checks[name] = {"status": "degraded", "reason": entry["reason"]}
+    status = report["status"] if report["status"] != HEALTHY else "degraded"
+    return {**report, "checks": checks, "status": status}
+
+
+def due_at(state: dict, after: float) -> float | None:
+    """When the earliest failing check not yet alerted will have waited `after` (None: none)."""
+    alerted = set(state.get("alerted", []))
+    waits = [t + after for n, t in state.get("failing_since", {}).items() if n not in alerted]
+    return min(waits) if waits else None
+
+
 def quiet(state: dict) -> bool:
     """Nothing failing, no incident open, nothing owed to a channel."""
-    return not (state.get("failing_since") or state.get("open") or state.get("outbox"))
+    return not (state.get("failing_since") or state.get("open") or state.get("outbox")
+                or state.get("lived"))
 
 
 def step(state: dict, report: dict, now: float, after: float, *, service: str,
@@ -48,7 +83,8 @@ def step(state: dict, report: dict, now: float, after: float, *, service: str,
     events = []
     if due - alerted:
         if not state.get("open"):
-            state["open"], state["opened_at"] = True, now
+            # The incident started when its first check started failing, not when it alerted.
+            state["open"], state["opened_at"] = True, min(since.values())
         events.append(_event("alert", report, failing, sorted(due - alerted), now, service, host))
         alerted |= due
     elif state.get("open") and not failing:

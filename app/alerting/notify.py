@@ -3,7 +3,8 @@
 Each configured destination is a Channel with a stable `id` (a hash of the URL, so the alert
 state in Redis names channels without storing their tokens) and `send(event)`, which returns on
 success and raises ChannelFailed with a one-line, secret-free reason otherwise. Every call is
-bounded (SEND_TIMEOUT_SECONDS) and tried once: app.alerting.alerts retries on its next evaluation.
+bounded in all by SEND_TIMEOUT_SECONDS (app.alerting.deadline: a peer trickling its answer cannot
+hold the evaluation and its lock) and tried once: app.alerting.alerts retries on its next evaluation.
 
 - email (SEATWATCH_ALERT_EMAIL): one plain-text email to every address, through Resend's API with
   the service's own key and sender; the event's id is the Idempotency-Key, so a retry after a
@@ -11,9 +12,13 @@ bounded (SEND_TIMEOUT_SECONDS) and tried once: app.alerting.alerts retries on it
 - http:// and https:// (SEATWATCH_ALERT_URLS): a JSON POST of the event (`event`, `status`,
   `failing`, `summary`, `host`, `at`, ...; `text` repeats the summary for Slack-style webhooks).
   Any 2xx is success.
-- any other scheme (ntfy://, slack://, tgram://, mailto://...): Apprise, imported only when such
-  an alert is sent (it costs ~16 MB once loaded, measured; not a dependency: Settings refuses
-  these URLs unless it is installed).
+- the webhook URLs of common push services (PUSH_HOSTS: ntfy.sh, hooks.slack.com, discord.com),
+  whose endpoints would show a JSON body raw: Apprise, which knows their native URLs and sends
+  them a title and a plain-text message. (Telegram's `https://api.telegram.org/bot<token>/
+  sendMessage?chat_id=<id>` takes our JSON as is: its `text` is the message.)
+- any other scheme (ntfy://, slack://, tgram://, discord://, mailto://...): Apprise. It is in
+  requirements.lock (every server has it) and imported only when such an alert is sent (its cost
+  once loaded is measured in docs/health.md).
 
 requests and apprise are imported inside `send`: the web process and an idle
 worker never load them for this.
@@ -26,9 +31,13 @@ import json
 import logging
 from urllib.parse import urlsplit
 
+from app.alerting.deadline import DeadlineExceeded, within
+
 log = logging.getLogger(__name__)
 
-SEND_TIMEOUT_SECONDS = 5
+SEND_TIMEOUT_SECONDS = 5  # each send, in all
+# https:// hosts whose webhooks want a message, not our JSON: sent through Apprise's native URLs
+PUSH_HOSTS = ("ntfy.sh", "hooks.slack.com", "discord.com", "discordapp.com")
 
 
 class ChannelFailed(Exception):
@@ -55,16 +64,16 @@ class EmailChannel:
         s = self.settings
         subject = f"[{s.name}] {event['event']}: {event['summary']}"[:200]
         try:
-            answer = requests.post(
-                f"{s.resend_api_url}/emails", timeout=SEND_TIMEOUT_SECONDS,
-                json={"from": s.notification_from_email, "to": list(s.alert_emails),
-                      "subject": subject, "text": email_text(event)},
-                headers={"Authorization": f"Bearer {s.resend_api_key}",
-                         "Idempotency-Key": f"{s.name}-alert-{event['id']}"})
-        except requests.RequestException as exc:
+            status = within(SEND_TIMEOUT_SECONDS, _post, f"{s.resend_api_url}/emails",
+                            json.dumps({"from": s.notification_from_email,
+                                        "to": list(s.alert_emails), "subject": subject,
+                                        "text": email_text(event)}),
+                            {"Authorization": f"Bearer {s.resend_api_key}",
+                             "Idempotency-Key": f"{s.name}-alert-{event['id']}"})
+        except (requests.RequestException, DeadlineExceeded) as exc:
             raise ChannelFailed(f"Resend unreachable: {type(exc).__name__}") from None
-        if not 200 <= answer.status_code < 300:
-            raise ChannelFailed(f"Resend HTTP {answer.status_code}")
+        if not 200 <= status < 300:
+            raise ChannelFailed(f"Resend HTTP {status}")
 
 
 def email_text(event: dict) -> str:
@@ -92,13 +101,23 @@ class WebhookChannel:
         body = {k: v for k, v in event.items() if k != "id"} | {"id": event["id"],
                                                                 "text": event["summary"]}
         try:
-            answer = requests.post(self.url, data=json.dumps(body),
-                                   headers={"Content-Type": "application/json"},
-                                   timeout=SEND_TIMEOUT_SECONDS, allow_redirects=False)
-        except requests.RequestException as exc:
+            status = within(SEND_TIMEOUT_SECONDS, _post, self.url, json.dumps(body), {})
+        except (requests.RequestException, DeadlineExceeded) as exc:
             raise ChannelFailed(type(exc).__name__) from None
-        if not 200 <= answer.status_code < 300:
-            raise ChannelFailed(f"HTTP {answer.status_code}")
+        if not 200 <= status < 300:
+            raise ChannelFailed(f"HTTP {status}")
+
+
+def _post(url: str, body: str, headers: dict, stop) -> int:
+    """One JSON POST; its answer read in chunks until `stop` (the overall deadline) is set."""
+    import requests
+
+    with requests.post(url, data=body, headers={"Content-Type": "application/json", **headers},
+                       timeout=SEND_TIMEOUT_SECONDS, allow_redirects=False, stream=True) as answer:
+        for _ in answer.iter_content(1024):
+            if stop.is_set():
+                break
+        return answer.status_code
 
 
 class AppriseChannel:
@@ -111,21 +130,37 @@ class AppriseChannel:
 
     def send(self, event: dict) -> None:
         try:
+            delivered = within(SEND_TIMEOUT_SECONDS, self._notify, event)
+        except DeadlineExceeded:
+            raise ChannelFailed(f"no answer within {SEND_TIMEOUT_SECONDS} s") from None
+        if not delivered:
+            raise ChannelFailed("Apprise could not deliver")
+
+    def _notify(self, event: dict, stop) -> bool:
+        try:
             import apprise
         except ImportError:
             raise ChannelFailed("Apprise is not installed") from None
         notifier = apprise.Apprise()
         if not notifier.add(self.url):
             raise ChannelFailed("Apprise does not understand this URL")
-        if not notifier.notify(title=f"{event['event']}: {event['status']}",
-                               body=email_text(event)):
-            raise ChannelFailed("Apprise could not deliver")
+        # A title and plain text every push service shows as is (ntfy, Slack, Discord, Telegram).
+        return notifier.notify(title=f"{event['event']}: {event['summary']}"[:120],
+                               body=email_text(event), body_format=apprise.NotifyFormat.TEXT)
+
+
+def plain_webhook(url: str) -> bool:
+    """Whether `url` gets our JSON POST (an http(s) URL not of a known push service)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        return False
+    host = (parts.hostname or "").lower()
+    return not any(host == h or host.endswith("." + h) for h in PUSH_HOSTS)
 
 
 def channels(settings) -> list:
     """Every destination the settings name, email first."""
     out: list = [EmailChannel(settings)] if settings.alert_emails else []
     for url in settings.alert_urls:
-        http = url.lower().startswith(("http://", "https://"))
-        out.append(WebhookChannel(url) if http else AppriseChannel(url))
+        out.append(WebhookChannel(url) if plain_webhook(url) else AppriseChannel(url))
     return out

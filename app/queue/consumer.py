@@ -120,6 +120,12 @@ class Consumer(huey_consumer.Consumer):
         self.housekeeping = Housekeeping(getattr(huey, "housekeeping", []), scheduler=periodic)
         super().__init__(huey, *args, **kwargs)
 
+    def run(self):
+        from app import outages
+
+        outages.install()  # outages in a few lines, not a traceback per worker per try
+        super().run()
+
     def _create_scheduler(self):
         return Scheduler(huey=self.huey, stop_flag=self.stop_flag,
                          interval=self.scheduler_interval, periodic=self.periodic,

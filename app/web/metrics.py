@@ -2,7 +2,9 @@
 
 Everything comes from the report health computes (app.health.checks: Redis capacity records, breaker,
 queue, heartbeat; PostgreSQL deliveries), served from the same cache, plus the alert tallies
-(app.alerting.alerts). The state lives in Redis and PostgreSQL, not in this process, so the web and the
+(app.alerting.alerts), the worker's counters (app.workstats: checks, emails, the check duration
+histogram, the worker's memory; one HGETALL per rendering), the release as build info and this
+web process's own memory. The state lives in Redis and PostgreSQL, not in this process, so the web and the
 worker can never disagree and no multiprocess setup is needed. prometheus_client renders it from
 a registry of our own, with no default collectors (no process or platform details).
 
@@ -16,7 +18,8 @@ import time
 from datetime import datetime
 
 from prometheus_client import exposition
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
+                                    InfoMetricFamily)
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
@@ -90,6 +93,36 @@ def families(report: dict, alert_counts: dict, now: float | None = None) -> list
     return [f for f in out if f is not None]
 
 
+def work_families(work: dict, release: str, web_rss: int | None) -> list:
+    """The worker's counters (app.workstats.read), the build info and the processes' memory."""
+    checks = CounterMetricFamily("seatwatch_checks", "section checks by outcome (done, failed: "
+                                 "an attempt that raised, skipped: refused by the open breaker)",
+                                 labels=["outcome"])
+    for outcome in ("done", "failed", "skipped"):
+        checks.add_metric([outcome], work.get("checks", {}).get(outcome, 0.0))
+    emails = CounterMetricFamily("seatwatch_emails_sent", "notification emails at their check: "
+                                 "delivered, or not (refused or failed; the sweep retries what "
+                                 "may pass)", labels=["outcome"])
+    for outcome in ("delivered", "not_delivered"):
+        emails.add_metric([outcome], work.get("emails", {}).get(outcome, 0.0))
+    duration = work.get("duration", {"buckets": {}, "count": 0.0, "sum": 0.0})
+    buckets = [(f"{bound:g}", n) for bound, n in sorted(duration["buckets"].items())]
+    histogram = HistogramMetricFamily("seatwatch_check_duration_seconds", "one check, scraper call "
+                                      "to stored state (done or failed)",
+                                      buckets=buckets + [("+Inf", duration["count"])],
+                                      sum_value=duration["sum"])
+    build = InfoMetricFamily("seatwatch_build", "the release this web process runs",
+                             value={"release": release or "unknown"})
+    memory = GaugeMetricFamily("seatwatch_process_resident_memory_bytes", "resident memory: this "
+                               "web process, and each worker host as of its last busy minute",
+                               labels=["process", "host"])
+    if web_rss is not None:
+        memory.add_metric(["web", ""], web_rss)
+    for host, rss in sorted(work.get("worker_rss", {}).items()):
+        memory.add_metric(["worker", host], rss)
+    return [checks, emails, histogram, build, memory]
+
+
 def _capacity(cap: dict, now: float) -> list:
     out = [_gauge("seatwatch_queue_backlog", "checks waiting on the queue (capacity's view)",
                   cap.get("backlog")),
@@ -127,9 +160,10 @@ class _Snapshot:
         return iter(self._fams)
 
 
-def render(report: dict, alert_counts: dict, now: float | None = None) -> bytes:
+def render(report: dict, alert_counts: dict, now: float | None = None,
+           extra: list | None = None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(families(report, alert_counts, now)))
+    registry.register(_Snapshot(families(report, alert_counts, now) + (extra or [])))
     return generate_latest(registry)
 
 
@@ -144,8 +178,18 @@ class MetricsCache:
         from app.health.cache import HealthCache
 
         self.services = services
-        self._cache = HealthCache(lambda: {"text": render(health_cache.get(), self._alerts())},
+        self._cache = HealthCache(lambda: {"text": render(health_cache.get(), self._alerts(),
+                                                          extra=self._work())},
                                   ttl=ttl)
+
+    def _work(self) -> list:
+        from app import workstats
+
+        try:
+            work = workstats.read(self.services.redis, self.services.keys.work_stats)
+        except Exception:  # Redis away: the report's redis check already says so
+            work = {}
+        return work_families(work, self.services.settings.release, workstats.resident_bytes())
 
     def _alerts(self) -> dict:
         if not self.services.settings.alerting:
