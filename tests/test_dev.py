@@ -233,3 +233,21 @@ def dev_servers_dir():
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+def test_alert_test_in_dev_mode_writes_to_the_outbox_not_resend(tmp_path, dev_database, resend_server):
+    """`make dev-run CMD="alert test"` with an alert address: the email lands in the outbox, like
+    every email of dev mode; Resend (its stand-in here) is never called."""
+    from app.laptop.dev import ensure_database
+
+    ensure_database(dev_database)
+    env = {k: v for k, v in os.environ.items() if k not in TEST_ENV and k != "SEATWATCH_ENV"}
+    env["SEATWATCH_ALERT_EMAIL"] = "ops@dev.example"
+    base = [sys.executable, "-m", "app", "dev-run", "--database-url", dev_database, "--redis-url", TEST_REDIS,
+            "--name", f"seatwatch-devalert-{os.getpid()}", "--outbox", str(tmp_path)]
+    done = subprocess.run([*base, "alert", "test"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("ok     email to 1 address(es)")
+    [text] = list(tmp_path.glob("*.txt"))
+    assert "To: ops@dev.example" in text.read_text() and "test alert" in text.read_text()
+    assert resend_server.to("ops@dev.example") == []

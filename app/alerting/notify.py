@@ -63,6 +63,9 @@ class EmailChannel:
 
         s = self.settings
         subject = f"[{s.name}] {event['event']}: {event['summary']}"[:200]
+        if s.mailer == "outbox":  # dev mode: every email goes to the folder, the operator's too
+            self._to_outbox(subject, event)
+            return
         try:
             status = within(SEND_TIMEOUT_SECONDS, _post, f"{s.resend_api_url}/emails",
                             json.dumps({"from": s.notification_from_email,
@@ -74,6 +77,19 @@ class EmailChannel:
             raise ChannelFailed(f"Resend unreachable: {type(exc).__name__}") from None
         if not 200 <= status < 300:
             raise ChannelFailed(f"Resend HTTP {status}")
+
+
+    def _to_outbox(self, subject: str, event: dict) -> None:
+        from html import escape
+
+        from app.mail.outbox import Outbox
+
+        s, text = self.settings, email_text(event)
+        result = Outbox(s.outbox_dir).send_batch(
+            [{"from": s.notification_from_email, "to": list(s.alert_emails), "subject": subject, "text": text,
+              "html": f"<pre>{escape(text)}</pre>"}], f"{s.name}-alert-{event['id']}")
+        if result.errors:
+            raise ChannelFailed(f"outbox refused it: {next(iter(result.errors.values()))[:120]}")
 
 
 def email_text(event: dict) -> str:
