@@ -70,7 +70,11 @@ def chosen_server() -> Server:
 
 
 def parse_version(text: str | None) -> tuple[int, int] | None:
-    """'5:7.0.15-1~deb12u1' -> (7, 0); '6.0.16' -> (6, 0); anything else -> None."""
+    """'5:7.0.15-1~deb12u1' -> (7, 0); '6.0.16' -> (6, 0); anything else -> None.
+
+    A regex on purpose: dpkg's versions (epoch, revision, `~`) are not PEP 440, so `packaging`
+    refuses them, and python-debian's Version would be a laptop dependency for the two numbers
+    that decide the config syntax (major and minor)."""
     m = re.search(r"(?:^|:)(\d+)\.(\d+)", (text or "").strip())
     return (int(m.group(1)), int(m.group(2))) if m else None
 
