@@ -17,7 +17,7 @@ help:
 	@echo "make deploy-lock who holds the deploy lock (BREAK=1 removes it)"
 	@echo "make cutover-check  verify the VPS end to end before and after the DNS switch"
 	@echo "make handover    who runs the schedule; TO=vps takes it over from the old Workers, TO=old hands it back"
-	@echo "make lock        regenerate requirements.lock (pip-compile --generate-hashes)"
+	@echo "make lock        regenerate requirements.lock and requirements-deploy.lock (pip-compile --generate-hashes)"
 	@echo "make test        everything: unit, Redis/PostgreSQL integration, deploy to a booted Debian host"
 	@echo "make test-fast   the same without the deploy test"
 	@echo "make test-arm64  the Debian 13 deploy test on an emulated arm64 host (qemu; ~30 min, not in make test)"
@@ -32,9 +32,10 @@ help:
 	@echo "make sandbox-down  remove the local throwaway host of make sandbox"
 	@echo "make clean       remove the virtualenv and build leftovers"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-deploy.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --require-hashes -r requirements-deploy.lock
 	$(BIN)/pip install -q -e '.[deploy,test]'
 	touch $(STAMP)
 
@@ -97,6 +98,8 @@ handover: install
 	$(BIN)/python scripts/ops.py run handover $(if $(TO),--to $(TO))
 
 # redis-py needs async-timeout on Python < 3.11.3 (Debian 12 has 3.11.2): pinned for every host.
+# requirements-deploy.lock is the laptop's toolchain (the app and the deploy extra: pyinfra,
+# python-dotenv), hashed like the server's and held to the server's pins (-c requirements.lock).
 # pip-compile keeps the hashes of every file of a pinned version; check_lock.py then fails the target
 # unless each pin has a hashed file for CPython 3.11-3.14 on x86_64 and aarch64 (binary ones: a wheel).
 lock: install
@@ -105,6 +108,9 @@ lock: install
 	$(BIN)/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-header --no-emit-index-url \
 		--no-emit-find-links -o requirements.lock pyproject.toml build/lock-extra.in
 	$(BIN)/python scripts/check_lock.py requirements.lock
+	printf 'async-timeout>=4.0.3\n-c ../requirements.lock\n' > build/lock-deploy.in
+	$(BIN)/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-header --no-emit-index-url \
+		--no-emit-find-links --extra deploy -o requirements-deploy.lock pyproject.toml build/lock-deploy.in
 
 # A local throwaway Debian host (debootstrap + systemd-nspawn), deployed by this bundle; Ctrl-C removes it.
 sandbox: install services

@@ -40,3 +40,16 @@ def test_a_binary_pin_without_a_wheel_for_a_target_is_named():
     files["binpkg"] = [{"filename": "binpkg-1.0-cp311-abi3-manylinux_2_39_x86_64.whl", "sha256": H["e"]}]
     pins["binpkg"] = ("1.0", {H["e"]})
     assert len(check_lock.problems(pins, files_of=lambda name, version: files[name])) == 8
+
+
+def test_the_laptops_toolchain_is_pinned_hashed_and_held_to_the_servers_pins():
+    """requirements-deploy.lock (`make install` installs it with --require-hashes): pyinfra and
+    python-dotenv pinned and hashed, and every package both locks name at the same version."""
+    laptop = check_lock.read_lock(REPO / "requirements-deploy.lock")
+    server = check_lock.read_lock(REPO / "requirements.lock")
+    assert {"pyinfra", "python-dotenv", "paramiko"} <= set(laptop)
+    assert all(hashes for _, hashes in laptop.values())
+    assert {name: laptop[name][0] for name in set(laptop) & set(server)} == {
+        name: server[name][0] for name in set(laptop) & set(server)}
+    makefile = (REPO / "Makefile").read_text()
+    assert "--require-hashes -r requirements-deploy.lock" in makefile
