@@ -112,14 +112,18 @@ def parse_answer(answer, count: int) -> SendResult:
 
 class Mailer:
     def __init__(self, api_key: str, api_url: str, *, attempts: int = 4, base_delay: float = 1.0,
-                 max_delay: float = 20.0, timeout: int = 15,
+                 max_delay: float = 20.0, timeout: float = 15,
                  sleep: Callable[[float], None] = time.sleep):
         import resend
 
         # The SDK keeps its configuration in module globals; one process sends with one account.
         resend.api_key = api_key
         resend.api_url = api_url
-        resend.default_http_client = resend.RequestsClient(timeout=timeout)
+        # every request ends within `timeout` seconds, whatever Resend or a proxy does (trickling,
+        # never answering, an endless body): app.mail.transport
+        from app.mail.transport import BoundedResendClient
+
+        resend.default_http_client = BoundedResendClient(timeout)
         self.attempts = attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
