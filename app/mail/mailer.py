@@ -49,12 +49,13 @@ def is_sender_error(text: str) -> bool:
 
 class SendFailed(Exception):
     def __init__(self, message: str, permanent: bool, status: int | None = None, *,
-                 maybe_sent: bool = True, config: bool = False):
+                 maybe_sent: bool = True, config: bool = False, error_type: str | None = None):
         super().__init__(message)
         self.permanent = permanent
         self.status = status
         self.maybe_sent = maybe_sent
         self.config = config
+        self.error_type = error_type  # Resend's error name (invalid_idempotent_request, ...)
 
 
 @dataclass
@@ -151,7 +152,7 @@ class Mailer:
                                      config=True) from None
                 if not _retryable(status, exc.error_type):
                     raise SendFailed(reason, permanent=True, status=status,
-                                     maybe_sent=maybe_sent) from None
+                                     maybe_sent=maybe_sent, error_type=exc.error_type) from None
                 if attempt == self.attempts:
                     raise SendFailed(reason, permanent=False, status=status,
                                      maybe_sent=maybe_sent) from None
