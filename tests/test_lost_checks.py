@@ -69,7 +69,7 @@ def test_a_check_whose_worker_died_runs_again_from_its_lease(
     [(_, due)] = huey.storage.conn.zrange(huey.storage.schedule_key, 0, -1, withscores=True)
     assert time.time() + instance.LEASE_SECONDS - 60 < due <= time.time() + instance.LEASE_SECONDS
     assert huey.read_schedule(utcnow()) == []  # not due yet: never run twice while it may be alive
-    # Eleven minutes later (the clock moved), the scheduler's ordinary schedule read queues it again.
+    # 14 minutes later (the clock moved), the scheduler's ordinary schedule read queues it again.
     later = utcnow() + datetime.timedelta(seconds=instance.LEASE_SECONDS + 60)
     for task in huey.read_schedule(later):
         huey.enqueue(task)

@@ -117,9 +117,12 @@ class HousekeepingJob:
     scheduler_only: bool  # only on the host that runs the periodic scheduler (not on `-n` hosts)
 
 
-# Far above the longest check (scraper timeout + email attempts, each call bounded: about 2 min),
-# so a live worker never loses its lease; a dead one's task runs again within 11 minutes.
-LEASE_SECONDS = 600
+# Far above a check's length (the scraper timeout plus about 2 minutes per batch of 100 emails in a
+# Resend outage, every call bounded: app.httpdeadline), so a live worker keeps its lease; a dead
+# one's task runs again within 14 minutes (the lease and the scheduler's 60 s tick). A check of a
+# section with more than 5 batches (500 watchers) during a Resend outage could outlast it and run
+# twice: harmless for email (claims and batch leases are in PostgreSQL), a second scrape at most.
+LEASE_SECONDS = 780
 
 
 class SeatwatchHuey(RedisHuey):
