@@ -29,8 +29,17 @@ def restart_from_snapshot(services, directory: str, dbfilename: str) -> None:
 
 def test_a_redis_restored_from_a_snapshot_after_the_probe_runs_the_slot_again(
         services, queue, watched, tmp_path):  # noqa: F811
-    # This run's Redis, started again to save its snapshots here (CONFIG SET dir is refused).
+    # This run's Redis, started again to save its snapshots here (CONFIG SET dir is refused), and
+    # in its own directory again at the end (tmp_path goes; a later restart must find its dir).
+    home = services.redis.config_get("dir")["dir"]
     restart_from_snapshot(services, str(tmp_path), "dump.rdb")
+    try:
+        snapshot_restore(services, tmp_path)
+    finally:
+        restart_from_snapshot(services, home, f"seatwatch-test-{os.getpid()}-absent.rdb")
+
+
+def snapshot_restore(services, tmp_path) -> None:
     sentinel = DataSentinel(services.redis, services.keys.prefix + "sentinel:test")
     slot_ran(services, "2026-11-30T13:even")
     slot_ran(services, "2026-11-30T13:odd")
