@@ -34,7 +34,7 @@ def test_a_scraper_call_ends_within_its_deadline(services, monkeypatch, mode):
             check_section(services, TERM, NBR)
         took = time.monotonic() - started
     assert peer.requests == 1
-    assert took < DEADLINE + 1.0, f"{mode}: the call took {took:.1f}s"
+    assert took < DEADLINE + 3.0, f"{mode}: the call took {took:.1f}s"  # the peer would go on for 12 s
     # the failure is visible: the check failed with a reason and the breaker counted it
     assert "timed out after 1.5s" in str(failed.value) or "larger than" in str(failed.value)
     assert services.breaker.status()["failure_count"] == 1
@@ -66,7 +66,7 @@ def test_a_resend_call_ends_within_its_deadline(restore_resend_globals, mode):
             mailer.send_batch(emails, "seatwatch-test-key")
         took = time.monotonic() - started
     assert peer.requests == 2  # both attempts reached the peer, each ended by its deadline
-    assert took < 2 * DEADLINE + 1.5, f"{mode}: two attempts took {took:.1f}s"
+    assert took < 2 * DEADLINE + 4.0, f"{mode}: two attempts took {took:.1f}s"
     # not given up, and in doubt: Resend may have accepted a request whose answer never came
     assert not failed.value.permanent and failed.value.maybe_sent
     assert "timed out after 1.5s" in str(failed.value) or "larger than" in str(failed.value)
