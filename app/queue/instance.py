@@ -164,7 +164,12 @@ class SeatwatchHuey(RedisHuey):
     def _lease(self, data: bytes) -> None:
         # on huey's own schedule clock (its timestamps and their conversion), as its reads compare
         due = self.storage.convert_ts(self._get_timestamp() + timedelta(seconds=LEASE_SECONDS))
-        self.storage.conn.zadd(self.storage.schedule_key, {data: due})
+        try:
+            self.storage.conn.zadd(self.storage.schedule_key, {data: due})
+        except redis.RedisError:
+            # the task is in hand: run it unleased rather than lose it (its section's marker is
+            # freed at its next slot should this worker die as well)
+            log.warning("could not lease a task taken off the queue; running it without a lease")
 
     def _settle(self, data: bytes) -> None:
         try:
