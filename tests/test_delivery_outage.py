@@ -97,3 +97,19 @@ def test_a_doubted_batch_that_resend_had_accepted_is_recorded_delivered_not_rese
     assert "2 open seats available" in email["text"]
     assert sql("select outcome from delivery_batches") == [{"outcome": "delivered"}]
     assert sql("select outcome from notification_deliveries") == [{"outcome": "delivered"}]
+
+
+def test_the_recheck_judges_on_the_basis_detection_used(services, resend_server, make_watch, no_sleep):
+    """An opening of 2 non-reserved seats (of 5) while Resend rate-limits us (429: not sent, so the
+    retry is rebuilt from the stored state); then the scraper cannot read the reservation table.
+    The retry says 2 open seats, the count detection used, not the 5 seats available (most of
+    them reserved)."""
+    make_watch("a@asu.edu", NBR)
+    run_check(services, seats_available=5, non_reserved_seats=0)
+    resend_server.fail_next(4, status=429, headers={"retry-after": "0"})
+    assert run_check(services, seats_available=5, non_reserved_seats=2).changes == ["seat_available"]
+    assert run_check(services, seats_available=5, non_reserved_seats=None).changes == []
+    resend_server.reset()
+    sweep(services)
+    [email] = resend_server.to("a@asu.edu")
+    assert "2 open seats available" in email["text"] and "5 open seats" not in email["text"]
