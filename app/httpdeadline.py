@@ -7,7 +7,8 @@ timeout and the breaker's trial permit. Here each call has a deadline:
 
 - one watchdog thread per process keeps the deadlines of the calls in flight and, when one
   passes, shuts that call's socket down (a `recv` blocked in another thread returns at once);
-- the answer's body is read up to a cap, so a huge body costs the cap, not the memory.
+- the answer's body is read up to a cap, so a huge body costs the cap, not the memory (and it is
+  never decompressed, so a small compressed body cannot grow past it either).
 
 A call whose deadline passed raises `DeadlineExceeded`, one whose body is over the cap raises
 `BodyTooLarge`; urllib3's own errors (refused, reset, its per-read timeout) pass through.
@@ -16,8 +17,6 @@ Connections are kept alive and reused as before; one that was shut down is never
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import socket
 import threading
@@ -39,40 +38,56 @@ class BodyTooLarge(Exception):
 
 
 class _Watchdog:
-    """Calls `expire()` of each armed call at its deadline, on one daemon thread for the process.
+    """Ends each armed call at its deadline, on one daemon thread for the process.
 
-    A call disarmed before its deadline costs a heap entry until then, nothing else: no thread per
-    call, and no wake-up of its own while nothing is in flight."""
+    The calls in flight are a set (arming and disarming cost a lock and a set operation); the
+    thread sleeps until the nearest deadline among them, or for good while there are none, and is
+    woken only when a call with an earlier deadline than the one it waits for arrives. Under steady
+    traffic it wakes about once per deadline period, not once per call."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, "_Call"]] = []
-        self._seq = itertools.count()
+        self._calls: set["_Call"] = set()
+        self._wake_at = float("inf")  # when the thread wakes next, as far as it knows
         self._thread: threading.Thread | None = None
 
     def arm(self, call: "_Call") -> None:
         with self._cond:
-            heapq.heappush(self._heap, (call.deadline, next(self._seq), call))
+            self._calls.add(call)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="http-deadline", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if call.deadline < self._wake_at:
+                self._cond.notify()
 
-    def _due(self) -> "_Call":
+    def disarm(self, call: "_Call") -> None:
+        with self._cond:
+            self._calls.discard(call)
+
+    def _run(self) -> None:
         with self._cond:
             while True:
                 now = time.monotonic()
-                if self._heap and self._heap[0][0] <= now:
-                    return heapq.heappop(self._heap)[2]
-                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+                due = [c for c in self._calls if c.deadline <= now]
+                if due:
+                    self._calls.difference_update(due)
+                    self._cond.release()
+                    try:
+                        for call in due:
+                            self._expire(call)
+                    finally:
+                        self._cond.acquire()
+                    continue
+                self._wake_at = min((c.deadline for c in self._calls), default=float("inf"))
+                self._cond.wait(None if self._wake_at == float("inf") else self._wake_at - now)
+                self._wake_at = float("inf")
 
-    def _run(self) -> None:
-        while True:
-            call = self._due()
-            try:
-                call.expire()
-            except Exception:  # never let one call's socket stop the watchdog
-                log.exception("http deadline: could not end a call")
+    @staticmethod
+    def _expire(call: "_Call") -> None:
+        try:
+            call.expire()
+        except Exception:  # never let one call's socket stop the watchdog
+            log.exception("http deadline: could not end a call")
 
 
 _WATCHDOG = _Watchdog()
@@ -177,8 +192,10 @@ class BoundedClient:
         _WATCHDOG.arm(call)
         resp, complete = None, False
         try:
+            # never decompressed (nothing here asks for an encoding): a compressed answer cannot
+            # grow past the cap in memory; it fails as the JSON it is not
             resp = self.manager.urlopen(method, url, body=body, headers=headers, retries=False,
-                                        redirect=False, preload_content=False)
+                                        redirect=False, preload_content=False, decode_content=False)
             data = self._read(resp)
             complete = True
         except (urllib3.exceptions.HTTPError, OSError, DeadlineExceeded):
@@ -189,6 +206,7 @@ class BoundedClient:
             _local.call = None
             with call.lock:
                 call.done = True  # from here the watchdog leaves the socket alone
+            _WATCHDOG.disarm(call)
             if resp is not None:
                 if call.expired or not complete:
                     resp.close()  # shut down, or a body left unread: its connection is not reused
@@ -197,8 +215,10 @@ class BoundedClient:
 
     def _read(self, resp) -> bytes:
         length = resp.headers.get("content-length")
-        if length and length.isdigit() and int(length) > self.max_body:
-            raise BodyTooLarge(f"answer of {int(length)} bytes, more than {self.max_body}")
+        if length and length.isdigit():
+            if int(length) > self.max_body:
+                raise BodyTooLarge(f"answer of {int(length)} bytes, more than {self.max_body}")
+            return resp.read()  # bounded by its length (and by the deadline): one read
         chunks, size = [], 0
         while True:
             chunk = resp.read(min(65536, self.max_body + 1 - size))
