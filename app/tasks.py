@@ -20,6 +20,7 @@ from app.check import run as check  # its check_section, not this module's task 
 from app.check.breaker import BreakerOpen
 from app.mail import delivery
 from app.queue.heartbeat import INTERVAL_SECONDS, Heartbeat
+from app.queue import taskcodec
 from app.queue.instance import huey
 from app.schedule import capacity, catchup, cron, sentinel, slots
 from app.services import get_services
@@ -224,6 +225,27 @@ def _check_retrying(signal, task, *args) -> None:
     if _is_check(task):  # waits in the schedule: its marker lives on as a queued copy's
         enqueued_at = task.args[2] if len(task.args) > 2 and task.args[2] else time.time()
         get_services().pending.waiting(task.args[0], task.args[1], enqueued_at)
+
+
+def _check_dropped(data: bytes) -> None:
+    """A check read off the queue but dropped unrun (signed with a rotated key, a task this release
+    does not know): its section's marker would otherwise block the section until it lapsed. Freed
+    now, so its group's next slot queues it again, and counted as failed for its slot. The bytes
+    are not trusted: at worst a forged job frees a marker, and its section is checked once more."""
+    found = taskcodec.unverified_call(data)
+    if found is None or found[0].rsplit(".", 1)[-1] != "check_section":
+        return
+    args = found[1]
+    if len(args) < 2 or not all(isinstance(a, str) and a.isdigit() and len(a) <= 8 for a in args[:2]):
+        return
+    get_services().pending.release(args[0], args[1])
+    slot = args[3] if len(args) > 3 and isinstance(args[3], str) else None
+    if slot and slots.start_of(slot) is not None:
+        _slot_outcome(slot, failed=1)
+    log.warning("dropped check %s/%s: its section is free for its next slot", args[0], args[1])
+
+
+huey.on_drop.append(_check_dropped)
 
 
 def _slot_of(task) -> str | None:

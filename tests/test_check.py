@@ -226,17 +226,20 @@ def test_open_breaker_refuses_without_calling_the_scraper(services, scraper):
 
 
 @pytest.mark.parametrize("before, after, expected", [
-    ((5, 0), (5, None), []),            # the reservation table unreadable: not an opening
-    ((5, None), (5, 0), []),            # readable again: not a fill
-    ((0, None), (3, 0), ["seat_available"]),  # compared on seats available: they opened
+    ((5, 0), (5, None), []),            # the reservation table unreadable: the last count carries
+    ((0, 0), (5, None), []),            # ... so an unknown count is never an opening by itself
+    ((5, None), (5, 0), ["seats_filled"]),    # the site counts 0 non-reserved seats as closed
+    ((0, None), (3, 0), []),            # all reserved: not an opening (issue 26's regression)
+    ((0, None), (3, None), ["seat_available"]),  # no count ever: seats available decide
     ((4, 0), (4, 2), ["seat_available"]),     # both known: non-reserved seats decide
     ((4, 2), (4, 0), ["seats_filled"]),
     ((3, None), (0, 0), ["seats_filled"]),
+    ((3, 2), (0, None), ["seats_filled"]),   # no seats at all: none of them non-reserved
 ])
 def test_two_states_are_compared_on_the_same_basis(before, after, expected):
-    from app.check.changes import detect
+    from app.check.changes import carried, detect
     from app.section import SectionInfo
 
     previous = {"seats_available": before[0], "non_reserved_seats": before[1], "instructor_name": "Staff"}
     current = SectionInfo("CSE", "110", "t", "Staff", after[0], 10, after[1], "", "")
-    assert [c.value for c in detect(previous, current)] == expected
+    assert [c.value for c in detect(previous, carried(previous, current))] == expected

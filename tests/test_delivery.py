@@ -88,19 +88,22 @@ def test_hang_past_the_timeout_then_sent_is_not_sent_twice(
 
 def test_watch_deleted_after_a_lost_answer_resends_exactly_what_was_attempted(
         services, scraper, resend_server, make_watch, impatient_mailer, sql):
-    """Same key with a different body would be 409 invalid_idempotent_request: the batch's payload
-    is frozen at its first attempt, so the sweep resends the same bytes."""
+    """A batch Resend may have accepted keeps its key. Re-checked (issue 26), b's email is cancelled
+    (b stopped watching) and a's goes under the same key with a different body: Resend, which had
+    accepted the first attempt, answers 409 invalid_idempotent_request and sends nothing, and a's
+    email is recorded delivered by that first attempt."""
     resend_server.lose_next_answers(1)
     resend_server.fail_next(3, status=502)
     result, watched = open_seat(services, scraper, make_watch, ["a@asu.edu", "b@asu.edu"])
     assert result.delivered == 0 and inbox(resend_server) == ["a@asu.edu", "b@asu.edu"]
     sql("delete from class_watches where id = %s", (watched[1][1],))  # b stops watching
-    # Both emails of the attempted batch are Resend's answer (replayed); b's went out at the first try.
-    assert delivery.sweep(services, grace_seconds=0)["delivered"] == 2
+    assert delivery.sweep(services, grace_seconds=0)["delivered"] == 1
     assert [r["key"] for r in resend_server.requests][-1] == resend_server.requests[0]["key"]
     assert inbox(resend_server) == ["a@asu.edu", "b@asu.edu"]  # nobody twice
     assert open_batches(sql) == []
     assert sql("select count(*) as n from notification_deliveries where failed_at is not null") == [{"n": 0}]
+    [cancelled] = sql("select last_error from notification_deliveries where cancelled_at is not null")
+    assert "may have accepted" in cancelled["last_error"]
 
 
 def test_one_invalid_address_costs_exactly_one_email(services, scraper, resend_server, make_watch, sql):

@@ -59,6 +59,10 @@ def test_a_crafted_pickle_job_is_dropped_logged_and_the_worker_goes_on(start_wor
              "the three drops in the log")
     assert not queued_marker.exists() and not scheduled_marker.exists()  # nothing ran
     assert scraper.calls == [(TERM, "12430")]  # the forged check was not run either
+    # the real check's lease (issue 26) lives while it runs: once it ended, nothing is left (a
+    # dropped job left to loop on the schedule would keep this from ever holding)
+    wait_for(lambda: not services.pending.is_pending(TERM, "12430") and not huey.scheduled_count(),
+             10, "the real check and its lease to end")
     assert not huey.pending_count() and not huey.scheduled_count()  # dropped, not left to loop
     out = w.output()
     assert "a pickled task" in out and "bad signature" in out

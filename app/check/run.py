@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from app import db
-from app.check.changes import detect, state_values
+from app.check.changes import carried, detect, state_values
 from app.check.scraper import ScraperError
 from app.db import batches, watches
 from app.mail.build import EmailComposer
@@ -74,6 +74,10 @@ def check_section(services, term: str, class_nbr: str) -> CheckResult:
             # the old worker stored during the cutover): the site's row counts if it is this term's.
             previous = site if site is not None and site["term"] == term else None
         result.baseline = previous is None
+        # An unknown non-reserved count or instructor carries the stored one (app.check.changes):
+        # what is compared, stored and written into emails.
+        info = carried(previous, info)
+        result.open_seats, result.instructor = info.open_seats, info.instructor
         changes = detect(previous, info)
         result.changes = [c.value for c in changes]
         if Change.SEATS_FILLED in changes:
@@ -82,8 +86,15 @@ def check_section(services, term: str, class_nbr: str) -> CheckResult:
         notifying = [c for c in changes if c in NOTIFYING]
         watchers = watches.watchers_for_section(conn, term, class_nbr) if notifying else []
         for kind in notifying:
-            ids = watches.claim_notifications(conn, [w.watch_id for w in watchers], kind.value)
-            claimed = [(w, nid) for w, nid in zip(watchers, ids) if nid]
+            watch_ids = [w.watch_id for w in watchers]
+            if kind is Change.INSTRUCTOR_ASSIGNED:
+                # a new name: the last name's live claims make way; a name already told is not told again
+                watches.clear_seat_notifications(conn, term, class_nbr, kind.value)
+                told = watches.record_instructor_announcements(conn, watch_ids, info.instructor)
+                watch_ids = [w for w in watch_ids if w in told]
+            ids = watches.claim_notifications(conn, watch_ids, kind.value)
+            watchers_by_id = {w.watch_id: w for w in watchers}
+            claimed = [(watchers_by_id[w], nid) for w, nid in zip(watch_ids, ids) if nid]
             result.claimed += len(claimed)
             if not claimed:
                 continue

@@ -146,8 +146,10 @@ def claim_notifications(conn, watch_ids: Sequence[str], kind: str) -> list[str |
     return [str(r["id"]) if r["id"] else None for r in rows]
 
 
-def clear_seat_notifications(conn, term: str, class_nbr: str) -> int:
-    """Seats filled: forget the section's seat notifications so the next opening notifies again.
+def clear_seat_notifications(conn, term: str, class_nbr: str,
+                             kind: str = "seat_available") -> int:
+    """Seats filled: forget the section's seat notifications so the next opening notifies again
+    (`kind` instructor_assigned: a new name, so it is announced within the last one's 24 hours).
 
     Ones not yet attempted go too (their delivery rows cascade): an email about a seat that is no
     longer open would mislead the student. A batch already attempted is resent as attempted (its
@@ -157,7 +159,22 @@ def clear_seat_notifications(conn, term: str, class_nbr: str) -> int:
         """delete from public.notifications_sent ns
            using public.class_watches cw
            where ns.class_watch_id = cw.id and cw.class_nbr = %s and cw.term = %s
-             and ns.notification_type = 'seat_available'""",
-        (class_nbr, term),
+             and ns.notification_type = %s""",
+        (class_nbr, term, kind),
     )
     return cur.rowcount
+
+
+def record_instructor_announcements(conn, watch_ids: Sequence[str], name: str) -> set[str]:
+    """The watches among `watch_ids` that had not been told about `name` yet, now recorded as
+    told (in the check's transaction, with the claims): a name is announced to a watch once."""
+    if not watch_ids:
+        return set()
+    rows = conn.execute(
+        """insert into public.seatwatch_instructor_announcements (class_watch_id, instructor_name)
+           select w.id, %s from unnest(%s::uuid[]) as w (id)
+           on conflict do nothing
+           returning class_watch_id""",
+        (name.strip().casefold(), list(watch_ids)),
+    ).fetchall()
+    return {str(r["class_watch_id"]) for r in rows}

@@ -86,9 +86,22 @@ def _give_up(conn, batch: dict) -> None:
 def _emails_for(conn, services, batch: dict) -> tuple[list[str], list[dict], int]:
     """(delivery row ids, emails, key generation) for this attempt."""
     key, generation = batch["batch_key"], batch["generation"]
+    frozen = [str(i) for i in batch["delivery_ids"] or []], batch["payload"]
+    if batch["maybe_sent_at"] is not None and recheck.possible(batch):
+        # Resend may hold this key (issue 26): re-checked all the same, and the key kept. An email
+        # no longer true is cancelled (at most the copy Resend may have accepted went out, and it
+        # was true then); the rest, if they changed, go rebuilt under the same key: Resend sends
+        # them if it never took the first bytes, and answers 409 invalid_idempotent_request if it
+        # did (then they were delivered, see deliver_batch). Unchanged: the very bytes, replayed.
+        ids, emails = recheck.rebuild(conn, services, batch)
+        if not ids:
+            return [], [], generation
+        if ids == frozen[0] and emails == frozen[1]:
+            return frozen[0], frozen[1], generation
+        return ids, batches.freeze_rebuilt(conn, key, ids, emails, generation), generation
     if batch["maybe_sent_at"] is not None or (batch["payload"] is not None and not recheck.possible(batch)):
         # Resend may hold this key: exactly the bytes it may have accepted.
-        return [str(i) for i in batch["delivery_ids"]], batch["payload"], generation
+        return frozen[0], frozen[1], generation
     if batch["attempts"] == 1 or not recheck.possible(batch):
         ids, emails = batches.freeze_batch(conn, key)  # the first attempt: the emails as claimed
         return ids, emails, generation
@@ -122,6 +135,15 @@ def deliver_batch(services, batch_key: str) -> int:
         result = services.mailer.send_batch(emails, idempotency_key(batch_key, generation))
     except SendFailed as exc:
         maybe = exc.maybe_sent or doubted
+        if doubted and exc.error_type == "invalid_idempotent_request":
+            # a re-checked batch under the key of an attempt Resend had accepted: it went then
+            with db.transaction(services.pool) as conn:
+                batches.mark_delivered(conn, ids, [None] * len(ids))
+                batches.close_batch(conn, batch_key, outcome="delivered", status=409,
+                                    error="delivered by an earlier attempt (Resend kept its key)")
+            log.info("batch %s: Resend had accepted an earlier attempt; %d emails recorded delivered",
+                     batch_key, len(ids))
+            return len(ids)
         with db.transaction(services.pool) as conn:
             if exc.permanent:
                 outcome = "unknown" if maybe else "failed"

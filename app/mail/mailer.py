@@ -49,12 +49,13 @@ def is_sender_error(text: str) -> bool:
 
 class SendFailed(Exception):
     def __init__(self, message: str, permanent: bool, status: int | None = None, *,
-                 maybe_sent: bool = True, config: bool = False):
+                 maybe_sent: bool = True, config: bool = False, error_type: str | None = None):
         super().__init__(message)
         self.permanent = permanent
         self.status = status
         self.maybe_sent = maybe_sent
         self.config = config
+        self.error_type = error_type  # Resend's error name (invalid_idempotent_request, ...)
 
 
 @dataclass
@@ -112,14 +113,18 @@ def parse_answer(answer, count: int) -> SendResult:
 
 class Mailer:
     def __init__(self, api_key: str, api_url: str, *, attempts: int = 4, base_delay: float = 1.0,
-                 max_delay: float = 20.0, timeout: int = 15,
+                 max_delay: float = 20.0, timeout: float = 15,
                  sleep: Callable[[float], None] = time.sleep):
         import resend
 
         # The SDK keeps its configuration in module globals; one process sends with one account.
         resend.api_key = api_key
         resend.api_url = api_url
-        resend.default_http_client = resend.RequestsClient(timeout=timeout)
+        # every request ends within `timeout` seconds, whatever Resend or a proxy does (trickling,
+        # never answering, an endless body): app.mail.transport
+        from app.mail.transport import BoundedResendClient
+
+        resend.default_http_client = BoundedResendClient(timeout)
         self.attempts = attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -147,7 +152,7 @@ class Mailer:
                                      config=True) from None
                 if not _retryable(status, exc.error_type):
                     raise SendFailed(reason, permanent=True, status=status,
-                                     maybe_sent=maybe_sent) from None
+                                     maybe_sent=maybe_sent, error_type=exc.error_type) from None
                 if attempt == self.attempts:
                     raise SendFailed(reason, permanent=False, status=status,
                                      maybe_sent=maybe_sent) from None

@@ -7,7 +7,12 @@ whose claim is gone (seats filled, watch deleted), whose watcher is no longer el
 news is no longer true is cancelled; the rest are rendered again from this service's state of the
 section and the current settings (a sender fixed by the operator goes out fixed).
 
-A batch Resend may have accepted is never rebuilt (app.mail.delivery keeps its key and bytes).
+A batch Resend may have accepted (an earlier attempt went unanswered) is re-checked too but keeps
+its key (issue 26, app.mail.delivery): an email no longer true is cancelled, one that changed goes
+rebuilt under the same key, and Resend either sends it (it never took the first bytes) or answers
+409 invalid_idempotent_request (it did: delivered then). "Still true" is judged on the seat count
+detection used: this service's stored state, the non-reserved count carried as app.check.changes
+keeps it.
 """
 
 from __future__ import annotations
@@ -84,6 +89,9 @@ def rebuild(conn, services, batch: dict) -> tuple[list[str], list[dict]]:
                 kind, to=watcher.email, user_id=watcher.user_id, term=term, class_nbr=class_nbr,
                 info=info, site_url=settings.site_url, sender=settings.notification_from_email,
                 unsubscribe_secret=settings.unsubscribe_secret))
+    if batch.get("maybe_sent_at") is not None:
+        cancelled = {rid: f"{why} (an earlier attempt, which Resend may have accepted, was true then)"
+                     for rid, why in cancelled.items()}
     batches.cancel_rows(conn, cancelled)
     # The audit row names the address the email goes to now (a student may have changed it).
     conn.execute(

@@ -15,6 +15,16 @@ Two extensions of huey, both through hooks it offers (`storage_class`, `create_c
   from Redis can run code; SeatwatchHuey.deserialize_task drops and logs whatever does not verify
   (a crafted pickle, a forged or tampered task, a task of an earlier release) and the worker reads
   on (issue 18).
+- A lease for every task taken off the queue (issue 26; BullMQ's active list, in huey's own
+  schedule): the moment a worker pops a task it also puts those bytes in huey's schedule, due
+  LEASE_SECONDS later, and takes them out again once the task ended however it ended (done,
+  failed, retried, dropped). A worker that dies (SIGKILL, OOM, a host lost) leaves its lease
+  there, and the scheduler's ordinary schedule read puts the task back on the queue when it is
+  due: the check runs again within LEASE_SECONDS plus a tick, and never while its first worker is
+  alive (no check comes near the lease: every outbound call has a deadline, app.httpdeadline).
+  Two commands per task (ZADD, ZREM), none on an idle day: the schedule is read each tick anyway.
+  Not covered: a kill in the instant between the pop and the lease (one round trip); its section
+  is freed by the stale-marker rule of app.schedule.pending at its group's next slot.
 - SeatwatchHuey.housekeeping: jobs (heartbeat, cron slots, delivery sweep) that ride on the
   scheduler's tick in threads of their own instead of being queued tasks: they never wait behind
   a backlog of checks and cost no queue round trips (app.queue.consumer runs them).
@@ -26,6 +36,7 @@ import itertools
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Callable
 
 import redis
@@ -106,6 +117,14 @@ class HousekeepingJob:
     scheduler_only: bool  # only on the host that runs the periodic scheduler (not on `-n` hosts)
 
 
+# Far above a check's length (the scraper timeout plus about 2 minutes per batch of 100 emails in a
+# Resend outage, every call bounded: app.httpdeadline), so a live worker keeps its lease; a dead
+# one's task runs again within 14 minutes (the lease and the scheduler's 60 s tick). A check of a
+# section with more than 5 batches (500 watchers) during a Resend outage could outlast it and run
+# twice: harmless for email (claims and batch leases are in PostgreSQL), a second scrape at most.
+LEASE_SECONDS = 780
+
+
 class SeatwatchHuey(RedisHuey):
     storage_class = WakeableRedisStorage
 
@@ -113,6 +132,52 @@ class SeatwatchHuey(RedisHuey):
         super().__init__(*args, **kwargs)
         self.housekeeping: list[HousekeepingJob] = []
         self._dropped = itertools.count(1)
+        self._held = threading.local()  # the bytes of the task this worker thread runs (its lease)
+        # called with the raw bytes of a job dropped unrun (app.tasks frees its section's marker)
+        self.on_drop: list[Callable[[bytes], None]] = []
+
+    def dequeue(self):
+        data = self.storage.dequeue()
+        if data is None:
+            return None
+        self._lease(data)
+        task = self.deserialize_task(data)
+        if task is None:  # dropped unrun: nothing will end it, so end its lease and marker now
+            self._settle(data)
+            for hook in self.on_drop:
+                try:
+                    hook(data)
+                except Exception:
+                    log.exception("could not clean up after a dropped job")
+            return None
+        self._held.data = data
+        return task
+
+    def execute(self, task, timestamp=None):
+        data, self._held.data = getattr(self._held, "data", None), None
+        try:
+            return super().execute(task, timestamp)
+        finally:
+            if data is not None:
+                self._settle(data)
+
+    def _lease(self, data: bytes) -> None:
+        # on huey's own schedule clock (its timestamps and their conversion), as its reads compare
+        due = self.storage.convert_ts(self._get_timestamp() + timedelta(seconds=LEASE_SECONDS))
+        try:
+            self.storage.conn.zadd(self.storage.schedule_key, {data: due})
+        except redis.RedisError:
+            # the task is in hand: run it unleased rather than lose it (its section's marker is
+            # freed at its next slot should this worker die as well)
+            log.warning("could not lease a task taken off the queue; running it without a lease")
+
+    def _settle(self, data: bytes) -> None:
+        try:
+            self.storage.conn.zrem(self.storage.schedule_key, data)
+        except redis.RedisError:
+            # Redis away: the lease stays and the task runs once more when it is due (a check is
+            # safe to repeat: exactly-once email is kept in PostgreSQL)
+            log.warning("could not end a task's lease; it will run once more in %d s", LEASE_SECONDS)
 
     def deserialize_task(self, data):
         """The task, or None for bytes that are not a task this service signed (or name a task

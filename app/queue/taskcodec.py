@@ -143,3 +143,24 @@ def _decode_time(value):
     if value is None or isinstance(value, (int, float)):
         return value
     raise TypeError("time field")
+
+
+_NAME = Message._fields.index("name")
+
+
+def unverified_call(data) -> tuple[str, list] | None:
+    """(task name, args) of bytes in this service's message format, read WITHOUT verifying the
+    signature: only to clean up after a job that was dropped unrun (free its section's marker when
+    a key rotation left it unverifiable), never to run anything. None when it is not that format."""
+    if not isinstance(data, bytes) or not data.startswith(PREFIX):
+        return None
+    try:
+        fields = _DECODER.decode(data[len(PREFIX) + SIGNATURE_HEX + 1:].decode())
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(fields, list) or len(fields) != _FIELDS:
+        return None
+    name, args = fields[_NAME], fields[_ARGS]
+    if not isinstance(name, str) or not isinstance(args, list):
+        return None
+    return name, args

@@ -4,9 +4,13 @@ One marker per section, in one of two states:
 
 - `q:<enqueued_at>`: a copy of its check waits on the queue or for a retry. It lives as long as
   the copy waits: QUEUED_TTL_SECONDS, renewed by every cron run of the section's group that
-  finds it still waiting (so a backlog of any length never gets a second copy), up to
-  MAX_WAIT_SECONDS after the copy was queued (a copy lost in the instant between a worker's pop
-  and its start must not block the section for ever).
+  finds it still waiting (so a backlog of any length never gets a second copy). A copy that can
+  no longer run must not block its section past its group's next slot (issue 26): a marker
+  older than STALE_AFTER_SECONDS (queued for an earlier slot) is taken over by the run that finds
+  it when nothing older than that run is left on the queue (the queue is first in, first out: its
+  copy was taken off and is no longer waiting), and any marker after MAX_WAIT_SECONDS. A copy
+  dropped unrun (a rotated signing key, an unknown task) frees its marker at once (app.tasks);
+  one taken by a worker that died runs again from its lease (app.queue.instance).
 - `r`: a worker is running the check. RUNNING_TTL_SECONDS bounds it: a worker killed mid-check
   frees the section well before its next hourly slot.
 
@@ -27,26 +31,37 @@ from app.keys import Keys
 
 QUEUED_TTL_SECONDS = 2 * 3600  # above the hour between two runs of a group, which renew it
 MAX_WAIT_SECONDS = 6 * 3600
+# A group's runs are an hour apart: a copy this old was queued for an earlier slot of its group.
+STALE_AFTER_SECONDS = 45 * 60
 RUNNING_TTL_SECONDS = 15 * 60  # far above the longest check (scraper timeout + email retries)
 CHUNK = 1000  # sections per script call: bounds how long one call blocks Redis (a few ms)
 
 # KEYS: queue, slot-stats hash ('' for none), then one pending key per section.
-# ARGV: queued ttl, now, max wait, group, stats ttl, then one payload per section.
+# ARGV: queued ttl, now, max wait, group, stats ttl, stale after, payloads this run queued before
+# this call, then one payload per section.
 # Per section: take the marker (SET NX) and queue the payload; a marker already there is a copy
-# waiting (renewed, unless queued longer than the max wait: then taken over) or running (left).
+# waiting (renewed, unless queued longer than the max wait, or longer than `stale after` while
+# the queue holds nothing older than this run: then taken over) or running (left). LLEN at most
+# once per call, and only when such an old marker is found.
 # The taken payloads go in one LPUSH, after the slot's count (app.schedule.capacity) is raised: no check of
 # the slot can finish before its count is known. Returns the 1-based positions it queued.
 _ENQUEUE_SCRIPT = """
 local ttl, now, max_wait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local stale_after, pushed_before = tonumber(ARGV[6]), tonumber(ARGV[7])
 local marker = 'q:' .. ARGV[2]
 local taken, payloads = {}, {}
+local drained = nil
 for i = 3, #KEYS do
     local key = KEYS[i]
     local fresh = redis.call('SET', key, marker, 'NX', 'EX', ttl)
     if not fresh then
         local held = redis.call('GET', key)
         if held and string.sub(held, 1, 2) == 'q:' then
-            if now - (tonumber(string.sub(held, 3)) or 0) > max_wait then
+            local age = now - (tonumber(string.sub(held, 3)) or 0)
+            if age > stale_after and drained == nil then
+                drained = redis.call('LLEN', KEYS[1]) <= pushed_before
+            end
+            if age > max_wait or (age > stale_after and drained) then
                 redis.call('SET', key, marker, 'EX', ttl)
                 fresh = true
             else
@@ -56,7 +71,7 @@ for i = 3, #KEYS do
     end
     if fresh then
         taken[#taken + 1] = i - 2
-        payloads[#payloads + 1] = ARGV[i + 3]
+        payloads[#payloads + 1] = ARGV[i + 5]
     end
 end
 if #payloads > 0 then
@@ -102,7 +117,7 @@ class PendingChecks:
             part = sections[start:start + chunk]
             keys = [queue_key, stats_key, *(self.keys.pending(t, n) for t, n in part)]
             args = [self.ttl, repr(now), MAX_WAIT_SECONDS, group, stats_ttl,
-                    *payloads[start:start + chunk]]
+                    STALE_AFTER_SECONDS, len(queued), *payloads[start:start + chunk]]
             queued.extend(part[i - 1] for i in self._enqueue(keys=keys, args=args))
         return queued
 
