@@ -60,6 +60,15 @@ DEFAULTS: dict[str, tuple[str | None, object, object]] = {
     # moves: a valid certificate to verify with before the DNS switch (docs/runbook.md)
     "caddy_extra_domains": ("SEATWATCH_EXTRA_DOMAINS", "", str),
     "caddy_site_upstream": ("SEATWATCH_SITE_UPSTREAM", "", str),
+    # The Next.js site on the VPS (roles/site.py, roles/sitebuild.py): the laptop's checkout of it; unset: no site
+    "site_source": ("SEATWATCH_SITE_SOURCE", "", str),
+    "site_build_dir": ("SEATWATCH_SITE_BUILD_DIR", ".site-build", str),  # the laptop's cache of built artifacts
+    "site_secrets_env": ("SEATWATCH_SITE_SECRETS_ENV", "site-secrets.env", str),  # the site's server-side secrets
+    "site_user": ("SEATWATCH_SITE_USER", "seatwatch-site", str),
+    "site_root": ("SEATWATCH_SITE_ROOT", "/opt/seatwatch-site", str),
+    "site_port": ("SEATWATCH_SITE_PORT", 3000, int),
+    "site_heap_mb": ("SEATWATCH_SITE_HEAP_MB", 192, int),  # node --max-old-space-size
+    "site_max_memory_mb": ("SEATWATCH_SITE_MAX_MEMORY_MB", 320, int),  # PM2's max_memory_restart
 }
 
 
