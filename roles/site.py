@@ -42,7 +42,7 @@ from roles.config import DeployError, SettingsFileError, parse_env_file
 
 NPM_ENV = {"LC_ALL": "C.UTF-8"}
 RESERVED = ("PORT", "HOSTNAME", "NODE_ENV", "NODE_OPTIONS")  # set by site-run itself: not from the secrets file
-SITE_BODY_LIMIT = "2MB"  # Caddy's cap on a request body to the site (Next's own server-action limit is 1 MB)
+SITE_BODY_LIMIT = "2MB"  # Caddy's cap on a request body to the site, 2,000,000 bytes (Next's server actions: 1 MB)
 
 
 def site_paths() -> dict[str, str]:
