@@ -36,8 +36,8 @@ from pyinfra.facts.files import File, Sha256File
 from pyinfra.facts.server import Command
 from pyinfra.operations import files, server, systemd
 
-from roles.common import (BIN_DIR, ENV_DIR, LOG_DIR, PROJECT, STATE_DIR, TEMPLATES, cfg, render, sha256_text,
-                          site_enabled)
+from roles.common import (BIN_DIR, ENV_DIR, LOG_DIR, PROJECT, STATE_DIR, TEMPLATES, cfg, is_primary, render,
+                          sha256_text, site_enabled)
 from roles.config import DeployError, SettingsFileError, parse_env_file
 
 NPM_ENV = {"LC_ALL": "C.UTF-8"}
@@ -108,6 +108,7 @@ def site_environment() -> dict[str, str]:
 @deploy("Site (Next.js)")
 def site() -> None:
     if not site_enabled():
+        _stop_a_site_turned_off()
         return
     from roles.distro import host_deb_arch
     from roles.pm2 import activation_command
@@ -180,3 +181,13 @@ def site() -> None:
     if active.strip() != marker:
         server.shell(name=f"Activate site release {key}: switch, reload its PM2, gate (under systemd-run)",
                      commands=[activation_command(p, rel, marker, gate_timeout)])
+
+
+def _stop_a_site_turned_off() -> None:
+    """The way back: a primary that ran the site and is deployed without SEATWATCH_SITE_SOURCE stops it (its
+    builds stay on disk; Caddy no longer routes to it). Nothing at all on a host that never had it."""
+    unit = f"pm2-{cfg('site_user')}"
+    if is_primary() and host.get_fact(File, path=f"/etc/systemd/system/{unit}.service"):
+        systemd.service(name=f"The site is off (no SEATWATCH_SITE_SOURCE): stop and disable {unit}", service=unit,
+                        running=False, enabled=False)
+

@@ -212,6 +212,12 @@ def test_a_site_release_whose_page_answers_500_is_rolled_back(stack):
     assert_site_serves(stack)  # the old page, served again
     assert "site-activate release=" in h.ssh("sudo tail -n 3 /var/log/seatwatch/deploys.log").stdout
     assert stack.planned_changes() == []  # and the good site is what the settings want: nothing to do
+    cp = core._ops(stack, "releases")  # `make releases` lists the site's builds after the backend's
+    assert cp.returncode == 0, cp.stderr
+    site_rows = cp.stdout.split("site build (key)", 1)[1].splitlines()[1:]
+    key = before.rsplit("/", 1)[1]
+    assert any(r.startswith(key) and "current,active,gated" in r for r in site_rows), cp.stdout
+    assert any("never-gated" in r for r in site_rows), cp.stdout  # the 500 release
 
 
 def test_gate_rolls_back_a_release_that_never_gets_healthy(stack):
