@@ -111,6 +111,7 @@ def site_proc(stack) -> dict:
 
 def assert_site_serves(stack, marker: str = "site-url=https://pickmyclass.example") -> str:
     code, body = stack.https("/")
+    body = body.replace("<!-- -->", "")  # React's separator between adjacent text nodes
     assert code == 200 and marker in body, (code, body[:500])
     return body
 
@@ -176,13 +177,11 @@ def test_the_site_user_cannot_read_the_backends_env_file(stack):
     assert h.ssh("stat -c '%U:%G %a' /etc/seatwatch/site.env").stdout.strip() == f"root:{SITE_USER} 640"
     assert h.ssh(f"sudo -u {core.APP_USER} cat /etc/seatwatch/site.env", check=False).returncode != 0
     assert h.ssh(f"sudo -u {SITE_USER} test -w /usr/local/lib/seatwatch/site-run", check=False).returncode != 0
-    rss = {
-        "site (node)": h.ssh(f"ps -o rss= -p {site_proc(stack)['pid']}").stdout.strip(),
-        "site's PM2 daemon": h.ssh(f"ps -u {SITE_USER} -o rss=,args= | awk '/God Daemon/ {{print $1}}'").stdout.strip(),
-        "backend's PM2 daemon": h.ssh(f"ps -u {core.APP_USER} -o rss=,args= | awk '/God Daemon/ {{print $1}}'")
-                                 .stdout.strip(),
-    }
-    report("RSS at rest (kB): " + ", ".join(f"{k} {v}" for k, v in rss.items()))
+    from bench import on_host
+
+    rss = on_host.stack_memory(h)  # the site's server and its PM2 daemon beside the backend's stack
+    report("RSS at rest (MB): " + ", ".join(f"{k} {v}" for k, v in rss.items()))
+    assert rss["site"] > 0 and rss["site_pm2"] > 0 and rss["pm2"] > 0, rss
 
 
 def test_second_deploy_changes_nothing(stack):
