@@ -124,7 +124,8 @@ def test_site_page_through_caddy_with_the_public_variable_baked_in(stack):
     proc = site_proc(stack)
     assert proc["pm2_env"]["status"] == "online"
     assert stack.host.ssh(f"ps -o user= -p {proc['pid']}").stdout.strip() == SITE_USER
-    assert "node" in stack.host.ssh(f"ps -o comm= -p {proc['pid']}").stdout
+    # Node (Next renames its process title to next-server), never Bun
+    assert "node" in stack.host.ssh(f"sudo readlink -f /proc/{proc['pid']}/exe").stdout.rsplit("/", 1)[-1]
     listening = stack.host.ssh("ss -Hltn 'sport = :3000'").stdout.split()
     assert "127.0.0.1:3000" in listening and not any(a.startswith(("0.0.0.0", "*", "[::]")) for a in listening)
     chunk = re.search(r'/_next/static/[^"]+\.js', body).group(0)
