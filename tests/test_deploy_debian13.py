@@ -126,8 +126,11 @@ def test_site_page_through_caddy_with_the_public_variable_baked_in(stack):
     assert stack.host.ssh(f"ps -o user= -p {proc['pid']}").stdout.strip() == SITE_USER
     # Node (Next renames its process title to next-server), never Bun
     assert "node" in stack.host.ssh(f"sudo readlink -f /proc/{proc['pid']}/exe").stdout.rsplit("/", 1)[-1]
-    listening = stack.host.ssh("ss -Hltn 'sport = :3000'").stdout.split()
-    assert "127.0.0.1:3000" in listening and not any(a.startswith(("0.0.0.0", "*", "[::]")) for a in listening)
+    # every listener on port 3000 (0x0BB8, state 0A = LISTEN) is on 127.0.0.1 (0100007F): none on IPv6 or any
+    tables = stack.host.ssh("cat /proc/net/tcp /proc/net/tcp6").stdout.splitlines()
+    listeners = [f[1].split(":")[0] for f in (line.split() for line in tables)
+                 if len(f) > 3 and f[1].endswith(":0BB8") and f[3] == "0A"]
+    assert listeners == ["0100007F"], listeners
     chunk = re.search(r'/_next/static/[^"]+\.js', body).group(0)
     head = stack.head(chunk)
     assert head.startswith("HTTP/2 200") and "immutable" in head.lower() and "max-age=31536000" in head, head
@@ -161,12 +164,17 @@ def test_backend_routes_stay_the_backends_and_the_queue_route_never_reaches_node
     assert stack.https("/api/cron")[0] == 401  # Bottle's answer: it wants the token
     code, body = stack.https("/api/cron", headers={"Authorization": f"Bearer {stack.cron_secret}"})
     assert code in (200, 409) and "success" in json.loads(body), body
-    before = stack.host.ssh(f"sudo cat /var/lib/{SITE_USER}/.pm2/logs/site-out.log | wc -c").stdout
     for method in ("GET", "POST"):
         code, body = stack.https("/api/queue/process-section", method=method)
         assert (code, body) == (404, "Not found"), (code, body[:200])  # Caddy's own answer, not Next's page
     assert stack.https("/somewhere/else")[0] == 404  # Next's own 404 page
-    assert stack.host.ssh(f"sudo cat /var/lib/{SITE_USER}/.pm2/logs/site-out.log | wc -c").stdout == before
+    # the fixture's middleware logs every path Node sees: /somewhere/else did reach it, /api/queue/* never
+    log = f"/var/lib/{SITE_USER}/.pm2/logs/site-out.log"
+    deadline = time.monotonic() + 10
+    while "fixture-middleware /somewhere/else" not in stack.host.ssh(f"sudo cat {log}").stdout:
+        assert time.monotonic() < deadline, "the middleware's log line never came"
+        time.sleep(0.5)
+    assert "fixture-middleware /api/queue" not in stack.host.ssh(f"sudo cat {log}").stdout
 
 
 @site_only
