@@ -167,3 +167,15 @@ def test_a_placeholder_stops_before_anything_is_built(tmp_path, monkeypatch):
         sitebuild.site_artifact("amd64")
     assert not (tmp_path / "out").exists()
     sitebuild.site_artifact.cache_clear()
+
+
+def test_a_native_module_for_another_platform_stops_the_build_naming_it(tmp_path):
+    """Only sharp's platform packages are swapped; any other compiled module built here cannot run on an
+    arm64 server from an x86_64 laptop (and the reverse): the build stops, naming the file."""
+    other = "amd64" if sitebuild._laptop_deb_arch() == "arm64" else "arm64"
+    native = tmp_path / "node_modules" / "bcrypt" / "build" / "Release" / "bcrypt_lib.node"
+    native.parent.mkdir(parents=True)
+    native.write_bytes(b"\x7fELF")
+    with pytest.raises(SiteBuildError, match="node_modules/bcrypt/build/Release/bcrypt_lib.node"):
+        sitebuild.retarget_native_modules(tmp_path, other, {})
+    assert sitebuild.retarget_native_modules(tmp_path, sitebuild._laptop_deb_arch(), {}) == []
