@@ -63,6 +63,7 @@ DEFAULTS: dict[str, tuple[str | None, object, object]] = {
     # The Next.js site on the VPS (roles/site.py, roles/sitebuild.py): the laptop's checkout of it; unset: no site
     "site_source": ("SEATWATCH_SITE_SOURCE", "", str),
     "site_build_dir": ("SEATWATCH_SITE_BUILD_DIR", ".site-build", str),  # the laptop's cache of built artifacts
+    "site_install_scripts": ("SEATWATCH_SITE_INSTALL_SCRIPTS", False, _bool),  # the site's packages' install scripts
     "site_secrets_env": ("SEATWATCH_SITE_SECRETS_ENV", "site-secrets.env", str),  # the site's server-side secrets
     "site_user": ("SEATWATCH_SITE_USER", "seatwatch-site", str),
     "site_root": ("SEATWATCH_SITE_ROOT", "/opt/seatwatch-site", str),

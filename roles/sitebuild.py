@@ -11,7 +11,8 @@ What `make deploy` does with it, before any change on a server (roles/site.py ca
    so), the build variables, the target's architecture and BUILD_FORMAT. An artifact with that key in the
    build directory (SEATWATCH_SITE_BUILD_DIR) is reused: nothing is built when neither changed.
 3. `git archive HEAD` into a scratch directory; the dependencies from the site's own lock file (`bun.lock`:
-   bun's `install --frozen-lockfile`, bun from the npm registry at BUN_VERSION; `package-lock.json`: `npm ci`);
+   bun's `install --frozen-lockfile`, bun from the npm registry at BUN_VERSION; `package-lock.json`: `npm ci`),
+   without the packages' install scripts unless SEATWATCH_SITE_INSTALL_SCRIPTS=on;
    `next build` under Node (never Bun: the server runs on Node) with the build variables.
 4. The artifact: Next's standalone server (`output: 'standalone'`) with `.next/static` and `public` beside
    it. Its native modules are made to match the target: sharp's platform packages (`@img/sharp-*`, built for
@@ -96,12 +97,17 @@ def build_key(commit: str, variables: dict[str, str], deb_arch: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def installer(work: Path) -> list[str]:
-    """The install command for the lock file the site carries; bun's wins (the real site's package-lock is stale)."""
+def installer(work: Path, scripts: bool = False) -> list[str]:
+    """The install command for the lock file the site carries; bun's wins (the real site's package-lock is stale).
+    The packages' install scripts do not run unless asked (SEATWATCH_SITE_INSTALL_SCRIPTS=on): `next build`
+    needs none (sharp and Next's compiler come as prebuilt platform packages), and they run anything on this
+    laptop; the real site's `supabase` CLI dependency, for one, downloads its binary from GitHub in one."""
+    no_scripts = [] if scripts else ["--ignore-scripts"]
     if (work / "bun.lock").is_file() or (work / "bun.lockb").is_file():
-        return ["npm", "exec", "--yes", f"--package=bun@{BUN_VERSION}", "--", "bun", "install", "--frozen-lockfile"]
+        return ["npm", "exec", "--yes", f"--package=bun@{BUN_VERSION}", "--", "bun", "install", "--frozen-lockfile",
+                *no_scripts]
     if (work / "package-lock.json").is_file():
-        return ["npm", "ci", "--no-audit", "--no-fund"]
+        return ["npm", "ci", "--no-audit", "--no-fund", *no_scripts]
     raise SiteBuildError("the site has no lock file (bun.lock or package-lock.json): it is not built "
                          "from unpinned dependencies")
 
@@ -193,7 +199,8 @@ def build(src: Path, deb_arch: str, out_dir: Path, variables: dict[str, str], co
         subprocess.run(["tar", "-x", "-C", str(src_dir)], input=archive.stdout, check=True)
         env = _build_env(variables)
         install_env = {**env, "NODE_ENV": "development"}  # next build needs the dev dependencies (TypeScript...)
-        _run(installer(src_dir), src_dir, install_env, "installing the site's locked dependencies")
+        scripts = os.environ.get("SEATWATCH_SITE_INSTALL_SCRIPTS", "").strip().lower() in ("1", "on", "true", "yes")
+        _run(installer(src_dir, scripts), src_dir, install_env, "installing the site's locked dependencies")
         next_bin = src_dir / "node_modules" / "next" / "dist" / "bin" / "next"
         if not next_bin.is_file():
             raise SiteBuildError("the site's dependencies have no `next`: is SEATWATCH_SITE_SOURCE a Next.js app?")

@@ -238,6 +238,27 @@ def test_cron_through_caddy_checks_and_emails(stack):
     core.test_cron_through_caddy_checks_and_emails(stack)
 
 
+@site_only
+def test_the_way_back_turns_the_site_off_and_on_again(stack):
+    """The runbook's way back on the VPS side: without SEATWATCH_SITE_SOURCE Caddy serves the backend only and
+    the site's PM2 is stopped and disabled; with it again the same build serves, neither rebuilt nor re-gated."""
+    h = stack.host
+    res = stack.deploy(extra_env={"SEATWATCH_SITE_SOURCE": ""})
+    assert res.returncode == 0, res.tail(60)
+    assert stack.https("/") == (404, "Not found")  # Caddy's own: no site, no upstream
+    assert stack.https("/api/monitoring/health")[0] == 200
+    assert h.ssh(f"systemctl is-active pm2-{SITE_USER}", check=False).stdout.strip() != "active"
+    assert h.ssh(f"systemctl is-enabled pm2-{SITE_USER}", check=False).stdout.strip() == "disabled"
+    res = stack.deploy()
+    assert res.returncode == 0, res.tail(60)
+    assert "building the site" not in res.output and "Activate site release" not in res.output
+    deadline = time.monotonic() + 30 * stack.host.slowdown
+    while stack.https("/")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert_site_serves(stack)
+    assert stack.planned_changes() == []
+
+
 def test_stack_comes_back_after_a_reboot(stack):
     seconds = stack.host.reboot()
     t0 = time.monotonic()

@@ -70,10 +70,12 @@ def test_every_bad_variable_is_named_at_once():
 
 def test_the_sites_own_lock_file_picks_the_installer(tmp_path):
     (tmp_path / "package-lock.json").write_text("{}")
-    assert installer(tmp_path)[:2] == ["npm", "ci"]
+    assert installer(tmp_path) == ["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"]
+    assert "--ignore-scripts" not in installer(tmp_path, scripts=True)
     (tmp_path / "bun.lock").write_text("{}")  # the real site: bun.lock wins over its stale package-lock
     cmd = installer(tmp_path)
-    assert f"--package=bun@{sitebuild.BUN_VERSION}" in cmd and cmd[-3:] == ["bun", "install", "--frozen-lockfile"]
+    assert f"--package=bun@{sitebuild.BUN_VERSION}" in cmd
+    assert cmd[-4:] == ["bun", "install", "--frozen-lockfile", "--ignore-scripts"]
     for f in ("bun.lock", "package-lock.json"):
         (tmp_path / f).unlink()
     with pytest.raises(SiteBuildError, match="no lock file"):
