@@ -113,3 +113,16 @@ def test_the_site_source_and_an_outside_upstream_exclude_each_other(site_env):
     cp = dry_run({**GOOD_ENV, **site_env, "SEATWATCH_SITE_UPSTREAM": "https://site.example"})
     assert cp.returncode != 0
     assert "SEATWATCH_SITE_SOURCE and SEATWATCH_SITE_UPSTREAM are both set" in cp.stdout + cp.stderr
+
+
+def test_the_site_activation_parses_under_the_oldest_system_python3():
+    """site-activate runs under /usr/bin/python3: 3.10 on Ubuntu 22.04."""
+    import ast
+
+    from roles.common import render
+
+    text = render("site-activate.j2", user="s", home="/var/lib/s", root="/opt/s", current="/opt/s/current",
+                  marker="/var/lib/x/site-active", gated="/var/lib/x/site-gated", log="/var/log/x/site-activate.log",
+                  bin="/usr/local/lib/x", ecosystem="/usr/local/lib/x/site.config.js", timeout=30,
+                  url="http://127.0.0.1:3000/", host="example.com")
+    ast.parse(text, feature_version=(3, 10))
