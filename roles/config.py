@@ -164,6 +164,7 @@ def effective_settings(environ=None) -> list[tuple[str, str, str]]:
              "SEATWATCH_SSH_PORT", "SEATWATCH_SSH_KNOWN_HOSTS"]
     names += [env for env, _, _ in DEFAULTS.values() if env]
     names += [*REQUIRED, *[n for n in OPTIONAL if n != "SEATWATCH_RELEASE"], "REDIS_PASSWORD"]
+    names += ["NEXT_PUBLIC_SUPABASE_URL", "NEXT_PUBLIC_SUPABASE_ANON_KEY"]  # the site's build (roles/sitebuild.py)
     defaults = {env: str(default) for env, default, _ in DEFAULTS.values() if env}
     defaults.update({n: v for n, v in OPTIONAL.items()})
     rows = []
