@@ -4,8 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install services test test-fast dev deploy dry-run logs run releases rollback \
-        deploy-lock cutover-check lock sandbox sandbox-down bench bench-idle clean test-arm64 test-forky
+.PHONY: help install services test test-fast dev dev-run deploy dry-run logs run releases rollback \
+        deploy-lock cutover-check handover lock sandbox sandbox-down bench bench-idle clean test-arm64 test-forky
 
 help:
 	@echo "make deploy      provision the VPS and deploy (pyinfra inventory.py deploy.py)"
@@ -16,19 +16,26 @@ help:
 	@echo "make rollback    back to the previous release (or RELEASE=<id>), gated like a deploy; SITE=1: the site's"
 	@echo "make deploy-lock who holds the deploy lock (BREAK=1 removes it)"
 	@echo "make cutover-check  verify the VPS end to end before and after the DNS switch"
+	@echo "make handover    who runs the schedule; TO=vps takes it over from the old Workers, TO=old hands it back"
 	@echo "make lock        regenerate requirements.lock (pip-compile --generate-hashes)"
 	@echo "make test        everything: unit, Redis/PostgreSQL integration, deploy to a booted Debian host"
 	@echo "make test-fast   the same without the deploy test"
 	@echo "make test-arm64  the Debian 13 deploy test on an emulated arm64 host (qemu; ~30 min, not in make test)"
 	@echo "make test-forky  the fast suite under Debian testing's Python in a forky chroot (not in make test)"
 	@echo "make dev         web + worker locally: simulated scraper, emails to ./dev-outbox"
+	@echo "make dev-run CMD=status  a python -m app command against make dev, with its settings"
 	@echo "make sandbox     deploy into a local throwaway Debian host (root needed)"
 	@echo "make bench       every benchmark; report in bench/results/README.md (BENCH_QUICK=1: smoke run)"
+	@echo "make bench-idle  the idle consumer's Redis traffic, huey's defaults versus ours (6 min)"
+	@echo "make install     the virtualenv .venv with this package and its test tools"
+	@echo "make services    install and start local Redis, PostgreSQL and PgBouncer when not running"
+	@echo "make sandbox-down  remove the local throwaway host of make sandbox"
+	@echo "make clean       remove the virtualenv and build leftovers"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[deploy,test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -51,16 +58,20 @@ test-arm64: install services
 test-forky: install services
 	$(BIN)/python -m tests.chroot_suite forky
 
-# Local Redis/PostgreSQL as `make test` uses them; DEV_ARGS passes options, e.g. DEV_ARGS='--cycle 5'.
-dev: install services
+# Its own Redis and PostgreSQL in ./.dev (nothing global changes); DEV_ARGS passes options, e.g. DEV_ARGS='--cycle 5'.
+dev: install
 	$(BIN)/python -m app dev $(DEV_ARGS)
+
+# Any `python -m app` command against `make dev` (same settings), e.g. make dev-run CMD=status
+dev-run: install
+	$(BIN)/python -m app dev-run $(DEV_ARGS) $(CMD)
 
 # Settings: deploy.env (checked in), secrets.env (ignored), the environment (wins). See docs/deploy.md.
 deploy: install
 	$(BIN)/python scripts/ops.py deploy $(if $(BREAK_LOCK),--break-lock)
 
 dry-run: install
-	$(BIN)/python -m roles.config
+	$(BIN)/python -m roles.preflight
 	$(BIN)/pyinfra --dry --diff inventory.py deploy.py
 
 logs: install
@@ -80,6 +91,10 @@ deploy-lock: install
 
 cutover-check: install
 	$(BIN)/python scripts/ops.py cutover-check
+
+# The schedule's owner (docs/runbook.md step 7): without TO, show it; TO=vps or TO=old record it.
+handover: install
+	$(BIN)/python scripts/ops.py run handover $(if $(TO),--to $(TO))
 
 # redis-py needs async-timeout on Python < 3.11.3 (Debian 12 has 3.11.2): pinned for every host.
 # pip-compile keeps the hashes of every file of a pinned version; check_lock.py then fails the target

@@ -7,6 +7,7 @@ import json
 import sys
 
 from app.settings import SettingsError, get_settings
+from app.state_commands import cmd_dead_letters, cmd_handover, cmd_heartbeat, cmd_status
 
 
 def _print(obj) -> None:
@@ -59,7 +60,8 @@ def cmd_breaker(args) -> int:
     breaker = get_services().breaker
     if args.action == "reset":
         breaker.reset()
-    _print(breaker.status())
+    status = breaker.status()
+    _print({**status, "state": status["state"].upper()})  # one spelling everywhere: health's CLOSED/OPEN/HALF_OPEN
     return 0
 
 
@@ -72,62 +74,6 @@ def cmd_lock(args) -> int:
     else:
         _print(lock.status())
     return 0
-
-
-def cmd_dead_letters(args) -> int:
-    from app.services import get_services
-
-    letters = get_services().dead_letters
-    if not args.requeue:
-        _print(letters.list())
-        return 0
-    from app import tasks
-
-    _print(letters.requeue(tasks.enqueue_checks))
-    return 0
-
-
-def cmd_heartbeat(args) -> int:
-    from app.services import get_services
-
-    _print({"beats": get_services().heartbeat.beats()})
-    return 0
-
-
-def cmd_status(args) -> int:
-    from app.schedule import status as schedule_status
-    from app.queue.instance import huey
-    from app.services import get_services
-
-    services = get_services()
-    rep = schedule_status.report(services, huey.storage.queue_key)
-    breaker = services.breaker.status()["state"]
-    deliveries = _delivery_status(services)
-    if args.json:
-        _print({**rep, "circuit_breaker": breaker, "deliveries": deliveries})
-    else:
-        print(schedule_status.format_table(rep, breaker))
-        print(_delivery_lines(deliveries))
-    return 0
-
-
-def _delivery_status(services) -> dict:
-    from app import db
-    from app.db import batches
-
-    with db.transaction(services.pool) as conn:
-        return batches.delivery_counts(conn)
-
-
-def _delivery_lines(d: dict) -> str:
-    """Emails waiting and not delivered in the last 24 h, by outcome and reason."""
-    lines = [f"emails: {d['pending']} waiting ({d['overdue']} overdue), "
-             f"{d['failed']} not delivered in the last 24 h"]
-    if d.get("refused"):
-        lines.append(f"  waiting on a refusal (HTTP {d['refused']['status']}): {d['refused']['error']}")
-    for r in d.get("reasons", []):
-        lines.append(f"  {r['count']:>5} {r['outcome']:<8} {r['reason']}")
-    return "\n".join(lines)
 
 
 def cmd_alert(args) -> int:
@@ -183,6 +129,12 @@ def cmd_dev(args) -> int:
     return dev.run(args)
 
 
+def cmd_dev_run(args) -> int:
+    from app.laptop import dev
+
+    return dev.run_command(args, args.command)
+
+
 def cmd_cutover_check(args) -> int:
     from app.laptop import cutover
 
@@ -195,8 +147,20 @@ def cmd_cutover_check(args) -> int:
     return cutover.run(args.host, args.domain, ca_file=args.ca_file, ssh=ssh)
 
 
+def _version() -> str:
+    import os
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        number = version("seatwatch")
+    except PackageNotFoundError:
+        number = "unknown"
+    return f"seatwatch {number} (release {os.environ.get('SEATWATCH_RELEASE') or 'unknown'})"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m app", description="seat-watch backend")
+    p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("migrate", help="apply this service's database migrations")
@@ -233,7 +197,10 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_lock)
 
     s = sub.add_parser("dead-letters", help="checks that failed every retry")
-    s.add_argument("--requeue", action="store_true", help="enqueue them again and clear the list")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--requeue", action="store_true", help="enqueue them again and clear the list")
+    g.add_argument("--drop", nargs="+", metavar="ID", help="remove these entries without requeueing (logged, counted)")
+    g.add_argument("--all", dest="drop_all", action="store_true", help="with nothing else: drop every entry")
     s.set_defaults(func=cmd_dead_letters)
 
     s = sub.add_parser("heartbeat", help="each host's last consumer heartbeat (release, pid, age)")
@@ -258,17 +225,39 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("directory")
     s.set_defaults(func=cmd_preview_emails)
 
-    s = sub.add_parser("dev", help="web + worker locally: simulated scraper, emails to a folder")
+    for name in ("dev", "dev-run"):
+        s = sub.add_parser(name, help="web + worker locally: simulated scraper, emails to a folder" if name == "dev"
+                           else "a `python -m app` command with the settings of `dev` (its defaults or these options)")
+        _dev_options(s, name)
+    return _more_commands(sub, p)
+
+
+def _dev_options(s, name: str) -> None:
     s.add_argument("--cycle", type=float, default=30.0, help="seconds between cron cycles (30)")
     s.add_argument("--sim-period", type=float, default=120.0,
                    help="seconds between the simulated sections' seat changes (120)")
     s.add_argument("--outbox", default="dev-outbox", help="folder for the emails (./dev-outbox)")
     s.add_argument("--port", type=int, default=8080)
-    s.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/seatwatch_dev")
-    s.add_argument("--redis-url", default="redis://127.0.0.1:6379/2")
+    s.add_argument("--database-url", help="a PostgreSQL of yours (default: dev mode starts its own in ./.dev)")
+    s.add_argument("--redis-url", help="a Redis of yours (default: dev mode starts its own in ./.dev)")
     s.add_argument("--name", default="seatwatch-dev", help="queue name and Redis key prefix")
     s.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: Ctrl-C)")
-    s.set_defaults(func=cmd_dev)
+    if name == "dev-run":
+        s.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments, e.g. status")
+    s.set_defaults(func=cmd_dev if name == "dev" else cmd_dev_run)
+
+
+def _more_commands(sub, p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    s = sub.add_parser("handover", help="which system runs the schedule (docs/runbook.md, the hand-over); "
+                                        "without options: show it")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--to", choices=["vps", "old"],
+                   help="vps: this service runs the slots from the next tick on (each skips the sections "
+                        "the old system already checked in it); old: hand it back (rollback)")
+    g.add_argument("--clear", action="store_true",
+                   help="forget the record: run slots only while nothing else checks sections")
+    s.add_argument("--note", help="a word for the record (who, why)")
+    s.set_defaults(func=cmd_handover)
 
     s = sub.add_parser("cutover-check",
                        help="from the laptop: is the VPS ready for the DNS switch (app/laptop/cutover.py)")

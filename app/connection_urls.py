@@ -9,7 +9,7 @@ own message either.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 
 class InvalidURL(ValueError):
@@ -60,3 +60,20 @@ def check_redis_url(url: str) -> None:
         # password as the start of a fragment: both would quietly use another database or password.
         if (db and not db.isdigit()) or parts.fragment or (port is not None and not _port_ok(port)):
             raise InvalidURL(f"REDIS_URL is not a valid Redis URL ({REDIS_URL_FORM})")
+
+
+def passwords_in(url: str) -> list[str]:
+    """The password inside a URL or key=value DSN, raw and percent-decoded (for the log mask)."""
+    found = []
+    try:
+        found.append(urlsplit(url).password or "")
+    except ValueError:
+        pass
+    if url and "://" not in url:  # key=value form
+        try:
+            from psycopg.conninfo import conninfo_to_dict
+
+            found.append(str(conninfo_to_dict(url).get("password", "")))
+        except Exception:
+            pass
+    return [v for p in found for v in (p, unquote(p))]

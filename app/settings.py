@@ -16,8 +16,8 @@ import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterable, Mapping
-from urllib.parse import unquote, urlsplit
+from typing import Mapping
+from urllib.parse import urlsplit
 
 from app import connection_urls
 
@@ -59,6 +59,9 @@ OPTIONAL = {
     "SEATWATCH_ALERT_URLS": "",
     "SEATWATCH_ALERT_AFTER_SECONDS": "600",
     "SEATWATCH_PING_URL": "",
+    # Which deployment of this service a check comes from (app.db.checkers): the deploy sets it to
+    # the name and primary host of its inventory; unset, the name and this host.
+    "SEATWATCH_INSTANCE": "",
 }
 ENVIRONMENTS = ("production", "development")
 SWITCH_ON, SWITCH_OFF = ("on", "1", "true", "yes"), ("off", "0", "false", "no")  # as the deploy reads them
@@ -122,11 +125,17 @@ class Settings:
     alert_urls: tuple[str, ...] = field(repr=False, default=())
     alert_after: float = 600.0  # how long a check stays not healthy before it alerts
     ping_url: str = field(repr=False, default="")  # the dead man's switch (app.alerting.ping)
+    instance: str = ""  # SEATWATCH_INSTANCE; see `checker`
 
     @property
     def alerting(self) -> bool:
         """An alert channel is configured (app.alerting.alerts); without one nothing is evaluated."""
         return bool(self.alert_emails or self.alert_urls)
+
+    @property
+    def checker(self) -> str:
+        """This deployment's name on the checks it records: SEATWATCH_INSTANCE, else name@host."""
+        return self.instance or f"{self.name}@{hostname()}"
 
     @property
     def key_prefix(self) -> str:
@@ -209,6 +218,7 @@ class Settings:
             sim_period=sim_period,
             audit_retention_days=retention_days,
             scheduler=scheduler in SWITCH_ON,
+            instance=_instance(opt),
             **alerting,
         )
 
@@ -250,6 +260,12 @@ SECRET_VARIABLES = ("DATABASE_URL", "REDIS_URL", "SCRAPER_SECRET_TOKEN", "RESEND
 SECRET_URL_LISTS = ("SEATWATCH_ALERT_URLS",)
 
 
+def _instance(opt) -> str:
+    if len(value := opt("SEATWATCH_INSTANCE")) > 200 or not all(c.isprintable() and not c.isspace() for c in value):
+        raise SettingsError("SEATWATCH_INSTANCE must be at most 200 printable characters without spaces")
+    return value
+
+
 def _number(opt, name: str, kind: type):
     """A numeric setting; the error names the variable and never quotes the value (Python's own
     ValueError would, and it reaches logs and terminals)."""
@@ -269,26 +285,10 @@ def known_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
         raw = env.get(name, "")
         values.update((raw, raw.strip()))
     for name in ("DATABASE_URL", "REDIS_URL"):
-        values.update(_url_passwords(env.get(name, "").strip()))
+        values.update(connection_urls.passwords_in(env.get(name, "").strip()))
     for name in SECRET_URL_LISTS:
         values.update(u.strip() for u in env.get(name, "").replace(",", " ").split())
     return sorted(filter(None, values), key=len, reverse=True)
-
-
-def _url_passwords(url: str) -> Iterable[str]:
-    found = []
-    try:
-        found.append(urlsplit(url).password or "")
-    except ValueError:
-        pass
-    if url and "://" not in url:  # key=value form
-        try:
-            from psycopg.conninfo import conninfo_to_dict
-
-            found.append(str(conninfo_to_dict(url).get("password", "")))
-        except Exception:
-            pass
-    return [v for p in found for v in (p, unquote(p))]
 
 
 def _alert_settings(env: Mapping[str, str], opt) -> dict:

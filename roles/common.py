@@ -37,7 +37,10 @@ def cfg(key: str):
         return value
     env_name, default, convert = DEFAULTS[key]
     raw = os.environ.get(env_name, "").strip() if env_name else ""
-    return convert(raw) if raw else default
+    try:
+        return convert(raw) if raw else default
+    except ValueError:  # Python's message would quote the value
+        raise DeployError(f"{env_name} must be a {'whole number' if convert is int else 'valid value'}") from None
 
 
 def python_for_host() -> tuple[str, list[str]]:
@@ -127,6 +130,10 @@ def app_environment() -> dict[str, str]:
         env["REDIS_URL"] = f"redis://:{password}@127.0.0.1:{cfg('redis_port')}/0"
     env = {k: v for k, v in env.items() if v}
     env["SEATWATCH_ENV"] = "production"  # the server refuses the dev stand-ins, whatever the laptop had
+    # Every host of this inventory records its checks under one name; a second deployment on the same
+    # database (another inventory, another primary) is told apart by it (app.db.checkers).
+    env.setdefault("SEATWATCH_INSTANCE", f"{env.get('SEATWATCH_NAME') or 'seatwatch'}@"
+                                         f"{os.environ.get('SEATWATCH_HOST', '').strip() or 'primary'}")
     for name, value in env.items():
         if "\n" in value or "\r" in value:
             raise DeployError(f"{name} contains a newline")
@@ -177,7 +184,7 @@ def scheduler_enabled() -> bool:
     """Whether this host's worker runs the periodic scheduler: the primary only, unless SEATWATCH_SCHEDULER=off."""
     value = str(cfg("app_scheduler")).strip().lower()
     if value not in ("on", "off", "1", "0", "true", "false", "yes", "no"):
-        raise DeployError(f"SEATWATCH_SCHEDULER must be on or off, not {value!r}")
+        raise DeployError("SEATWATCH_SCHEDULER must be on or off")
     return is_primary() and value in ("on", "1", "true", "yes")
 
 

@@ -5,10 +5,11 @@
     secrets.env   ignored by git (mode 0600 wanted): the secrets (DATABASE_URL, tokens, REDIS_PASSWORD).
     environment   wins over both files (one-off overrides; CI).
 
-Both files are `NAME=value` lines (`#` comments, optional `export `, optional quotes around the
-value). `SEATWATCH_DEPLOY_ENV` / `SEATWATCH_SECRETS_ENV` point at other files. inventory.py and
-roles/common.py load them at import (into os.environ, never overriding what is set), and
-`make dry-run` prints the effective settings with every secret masked (`python -m roles.config`).
+Both files are `NAME=value` lines, read by python-dotenv's parser (`#` comments, a ` # comment`
+after a value, optional `export `, optional quotes around the value). `SEATWATCH_DEPLOY_ENV` /
+`SEATWATCH_SECRETS_ENV` point at other files. inventory.py and roles/common.py load them at import
+(into os.environ, never overriding what is set), and `make dry-run` prints the effective settings
+with every secret masked, then every problem with them (`python -m roles.preflight`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import stat
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -73,6 +75,52 @@ DEFAULTS: dict[str, tuple[str | None, object, object]] = {
 }
 
 
+# Read by inventory.py, scripts/ops.py and roles.config (not by the app): name -> default shown.
+LAPTOP = {"SEATWATCH_HOST": "", "SEATWATCH_WORKERS": "", "SEATWATCH_SSH_USER": "ubuntu",
+          "SEATWATCH_SSH_KEY": "", "SEATWATCH_SSH_PORT": "22", "SEATWATCH_SSH_KNOWN_HOSTS": "",
+          "SEATWATCH_DEPLOY_ENV": "", "SEATWATCH_SECRETS_ENV": "", "SEATWATCH_CHECK_DOMAIN": "",
+          "REDIS_PASSWORD": ""}
+# The app's settings that the deploy never sends to a server (dev mode's, and the release id the
+# deploy sets itself): left out of the deploy's table.
+DEV_ONLY = ("SEATWATCH_ENV", "SEATWATCH_SCRAPER", "SEATWATCH_MAILER", "SEATWATCH_OUTBOX_DIR",
+            "SEATWATCH_SIM_PERIOD_SECONDS", "SEATWATCH_RELEASE")
+
+
+def deploy_defaults() -> dict[str, str]:
+    """name -> default, for every setting the deploy's table shows."""
+    from app.settings import OPTIONAL
+
+    out = dict(LAPTOP)
+    out.update({env: str(default) for env, default, _ in DEFAULTS.values() if env})
+    out.update({n: v for n, v in OPTIONAL.items() if n not in DEV_ONLY})
+    return out
+
+
+def required_names(environ) -> list[str]:
+    from app.settings import REQUIRED
+
+    names = ["SEATWATCH_HOST", "SEATWATCH_DOMAIN", *REQUIRED]
+    if local_redis(environ):
+        names.append("REDIS_PASSWORD")
+    if environ.get("SEATWATCH_SITE_SOURCE", "").strip():  # the site's build (roles/sitebuild.py BUILD_VARS)
+        names += ["NEXT_PUBLIC_SUPABASE_URL", "NEXT_PUBLIC_SUPABASE_ANON_KEY"]
+    return names
+
+
+def local_redis(environ) -> bool:
+    """As roles.common.local_redis decides for the primary."""
+    mode = environ.get("SEATWATCH_REDIS", "auto").strip().lower() or "auto"
+    if mode in ("off", "0", "false", "no"):
+        return False
+    url = environ.get("REDIS_URL", "").strip()
+    if mode in ("on", "1", "true", "yes") or not url:
+        return True
+    try:
+        return urlsplit(url).hostname in (None, "", "localhost", "127.0.0.1", "::1")
+    except ValueError:
+        return False  # malformed: roles.preflight reports it, by the app's own check
+
+
 class DeployError(Exception):
     """A deploy that cannot go ahead (missing or invalid settings). Here, below roles.common and
     roles.distro, so that both raise it without importing each other."""
@@ -86,21 +134,20 @@ _loaded: dict[str, str] = {}  # name -> file it was loaded from into os.environ,
 
 
 def parse_env_file(path: Path) -> dict[str, str]:
+    """`NAME=value` lines as the shell and Docker read them, by python-dotenv's parser: `#` comments,
+    ` # comment` after a value, `export `, single or double quotes (a `#` inside quotes, or with no
+    space before it, is part of the value). No `${VAR}` expansion: a `$` in a secret stays a `$`.
+    A line it cannot read stops the deploy, naming the file and line, never the value."""
+    from dotenv.parser import parse_stream
+
     out: dict[str, str] = {}
-    for n, raw in enumerate(path.read_text().splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export "):].lstrip()
-        name, sep, value = line.partition("=")
-        name = name.strip()
-        if not sep or not name.replace("_", "").isalnum():
-            raise SettingsFileError(f"{path.name}:{n}: expected NAME=value")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        out[name] = value
+    with path.open(encoding="utf-8") as stream:
+        for binding in parse_stream(stream):
+            if binding.key is None and not binding.error:
+                continue  # a blank or comment line
+            if binding.error or binding.value is None or not binding.key.replace("_", "").isalnum():
+                raise SettingsFileError(f"{path.name}:{binding.original.line}: expected NAME=value")
+            out[binding.key] = binding.value.strip()
     return out
 
 
@@ -163,21 +210,24 @@ def effective_settings(environ=None) -> list[tuple[str, str, str]]:
     names = ["SEATWATCH_HOST", "SEATWATCH_WORKERS", "SEATWATCH_SSH_USER", "SEATWATCH_SSH_KEY",
              "SEATWATCH_SSH_PORT", "SEATWATCH_SSH_KNOWN_HOSTS"]
     names += [env for env, _, _ in DEFAULTS.values() if env]
-    names += [*REQUIRED, *[n for n in OPTIONAL if n != "SEATWATCH_RELEASE"], "REDIS_PASSWORD"]
+    names += [*REQUIRED, *[n for n in OPTIONAL if n not in DEV_ONLY], "REDIS_PASSWORD"]
     names += ["NEXT_PUBLIC_SUPABASE_URL", "NEXT_PUBLIC_SUPABASE_ANON_KEY"]  # the site's build (roles/sitebuild.py)
-    defaults = {env: str(default) for env, default, _ in DEFAULTS.values() if env}
-    defaults.update({n: v for n, v in OPTIONAL.items()})
+    defaults = {n: v for n, v in deploy_defaults().items() if v != ""}
+    required = set(required_names(environ))
     rows = []
     for name in dict.fromkeys(names):
         value = environ.get(name, "").strip()
         if value:
             rows.append((name, mask(name, value), sources.get(name, "environment")))
+        elif name in required:
+            rows.append((name, "MISSING", "required"))
         else:
             rows.append((name, defaults.get(name, ""), "default" if name in defaults else "unset"))
     return rows
 
 
-def main() -> int:
+def table() -> int:
+    """Print the effective settings, secrets masked; 2 when a settings file cannot be read."""
     try:
         rows = effective_settings()
     except SettingsFileError as exc:
@@ -188,6 +238,9 @@ def main() -> int:
     for name, value, source in rows:
         print(f"  {name:<{width}}  {value or '-':<40}  [{source}]")
     return 0
+
+
+main = table  # `python -m roles.config`: the table alone; `python -m roles.preflight` checks them too
 
 
 if __name__ == "__main__":

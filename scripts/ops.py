@@ -270,9 +270,17 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     try:
-        load_settings_files()
+        sources = load_settings_files()
     except SettingsFileError as exc:
         raise SystemExit(f"deploy stopped: {exc}") from None
+    if argv[0] == "deploy":  # every settings problem at once, before the lock's ssh or pyinfra's
+        from roles import preflight
+
+        found = preflight.problems(os.environ, {n: s for n, s in sources.items() if s != "environment"})
+        for line in found:
+            print(f"deploy stopped: {line}", file=sys.stderr)
+        if found:
+            return 2
     return COMMANDS[argv[0]](argv[1:])
 
 

@@ -82,7 +82,7 @@ def services(database):
     svc.redis.flushdb()
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute("truncate auth.users, public.class_states, public.seatwatch_section_states, "
-                     "public.delivery_batches cascade")
+                     "public.delivery_batches, public.seatwatch_handover cascade")
     SCRAPER.sections.clear()
     SCRAPER.raw.clear()
     SCRAPER.calls.clear()

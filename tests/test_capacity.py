@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import time
 
+import psycopg
 
 from app import tasks
 from app.check.run import check_section
@@ -31,12 +32,16 @@ def stats(services, when: dt.datetime = MINUTE_7) -> dict:
 
 
 def test_a_slot_counts_its_checks_and_logs_when_finished(services, queue, scraper, resend_server,
-                                                         make_watch, caplog):
+                                                         make_watch, caplog, database):
     for nbr in ("12430", "12432", "12434"):
         make_watch(f"{nbr}@asu.edu", nbr)
     for nbr in ("12430", "12432"):
         scraper.set_section(TERM, nbr, seats_available=0)
-        check_section(services, TERM, nbr)  # baselines, outside any slot
+        check_section(services, TERM, nbr)  # baselines, an hour before the slot
+    with psycopg.connect(database, autocommit=True) as conn:  # (checks in the slot's hour count for it)
+        conn.execute("set session_replication_role = replica")  # the trigger would stamp now()
+        conn.execute("update public.class_states set last_checked_at = last_checked_at - interval '2 hours'")
+        conn.execute("update public.seatwatch_section_states set scraped_at = scraped_at - interval '2 hours'")
     scraper.set_section(TERM, "12430", seats_available=2)  # opens: one email
     # 12434 is unknown to the scraper: its check fails every attempt
     with caplog.at_level(logging.INFO, logger="app"):
@@ -129,8 +134,9 @@ def test_status_command_prints_the_table(services, queue, scraper, make_watch, c
     even = next(line for line in out if line.startswith("even"))
     assert even.split()[4:9] == ["1", "1", "0", "0", "0"] and "done in" in even
     assert next(line for line in out if line.startswith("odd")).split()[1] == "never"
-    assert "breaker closed" in out[-4] and out[-2] == "status healthy"
-    assert out[-3].startswith("scheduler alive on ")
+    assert "breaker CLOSED" in out[-5] and out[-2] == "status healthy"
+    assert out[-4].startswith("scheduler alive on ")
+    assert out[-3] == "schedule: running: this service runs the schedule"
     assert out[-1] == "emails: 0 waiting (0 overdue), 0 not delivered in the last 24 h"
     assert main(["status", "--json"]) == 0
-    assert '"circuit_breaker": "closed"' in capsys.readouterr().out
+    assert '"circuit_breaker": "CLOSED"' in capsys.readouterr().out

@@ -63,7 +63,7 @@ def later(minutes: float) -> datetime:
 def status(*flags: str) -> str:
     proc = subprocess.run([sys.executable, "-m", "app", "status", *flags], capture_output=True,
                           text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode in (0, 1), proc.stderr  # 1: not healthy (no scheduler beats in these tests)
     return proc.stdout
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from app.mail.build import build_email
 from app.mail.outbox import Outbox
 from app.section import Change
 from app.settings import Settings, SettingsError
-from tests.conftest import PG_ADMIN, TEST_DB, TEST_REDIS
+from tests.conftest import PG_ADMIN, TEST_DB, TEST_ENV, TEST_REDIS
 from tests.deadends import closed_port
 from tests.test_settings import env
 
@@ -147,3 +148,88 @@ def test_dev_mode_sends_an_email_to_the_outbox(tmp_path, dev_database):
     assert health["view"] == "public" and "database" in health["checks"]
     assert str(outbox) in output and f"http://127.0.0.1:{port}/api/monitoring/health" in output
     assert "seeded" in output
+
+
+def test_ctrl_c_stops_both_within_one_bound_even_if_one_ignores_it(monkeypatch, capsys):
+    """The flaky stop seen once in CI (`app dev` not gone 60 s after SIGINT): each child was waited
+    for 30 s in turn. Now both share one bound; a child that ignores SIGINT is killed at its end."""
+    from app.laptop import dev
+
+    monkeypatch.setattr(dev, "STOP_SECONDS", 1.5)
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; "
+                                 "signal.signal(signal.SIGINT, signal.SIG_IGN); print('up', flush=True); "
+                                 "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    polite = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert stubborn.stdout.readline() == "up\n" and polite.stdout.readline() == "up\n"
+    started = time.monotonic()
+    dev._stop([("worker", stubborn), ("web", polite)])
+    took = time.monotonic() - started
+    assert stubborn.returncode == -signal.SIGKILL and polite.returncode != 0
+    assert took < 1.5 + 5, took
+    assert "dev: worker did not stop within 1.5 s of Ctrl-C; killed" in capsys.readouterr().err
+
+
+def test_dev_run_talks_to_dev_mode_with_its_settings(tmp_path, dev_database):
+    """`make dev-run CMD=...`: a command against dev mode with its own settings, none exported."""
+    from app.laptop.dev import ensure_database
+
+    ensure_database(dev_database)
+    env = {k: v for k, v in os.environ.items() if k not in TEST_ENV and k != "SEATWATCH_ENV"}
+    base = [sys.executable, "-m", "app", "dev-run", "--database-url", dev_database, "--redis-url", TEST_REDIS,
+            "--name", f"seatwatch-devrun-{os.getpid()}", "--outbox", str(tmp_path)]
+    migrated = subprocess.run([*base, "migrate", "--bootstrap"], env=env, capture_output=True, text=True, timeout=60)
+    assert migrated.returncode == 0, migrated.stderr
+    shown = subprocess.run([*base, "handover"], env=env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["state"] == "running"
+
+
+def test_dev_mode_runs_on_servers_of_its_own_and_stops_them(dev_servers_dir):
+    """`make dev` with no URLs: its own PostgreSQL and Redis in ./.dev on free ports (nothing global
+    changed), reachable by `dev-run` while it runs, and stopped with it."""
+    env = {k: v for k, v in os.environ.items() if k not in TEST_ENV and k != "SEATWATCH_ENV"}
+    app = [sys.executable, "-m", "app"]
+    proc = subprocess.Popen([*app, "dev", "--cycle", "1", "--port", str(closed_port()), "--outbox", "outbox",
+                             "--duration", "60"], cwd=dev_servers_dir, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("dev: ") and "enqueued" in line:
+                break
+        urls = json.loads((dev_servers_dir / ".dev" / "urls.json").read_text())
+        assert urls["database_url"].startswith("postgresql://postgres@127.0.0.1:")
+        assert not urls["database_url"].endswith(":5432/seatwatch_dev")  # not the machine's server
+        shown = subprocess.run([*app, "dev-run", "--outbox", "outbox", "handover"], cwd=dev_servers_dir,
+                               env=env, capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["state"] == "running"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    output = "".join(lines) + rest
+    assert proc.returncode == 0, output
+    ports = [int(u.rsplit(":", 1)[1].split("/")[0]) for u in urls.values()]
+    for port in ports:  # both servers stopped with it
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    assert not (dev_servers_dir / ".dev" / "urls.json").exists()
+    assert (dev_servers_dir / ".dev" / "pg" / "PG_VERSION").exists()  # the data stays for next time
+    gone = subprocess.run([*app, "dev-run", "handover"], cwd=dev_servers_dir, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert gone.returncode == 2 and "make dev is not running here" in gone.stderr
+
+
+@pytest.fixture
+def dev_servers_dir():
+    """A working directory the postgres user can reach too (PostgreSQL runs as it under root)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="swdev-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

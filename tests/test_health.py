@@ -17,7 +17,7 @@ from app.health.report import as_health_json
 from tests.deadends import (HungServer, assert_no_secrets, closed_port, pg_url, redis_url,
                             services_with)
 
-CHECKS = {"database", "redis", "queue", "scheduler", "circuit_breaker", "cron_lock", "cron",
+CHECKS = {"database", "redis", "queue", "scheduler", "circuit_breaker", "cron_lock", "cron", "schedule_owner",
           "deliveries", "configuration", "email", "capacity"}
 
 

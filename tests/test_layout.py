@@ -46,3 +46,18 @@ def test_no_module_is_over_about_350_lines():
     sizes = importgraph.sizes()
     assert "app/db/__init__.py" in sizes
     assert {path: n for path, n in sizes.items() if n > MAX_LINES} == {}
+
+
+def test_make_help_lists_every_target():
+    """Every target of the Makefile's .PHONY list has a line in `make help`."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    makefile = Path(__file__).resolve().parent.parent / "Makefile"
+    phony = re.search(r"^\.PHONY:((?:.*\\\n)*.*)$", makefile.read_text(), re.M).group(1)
+    targets = set(phony.replace("\\\n", " ").split()) - {"help"}
+    shown = subprocess.run(["make", "-s", "-f", str(makefile), "help"], capture_output=True, text=True,
+                           check=True).stdout
+    listed = {line.split()[1] for line in shown.splitlines() if line.startswith("make ")}
+    assert targets <= listed, sorted(targets - listed)

@@ -85,7 +85,7 @@ def test_metrics_match_python_m_app_status(app, services, scraper, make_watch):
     assert got[("seatwatch_slot_finished_age_seconds", (("group", "even"),))] >= 0
     assert not any(k[0] == "seatwatch_slot_sections" and ("group", "odd") in k[1] for k in got)
     assert got[("seatwatch_queue_backlog", ())] == status["backlog"] == 0
-    assert status["circuit_breaker"] == "closed"
+    assert status["circuit_breaker"] == "CLOSED"
     assert got[("seatwatch_breaker_state", ())] == 0
     failures = services.breaker.status()["failure_count"]
     assert failures >= 3 and got[("seatwatch_breaker_failures", ())] == failures

@@ -418,7 +418,7 @@ def test_a_worker_only_hosts_beat_never_hides_a_dead_scheduler(services, queue, 
         assert report["status"] == "unhealthy" and s["status"] == "unhealthy"
         assert s["alive"] is False and s["host"] == "primary-t15" and s["age_seconds"] >= 2400
         assert "worker-only hosts beat: worker-t15" in s["reason"]
-        assert main(["status"]) == 0
+        assert main(["status"]) == 1  # not healthy
         out = capsys.readouterr().out
         assert "scheduler DEAD: last scheduler heartbeat" in out and "status unhealthy" in out
     finally:
@@ -442,7 +442,7 @@ def test_a_missing_run_record_after_70_minutes_of_uptime_is_overdue(services, ca
     cron_check = checks.run_checks(services)["checks"]["cron"]
     assert cron_check["status"] == "degraded"
     assert cron_check["reason"].startswith("cron overdue: even (no record of a run")
-    assert main(["status"]) == 0
+    assert main(["status"]) == 1  # not healthy
     assert "degraded: cron overdue: even" in capsys.readouterr().out
     # A worker-only host up for days says nothing about the schedule.
     services.redis.delete(services.keys.heartbeat)

@@ -126,3 +126,16 @@ def test_the_site_activation_parses_under_the_oldest_system_python3():
                   bin="/usr/local/lib/x", ecosystem="/usr/local/lib/x/site.config.js", timeout=30,
                   url="http://127.0.0.1:3000/", host="example.com")
     ast.parse(text, feature_version=(3, 10))
+
+
+def test_the_laptop_preflight_knows_the_sites_settings_and_names_a_bad_one():
+    """`make deploy` / `make dry-run` check the settings before any ssh (roles/preflight.py): the site's public
+    build variables are known names, and a placeholder among them is a problem named by variable only."""
+    from roles import preflight
+
+    env = {**GOOD_ENV, "SEATWATCH_HOST": "203.0.113.10", "SEATWATCH_SITE_SOURCE": "/src/site", **GOOD_VARS}
+    sources = {n: "deploy.env" for n in ("SEATWATCH_SITE_SOURCE", *sitebuild.BUILD_VARS)}
+    assert preflight.problems(env, sources) == []
+    bad = preflight.problems({**env, "NEXT_PUBLIC_SUPABASE_URL": "https://placeholder.supabase.co"}, sources)
+    assert len(bad) == 1 and "NEXT_PUBLIC_SUPABASE_URL is a placeholder" in bad[0] and "placeholder.supabase" not in bad[0]
+    assert preflight.problems({k: v for k, v in env.items() if k != "SEATWATCH_SITE_SOURCE"}, sources) == []

@@ -22,7 +22,7 @@ from tests.conftest import PGBOUNCER_DSN
 
 # Every table this service creates (migrations and the migrator's own table).
 OWN_TABLES = ("notification_deliveries", "delivery_batches", "seatwatch_section_states",
-              "seatwatch_migrations")
+              "seatwatch_migrations", "seatwatch_handover")
 
 
 def test_every_public_table_has_row_level_security(services, sql):

@@ -103,7 +103,7 @@ def check_section(services, term: str, class_nbr: str) -> CheckResult:
                 batch_keys.append(batch_key)
         values = state_values(info)
         # this service's state and the site's dashboard row, in one round trip
-        watches.save_states(conn, term, class_nbr, values, scraped_at)
+        watches.save_states(conn, term, class_nbr, values, scraped_at, services.settings.checker)
     # Claims and state are committed: from here a crash leaves work for the sweep, never a loss.
     for key in batch_keys:
         result.delivered += deliver_batch(services, key)

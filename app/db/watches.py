@@ -16,6 +16,27 @@ def sections_to_check(conn, group: str) -> list[tuple[str, str]]:
     return [(r["term"], r["class_nbr"]) for r in rows.fetchall()]
 
 
+def sections_unchecked(conn, group: str, start: datetime,
+                       end: datetime) -> tuple[list[tuple[str, str]], int]:
+    """(the group's sections that nothing checked in [start, end), how many something did).
+
+    A check by this service leaves its own record's scrape time; a check by anything else (the old
+    Worker) leaves the site's class_states row's last_checked_at, for the term it stored. Either,
+    inside the slot's hour, means the slot's check of that section is done (issue 25)."""
+    rows = conn.execute(
+        """select s.class_nbr, s.term,
+                  exists (select 1 from public.class_states c
+                          where c.class_nbr = s.class_nbr and c.term = s.term
+                            and c.last_checked_at >= %(start)s and c.last_checked_at < %(end)s)
+                  or exists (select 1 from public.seatwatch_section_states o
+                             where o.term = s.term and o.class_nbr = s.class_nbr
+                               and o.scraped_at >= %(start)s and o.scraped_at < %(end)s) as checked
+           from public.get_sections_to_check(%(group)s) s""",
+        {"group": group, "start": start, "end": end}).fetchall()
+    todo = [(r["term"], r["class_nbr"]) for r in rows if not r["checked"]]
+    return todo, len(rows) - len(todo)
+
+
 @dataclass(frozen=True)
 class Watcher:
     user_id: str
@@ -81,10 +102,10 @@ _SAVE_SECTION_STATE = """
     insert into public.seatwatch_section_states as s
         (term, class_nbr, instructor_name, seats_available, seats_capacity,
          non_reserved_seats, scraped_at, changed_at,
-         subject, catalog_nbr, title, location, meeting_times)
+         subject, catalog_nbr, title, location, meeting_times, checked_by)
     values (%(term)s, %(class_nbr)s, %(instructor_name)s, %(seats_available)s,
             %(seats_capacity)s, %(non_reserved_seats)s, %(scraped_at)s, now(),
-            %(subject)s, %(catalog_nbr)s, %(title)s, %(location)s, %(meeting_times)s)
+            %(subject)s, %(catalog_nbr)s, %(title)s, %(location)s, %(meeting_times)s, %(checked_by)s)
     on conflict (term, class_nbr) do update
     set instructor_name = excluded.instructor_name,
         subject = excluded.subject, catalog_nbr = excluded.catalog_nbr, title = excluded.title,
@@ -93,6 +114,7 @@ _SAVE_SECTION_STATE = """
         seats_capacity = excluded.seats_capacity,
         non_reserved_seats = excluded.non_reserved_seats,
         scraped_at = excluded.scraped_at,
+        checked_by = excluded.checked_by,
         changed_at = case
             when (s.seats_available, s.non_reserved_seats, s.instructor_name)
                  is distinct from
@@ -111,17 +133,17 @@ _UPSERT_STATE = """
 )
 
 
-def _state_params(term: str, class_nbr: str, values: dict, scraped_at=None) -> dict:
-    return {"term": term, "class_nbr": class_nbr, "scraped_at": scraped_at,
+def _state_params(term: str, class_nbr: str, values: dict, scraped_at=None, checked_by=None) -> dict:
+    return {"term": term, "class_nbr": class_nbr, "scraped_at": scraped_at, "checked_by": checked_by,
             **{c: values.get(c) for c in STATE_COLUMNS}}
 
 
-def save_states(conn, term: str, class_nbr: str, values: dict, scraped_at) -> None:
+def save_states(conn, term: str, class_nbr: str, values: dict, scraped_at, checked_by: str | None = None) -> None:
     """This service's state of the section, unless a newer scrape is stored, and the site's
     class_states row (its dashboard reads it, as the old worker wrote it): one statement, one
     round trip instead of two on every check (bench/check_cost.py)."""
     conn.execute(f"with saved as ({_SAVE_SECTION_STATE} returning 1) {_UPSERT_STATE}",
-                 _state_params(term, class_nbr, values, scraped_at))
+                 _state_params(term, class_nbr, values, scraped_at, checked_by))
 
 
 # --- notifications -----------------------------------------------------------------------------

@@ -14,7 +14,8 @@ Status rules (docs/health.md explains them to the operator):
 - degraded (HTTP 503): it works, but someone should look. The scraper breaker open or half-open
   (checks are paused and retried, not lost), dead letters waiting, a cron group overdue (or
   its record missing after 70 minutes of uptime), email deliveries waiting longer than
-  OVERDUE_DELIVERY_SECONDS.
+  OVERDUE_DELIVERY_SECONDS, sections checked by something else while this service runs the
+  schedule (a second scheduler), or no section checked for 70 minutes while it does not.
 - healthy (HTTP 200): none of the above.
 
 A check that raises or misses the deadline counts as failed: "unhealthy" for the critical checks
@@ -51,12 +52,12 @@ from redis.retry import Retry
 
 from app import db
 from app.check.breaker import CircuitBreaker
-from app.db import batches
+from app.db import batches, checkers
 from app.keys import Keys
 from app.queue.deadletters import DeadLetters
 from app.queue.heartbeat import STALE_SECONDS, Heartbeat, scheduler_status
 from app.queue.instance import huey
-from app.schedule import capacity
+from app.schedule import capacity, handover
 from app.schedule.cron import OVERDUE_SECONDS, last_runs, overdue as cron_overdue
 from app.schedule.lock import CronLock
 from app.settings import Settings, missing_variables
@@ -69,10 +70,11 @@ DEADLINE_SECONDS = 2.0  # the whole report; checks run in parallel
 REDIS_TIMEOUT_SECONDS = 1.0
 PG_CONNECT_TIMEOUT_SECONDS = 2  # libpq's minimum
 PG_STATEMENT_TIMEOUT_MS = 1000
-# Health's own PostgreSQL connections: two checks use one each at once. A caller waits at most
-# PG_POOL_WAIT_SECONDS for one (under the deadline, so the error says why), and at most
+# Health's own PostgreSQL connections: three checks use one each at once (database, deliveries,
+# schedule_owner). A caller waits at most PG_POOL_WAIT_SECONDS for one (under the deadline, so the
+# error says why), and at most
 # PG_POOL_MAX_WAITING callers wait at all: the rest fail at once instead of queueing.
-HEALTH_POOL_SIZE = 2
+HEALTH_POOL_SIZE = 3
 PG_POOL_WAIT_SECONDS = 1.5
 PG_POOL_MAX_WAITING = 8
 STALE_HEARTBEAT_SECONDS = STALE_SECONDS  # app.queue.heartbeat: two missed beats and a minute of slack
@@ -236,6 +238,25 @@ def _cron(probe: Probe) -> dict:
     return out
 
 
+@check("schedule_owner", critical=False, public=("state", "summary"))
+def _schedule_owner(probe: Probe) -> dict:
+    # Which system runs the schedule, and whether another one is seen checking sections (a second
+    # scheduler: the old Workers cron brought back, a forgotten caller of the old route). One
+    # indexed query over the last hour's class_states rows, cached with the report; no per-check cost.
+    with probe.postgres() as conn:
+        record = checkers.read_handover(conn)
+        obs = checkers.observe(conn, checkers.outside_since(record), probe.settings.checker)
+    verdict = handover.decide(record, obs, probe.settings.scheduler)
+    out = {"state": verdict.state, "sections_checked_outside": obs.outside,
+           "last_outside_check": iso(obs.last_outside_at) if obs.last_outside_at else None,
+           "handover": ({"owner": record.owner, "at": iso(record.at), "by": record.by_host}
+                        if record else None),
+           "note": verdict.note}
+    if verdict.problem:
+        out.update(status=DEGRADED, reason=verdict.problem, summary=verdict.summary)
+    return out
+
+
 @check("deliveries", critical=False)
 def _deliveries(probe: Probe) -> dict:
     # Public view: the status only (counts and reasons are for the cron secret's holder).
@@ -283,7 +304,7 @@ def _configuration(probe: Probe) -> dict:
 def _email(probe: Probe) -> dict:
     s = probe.settings
     configured = bool(s.resend_api_key and s.notification_from_email)
-    out = {"configured": configured, "provider": "resend"}
+    out = {"configured": configured, "provider": s.mailer}  # "outbox" in dev mode: no email leaves
     if not configured:
         out.update(status=UNHEALTHY, reason="Resend key or sender address missing")
     return out

@@ -13,7 +13,6 @@ database, redis, breaker (CLOSED), heartbeat (a consumer beat within --max-heart
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import ssl
@@ -31,20 +30,26 @@ class Result:
     detail: str
 
 
-def _request(host: str, domain: str, path: str, ctx: ssl.SSLContext, method: str = "GET",
-             headers: dict | None = None, timeout: float = 15) -> tuple[int, bytes]:
-    raw = socket.create_connection((host, 443), timeout=timeout)
-    sock = ctx.wrap_socket(raw, server_hostname=domain)
-    try:
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {domain}", "Connection: close", "Content-Length: 0",
-                 "User-Agent: seatwatch-cutover-check"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        resp = http.client.HTTPResponse(sock, method=method)
-        resp.begin()
-        return resp.status, resp.read()
-    finally:
-        sock.close()
+def _request(host: str, domain: str, path: str, method: str = "GET", headers: dict | None = None,
+             timeout: float = 15) -> tuple[int, bytes]:
+    """One HTTPS request to `host` for the name `domain` (SNI and Host), whatever DNS says, by urllib3
+    (the scraper client's HTTP stack). The certificate is not judged here: check_tls does that, so
+    these checks still say what the service answers while its certificate is not there yet."""
+    import warnings
+
+    import urllib3
+
+    pool = urllib3.HTTPSConnectionPool(host, 443, server_hostname=domain, cert_reqs="CERT_NONE",
+                                       assert_hostname=False, retries=False,
+                                       timeout=urllib3.Timeout(connect=timeout, read=timeout))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+        try:
+            resp = pool.request(method, path, headers={"Host": domain, "User-Agent": "seatwatch-cutover-check",
+                                                       **(headers or {})}, preload_content=True)
+        finally:
+            pool.close()
+    return resp.status, resp.data
 
 
 def check_tls(host: str, domain: str, ca_file: str | None) -> Result:
@@ -65,35 +70,41 @@ def check_tls(host: str, domain: str, ca_file: str | None) -> Result:
 
 
 def check_http(host: str, domain: str, max_heartbeat_age: float) -> list[Result]:
-    insecure = ssl.create_default_context()
-    insecure.check_hostname = False
-    insecure.verify_mode = ssl.CERT_NONE  # the tls check judges the certificate; these judge the service
+    import urllib3
+
     out: list[Result] = []
     try:
-        code, body = _request(host, domain, HEALTH, insecure)
+        code, body = _request(host, domain, HEALTH)  # the tls check judges the certificate; these the service
         report = json.loads(body)
-    except (OSError, ValueError, http.client.HTTPException) as exc:
+    except (OSError, ValueError, urllib3.exceptions.HTTPError) as exc:
         return [Result("health", False, f"no health report from https://{domain}{HEALTH} at {host}: {exc}")]
     checks = report.get("checks", {})
     out.append(Result("health", report.get("status") == "healthy",
                       f"HTTP {code}, status {report.get('status')}"
-                      + "".join(f"; {k}: {v.get('reason') or v.get('status')}" for k, v in checks.items()
+                      + "".join(f"; {k}: {v.get('reason') or v.get('summary') or v.get('status')}"
+                                for k, v in checks.items()
                                 if isinstance(v, dict) and v.get("status") not in (None, "healthy"))))
     for name in ("database", "redis"):
         c = checks.get(name, {})
         out.append(Result(name, c.get("status") == "healthy", str(c.get("reason") or c.get("status") or "absent")))
     breaker = checks.get("circuit_breaker", {})
     out.append(Result("breaker", str(breaker.get("state")).upper() == "CLOSED", f"state {breaker.get('state')}"))
+    owner = checks.get("schedule_owner", {})
+    # Before the hand-over "waiting" passes (the old system runs the slots); a second scheduler
+    # beside this one, or nothing checking sections at all, fails.
+    out.append(Result("schedule", owner.get("status") == "healthy",
+                      f"{owner.get('state')}: {owner.get('summary')}" if owner.get("summary")
+                      else f"{owner.get('state') or 'absent'}"))
     sched = checks.get("scheduler", {})
     age = sched.get("age_seconds")
     out.append(Result("heartbeat", age is not None and age <= max_heartbeat_age,
                       f"last consumer beat {age} s ago from {sched.get('host')}" if age is not None
                       else str(sched.get("reason") or "no consumer heartbeat")))
     try:
-        code, _ = _request(host, domain, "/api/cron", insecure, method="POST",
+        code, _ = _request(host, domain, "/api/cron", method="POST",
                            headers={"Authorization": "Bearer wrong-token-from-cutover-check"})
         out.append(Result("cron-auth", code == 401, f"a wrong token gets HTTP {code}"))
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, urllib3.exceptions.HTTPError) as exc:
         out.append(Result("cron-auth", False, f"/api/cron did not answer: {exc}"))
     return out
 
@@ -132,8 +143,8 @@ def run(host: str, domain: str, ca_file: str | None = None, ssh: list[str] | Non
         printer(f"{'PASS' if r.ok else 'FAIL'}  {r.name:<{width}}  {r.detail}")
     points_here, dns = check_dns(host, domain)
     printer(f"note  dns  {dns}")
-    printer(f"note  the Cloudflare Workers' cron triggers ran {WORKERS_SCHEDULE}: they must not run beside "
-            "this VPS's scheduler (runbook step 7)")
+    printer(f"note  the Cloudflare Workers' cron triggers ran {WORKERS_SCHEDULE}: after `make handover TO=vps` "
+            "the schedule check fails while anything else checks sections (runbook step 7)")
     failed = [r.name for r in results if not r.ok]
     if failed:
         printer(f"FAILED: {', '.join(failed)}. Next: fix these and run cutover-check again (runbook step 4).")
@@ -141,6 +152,7 @@ def run(host: str, domain: str, ca_file: str | None = None, ssh: list[str] | Non
     if not points_here:
         printer(f"All checks pass. Next: runbook step 5 (switch {domain} to {host}).")
     else:
-        printer(f"All checks pass and {domain} points here. Next: runbook step 7 (stop the Workers' triggers, "
-                "then SEATWATCH_SCHEDULER=on and make deploy).")
+        printer(f"All checks pass and {domain} points here. Next: runbook step 7 (turn the Workers' cron off "
+                "in the site's wrangler.jsonc, its deploy script, Workers Builds and the dashboard; then "
+                "make handover TO=vps).")
     return 0

@@ -1,6 +1,7 @@
 """`make dev` (`python -m app dev`): the whole service on this machine, with no outside accounts.
 
-Local PostgreSQL and Redis (scripts/services.sh starts them), the real web and worker processes,
+PostgreSQL and Redis of its own (app.laptop.devservers: in ./.dev, on free ports, stopped with it;
+or yours, with --database-url and --redis-url), the real web and worker processes,
 the simulated scraper (app.check.simscraper) instead of the scraper service and the outbox folder
 (app.mail.outbox) instead of Resend. It creates and migrates a database of its own, seeds a few
 watches, then runs a cron cycle for both groups every `--cycle` seconds (the scheduler's own slots only
@@ -22,6 +23,7 @@ from pathlib import Path
 import psycopg
 
 from app.check.simscraper import CATALOG
+from app.laptop import devservers
 from app.settings import SettingsError, declared_environment, environment_with
 
 TERM = "2261"
@@ -100,19 +102,51 @@ def _cron(env: dict) -> int:
     return enqueued
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
+STOP_SECONDS = 20  # Ctrl-C: the graceful stop of web and worker together, then SIGKILL
+
+
+def run_command(args, command: list[str]) -> int:
+    """`python -m app COMMAND` against a running dev mode (`make dev-run CMD=status`): the same
+    settings its processes have, so nothing is exported by hand."""
+    if not command:
+        raise SettingsError("dev-run needs a command, e.g. status")
+    if not (args.database_url and args.redis_url):
+        found = devservers.running_urls()
+        args.database_url, args.redis_url = args.database_url or found[0], args.redis_url or found[1]
+    args.outbox = Path(args.outbox).resolve()
+    return subprocess.run([sys.executable, "-m", "app", *command], env=dev_environment(args)).returncode
+
+
+def _stop(procs: list[tuple[str, subprocess.Popen]]) -> None:
+    """Stop both at once within one shared bound. Waiting for each in turn (30 s each) made a slow
+    stop of both exceed a minute after Ctrl-C; a dev run loses nothing to a kill (the state is in
+    PostgreSQL), so whatever is still running after STOP_SECONDS is killed, and says so."""
+    for _, proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # the graceful stop of both (as PM2 does)
-    for proc in procs:
+    deadline = time.monotonic() + STOP_SECONDS
+    for name, proc in procs:
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            print(f"dev: {name} did not stop within {STOP_SECONDS} s of Ctrl-C; killed", file=sys.stderr, flush=True)
             proc.kill()
             proc.wait()
 
 
 def run(args) -> int:
+    """Dev mode, on its own servers unless both URLs are given (app.laptop.devservers)."""
+    if args.database_url and args.redis_url:
+        return _run(args)
+    if declared_environment() == "production":
+        raise SettingsError("refusing to start dev mode: SEATWATCH_ENV=production marks this "
+                            "machine as production")
+    with devservers.private_servers() as (database_url, redis_url):
+        args.database_url, args.redis_url = args.database_url or database_url, args.redis_url or redis_url
+        return _run(args)
+
+
+def _run(args) -> int:
     if declared_environment() == "production":
         raise SettingsError("refusing to start dev mode: SEATWATCH_ENV=production marks this "
                             "machine as production")
@@ -126,8 +160,19 @@ def run(args) -> int:
         print(migrated.stderr, file=sys.stderr)
         return migrated.returncode
     watches = seed(args.database_url)
-    procs = [subprocess.Popen([sys.executable, "-m", "app", "worker"], env=env),
-             subprocess.Popen([sys.executable, "-m", "app", "web", "--port", str(args.port)], env=env)]
+    procs: list[tuple[str, subprocess.Popen]] = []
+    try:  # from the first start on: Ctrl-C at any moment stops what was started
+        procs.append(("worker", subprocess.Popen([sys.executable, "-m", "app", "worker"], env=env)))
+        procs.append(("web", subprocess.Popen([sys.executable, "-m", "app", "web", "--port", str(args.port)],
+                                              env=env)))
+        return _serve(args, env, watches, procs)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        _stop(procs)
+
+
+def _serve(args, env: dict, watches, procs: list[tuple[str, subprocess.Popen]]) -> int:
     base = f"http://127.0.0.1:{args.port}"
     print(f"""
 seatwatch dev mode: web and worker running locally, simulated scraper, emails to a folder.
@@ -137,21 +182,17 @@ seatwatch dev mode: web and worker running locally, simulated scraper, emails to
   cron:    every {args.cycle:g} s (both groups); seats flip every {args.sim_period:g} s
   watches: {len(watches)} seeded ({', '.join(sorted({c for _, c in watches}))}, term {TERM})
   database {args.database_url}, Redis {args.redis_url} (prefix {args.name})
+  CLI:     make dev-run CMD=status   (any `python -m app` command, with these settings)
 Ctrl-C stops everything.
 """, flush=True)
     deadline = time.monotonic() + args.duration if args.duration else None
-    try:
-        while deadline is None or time.monotonic() < deadline:
-            if any(p.poll() is not None for p in procs):
-                print("dev: web or worker exited; stopping", file=sys.stderr)
-                return 1
-            enqueued = _cron(env)
-            emails = len(list(args.outbox.glob("*.html"))) if args.outbox.exists() else 0
-            print(f"dev: {time.strftime('%H:%M:%S')} enqueued {enqueued} checks; "
-                  f"{emails} email(s) in the outbox", flush=True)
-            time.sleep(args.cycle)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        _stop(procs)
+    while deadline is None or time.monotonic() < deadline:
+        if any(p.poll() is not None for _, p in procs):
+            print("dev: web or worker exited; stopping", file=sys.stderr)
+            return 1
+        enqueued = _cron(env)
+        emails = len(list(args.outbox.glob("*.html"))) if args.outbox.exists() else 0
+        print(f"dev: {time.strftime('%H:%M:%S')} enqueued {enqueued} checks; "
+              f"{emails} email(s) in the outbox", flush=True)
+        time.sleep(args.cycle)
     return 0

@@ -62,8 +62,10 @@ class SlotRunner:
             except Exception:
                 log.exception("cron slot %s failed; trying again next tick", slot)
                 continue
-            self.settled.add(slot)
             results.append(result)
+            if result.get("waiting"):  # not run here yet (the hand-over): ask again next tick
+                continue
+            self.settled.add(slot)
         self.settled &= {slot for _, slot in due_slots(now)}  # only the latest slots can be due
         return results
 

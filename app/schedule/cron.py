@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable
 
 from app import db
-from app.db import watches
+from app.db import checkers, watches
+from app.schedule import handover
 from app.schedule.slots import latest_slot
 from app.settings import hostname
 from app.timeutil import iso
@@ -17,6 +18,7 @@ from app.timeutil import iso
 log = logging.getLogger(__name__)
 
 GROUPS = ("even", "odd")
+AUTO_HANDOVER_NOTE = "taken over at a slot run: nothing else had checked sections for an hour"
 # The scheduler ticks once a minute: a run up to this long after its slot's start is on time.
 LATE_AFTER_SECONDS = 90
 # Each group runs hourly: one missed run plus ten minutes of slack.
@@ -79,29 +81,60 @@ def run_cron(services, enqueue: Callable[..., int], *,
         if not force and services.slots.ran(slot):  # a run that finished while we looked
             return result(0, message="Already ran for this slot", skipped=True, slot=slot)
         with db.transaction(services.pool) as conn:
-            sections = watches.sections_to_check(conn, group)
+            if force:
+                sections, checked = watches.sections_to_check(conn, group), 0
+            else:
+                record = checkers.read_handover(conn)
+                obs = checkers.observe(conn, checkers.outside_since(record), services.settings.checker)
+                verdict = handover.decide(record, obs, services.settings.scheduler)
+                if not verdict.runs_here:
+                    return _waiting(services, group, slot, now, verdict, result)
+                if record is None:  # nothing else checks: this service takes the schedule, on record, so
+                    # that an old cron coming back later is a second scheduler (degraded), not a reason to wait
+                    checkers.write_handover(conn, "vps", hostname(), AUTO_HANDOVER_NOTE)
+                sections, checked = watches.sections_unchecked(conn, group, *handover.slot_window(start))
         enqueued = enqueue(sections, slot=slot)
         extra = {}
+        if checked:
+            extra["sections_checked_elsewhere"] = checked
         if not sections:
-            extra["message"] = "No sections to check"
+            extra["message"] = ("No sections to check" if not checked else
+                                "Every section was already checked in this slot (by another run or system)")
         elif enqueued == 0:
             extra["message"] = "Every section is already waiting or running"
         if late:
             extra["late_seconds"] = late_seconds
-        out = result(enqueued, sections_found=len(sections), slot=slot, **extra)
+        found = len(sections) + checked
+        out = result(enqueued, sections_found=found, slot=slot, **extra)
         record = json.dumps(
             {"at": now.isoformat(timespec="seconds"), "slot": slot, "sections_enqueued": enqueued,
-             "sections_found": len(sections), "duration_ms": out["duration"],
-             "late_seconds": late_seconds if late else 0})
+             "sections_found": found, "sections_checked_elsewhere": checked,
+             "duration_ms": out["duration"], "late_seconds": late_seconds if late else 0})
         with services.redis.pipeline(transaction=False) as pipe:  # one round trip, 2 commands
             services.slots.mark_ran(slot, f"{hostname()}:{time.time():.0f}", pipe)
             pipe.set(services.keys.last_cron(group), record)
             pipe.execute()
     finally:
         services.cron_lock.release(lock)
-    log.info("cron run %s: found=%d enqueued=%d duration_ms=%d%s", slot, len(sections), enqueued,
-             out["duration"], f" ran late by {late_seconds} s" if late else "")
+    log.info("cron run %s: found=%d enqueued=%d duration_ms=%d%s%s", slot, found, enqueued, out["duration"],
+             f" checked_elsewhere={checked}" if checked else "", f" ran late by {late_seconds} s" if late else "")
     return out
+
+
+_waiting_logged: set[str] = set()  # the slots whose wait this process logged (one line a slot)
+
+
+def _waiting(services, group: str, slot: str, now: datetime, verdict, result) -> dict:
+    """The slot is not run here (waiting for the hand-over, handed back): nothing queued, no marker,
+    so the tick asks again and the slot runs as soon as the hand-over is recorded. The group's
+    record says so (health's overdue check sees a scheduler that waits on purpose, not a dead one)."""
+    services.redis.set(services.keys.last_cron(group), json.dumps(
+        {"at": now.isoformat(timespec="seconds"), "slot": slot, "sections_enqueued": 0,
+         "waiting": verdict.state, "duration_ms": 0, "late_seconds": 0}))
+    if slot not in _waiting_logged:
+        _waiting_logged.add(slot)
+        log.info("cron %s: slot %s not run here: %s", group, slot, verdict.note)
+    return result(0, waiting=verdict.state, message=verdict.note, slot=slot)
 
 
 def last_runs(services) -> dict:
@@ -130,6 +163,7 @@ def overdue(runs: dict, scheduler: dict, now: float) -> dict:
         age = round(now - at.timestamp())
         out[group] = {"at": iso(at), "age_seconds": age, "slot": run.get("slot"),
                       "sections_enqueued": run.get("sections_enqueued"),
+                      **({"waiting": run["waiting"]} if run.get("waiting") else {}),
                       "duration_ms": run.get("duration_ms"),
                       "late_seconds": run.get("late_seconds", 0)}
         if age > OVERDUE_SECONDS:

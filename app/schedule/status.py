@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import time
 
+from app import db
+from app.db import checkers
 from app.queue.heartbeat import scheduler_status
-from app.schedule import capacity, cron
+from app.schedule import capacity, cron, handover
+from app.timeutil import iso
 
 _RANK = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 
@@ -20,10 +23,18 @@ def report(services, queue_key: str) -> dict:
     rep = capacity.report(services.redis, services.keys, queue_key)
     scheduler = scheduler_status(services.heartbeat.beats(), required=services.settings.scheduler)
     runs = cron.overdue(cron.last_runs(services), scheduler, time.time())
+    with db.transaction(services.pool) as conn:
+        record = checkers.read_handover(conn)
+        since, me = checkers.outside_since(record), services.settings.checker
+        obs = checkers.observe(conn, since, me)
+        outside = checkers.outside_sections(conn, since, me) if obs.outside else []
+    verdict = handover.decide(record, obs, services.settings.scheduler)
     rep["scheduler"], rep["cron"] = scheduler, runs
-    reasons = [r for r in (rep.get("reason"), runs.get("reason")) if r]
+    rep["schedule_owner"] = {"state": verdict.state, "note": verdict.note, "problem": verdict.problem,
+                             "outside": [f"{t}/{n} at {iso(at)}" for t, n, at in outside]}
+    reasons = [r for r in (rep.get("reason"), runs.get("reason"), verdict.problem) if r]
     status = rep.get("status", "healthy")
-    if runs.get("reason"):
+    if runs.get("reason") or verdict.problem:
         status = max(status, "degraded", key=_RANK.__getitem__)
     if not scheduler["alive"]:
         status = "unhealthy"
@@ -49,4 +60,10 @@ def format_table(rep: dict, breaker_state: str) -> str:
         line = f"scheduler DEAD: {s['reason']}"
     if s["worker_hosts"]:
         line += f"; worker-only hosts: {', '.join(s['worker_hosts'])}"
-    return "\n".join([*lines[:-1], line, lines[-1]])
+    owner = rep.get("schedule_owner")
+    extra = []
+    if owner:
+        extra.append(f"schedule: {owner['state']}: {owner['problem'] or owner['note']}")
+        if owner["outside"]:
+            extra.append("  checked outside (newest first): " + ", ".join(owner["outside"]))
+    return "\n".join([*lines[:-1], line, *extra, lines[-1]])

@@ -70,9 +70,11 @@ begin
        or new.non_reserved_seats is distinct from old.non_reserved_seats
        or new.instructor_name is distinct from old.instructor_name then
         new.last_changed_at := now();
-    else
-        new.last_changed_at := old.last_changed_at;
     end if;
+    -- As production's update_class_state_changed_at: an unchanged row keeps whatever the writer
+    -- set (the site's own look-ups set last_changed_at with last_checked_at; the old Worker's
+    -- check sets neither, so the row keeps its old value), and every update is a check.
+    new.last_checked_at := now();
     return new;
 end $$;
 
