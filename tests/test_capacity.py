@@ -136,7 +136,7 @@ def test_status_command_prints_the_table(services, queue, scraper, make_watch, c
     assert next(line for line in out if line.startswith("odd")).split()[1] == "never"
     assert "breaker CLOSED" in out[-5] and out[-2] == "status healthy"
     assert out[-4].startswith("scheduler alive on ")
-    assert out[-3] == "schedule: running: this service runs the schedule"
+    assert out[-3].startswith("schedule: running: this service runs the schedule since the hand-over at ")
     assert out[-1] == "emails: 0 waiting (0 overdue), 0 not delivered in the last 24 h"
     assert main(["status", "--json"]) == 0
     assert '"circuit_breaker": "CLOSED"' in capsys.readouterr().out

@@ -342,3 +342,16 @@ def test_a_second_deployment_of_this_service_on_the_same_database_is_seen(old_sy
     assert c["status"] == "degraded" and c["sections_checked_outside"] == 1, c
     assert sql("select checked_by from public.seatwatch_section_states where class_nbr = %s",
                (EVEN[1],))[0]["checked_by"] == old_system.settings.checker
+
+
+def test_a_watch_the_site_just_added_is_still_checked_by_a_late_run(services, make_watch, queue, sql):
+    """The site's look-up (adding a watch writes class_states with last_changed_at = last_checked_at)
+    is no check of the slot: a catch-up run right after it still queues the section."""
+    sql("insert into public.seatwatch_handover (owner, by_host) values ('vps', 'test')")
+    make_watch("new@asu.edu", "12430")
+    sql("""insert into public.class_states (term, subject, catalog_nbr, class_nbr, seats_available,
+                                             last_checked_at, last_changed_at)
+           values ('2261', 'CSE', '110', '12430', 0, now(), now())""")
+    results = {r["stagger_group"]: r for r in scheduler().tick(clear_of_slot_boundaries())}
+    assert results["even"]["sections_enqueued"] == 1 and "sections_checked_elsewhere" not in results["even"]
+    assert queued(queue) == ["12430"]

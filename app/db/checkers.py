@@ -48,6 +48,31 @@ _OBSERVE = f"""
     where c.last_checked_at > statement_timestamp() - interval '{WINDOW_SECONDS} seconds'"""
 
 
+def sections_unchecked(conn, group: str, start: datetime,
+                       end: datetime) -> tuple[list[tuple[str, str]], int]:
+    """(the group's sections that nothing checked in [start, end), how many something did).
+
+    A check by this service leaves its own record's scrape time; a check by anything else (the old
+    Worker) leaves the site's class_states row's last_checked_at, for the term it stored. Either,
+    inside the slot's hour, means the slot's check of that section is done (issue 25). A site row
+    that looks like the site's own look-up (changed when checked: a user adding a watch) does not
+    count, so a watch added just before a late run is still checked; an old check that found a
+    change looks the same, and its section is checked once more: a scraper call, never an email."""
+    rows = conn.execute(
+        f"""select s.class_nbr, s.term,
+                  exists (select 1 from public.class_states c
+                          where c.class_nbr = s.class_nbr and c.term = s.term
+                            and c.last_checked_at >= %(start)s and c.last_checked_at < %(end)s
+                            and c.last_changed_at < c.last_checked_at - interval '{LOOKUP_SLACK_SECONDS} seconds')
+                  or exists (select 1 from public.seatwatch_section_states o
+                             where o.term = s.term and o.class_nbr = s.class_nbr
+                               and o.scraped_at >= %(start)s and o.scraped_at < %(end)s) as checked
+           from public.get_sections_to_check(%(group)s) s""",
+        {"group": group, "start": start, "end": end}).fetchall()
+    todo = [(r["term"], r["class_nbr"]) for r in rows if not r["checked"]]
+    return todo, len(rows) - len(todo)
+
+
 @dataclass(frozen=True)
 class Observation:
     """What the database shows of the last hour's checks."""

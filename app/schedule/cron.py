@@ -92,7 +92,7 @@ def run_cron(services, enqueue: Callable[..., int], *,
                 if record is None:  # nothing else checks: this service takes the schedule, on record, so
                     # that an old cron coming back later is a second scheduler (degraded), not a reason to wait
                     checkers.write_handover(conn, "vps", hostname(), AUTO_HANDOVER_NOTE)
-                sections, checked = watches.sections_unchecked(conn, group, *handover.slot_window(start))
+                sections, checked = checkers.sections_unchecked(conn, group, *handover.slot_window(start))
         enqueued = enqueue(sections, slot=slot)
         extra = {}
         if checked:
