@@ -13,7 +13,7 @@ help:
 	@echo "make logs        follow PM2's logs of web and worker on the primary"
 	@echo "make run CMD=... a one-off 'python -m app CMD' in the current release, as the app user"
 	@echo "make releases    the releases on the primary: current, gated, when, git commit"
-	@echo "make rollback    back to the previous release (or RELEASE=<id>), gated like a deploy"
+	@echo "make rollback    back to the previous release (or RELEASE=<id>), gated like a deploy; SITE=1: the site's"
 	@echo "make deploy-lock who holds the deploy lock (BREAK=1 removes it)"
 	@echo "make cutover-check  verify the VPS end to end before and after the DNS switch"
 	@echo "make handover    who runs the schedule; TO=vps takes it over from the old Workers, TO=old hands it back"
@@ -85,7 +85,7 @@ releases: install
 	$(BIN)/python scripts/ops.py releases
 
 rollback: install
-	$(BIN)/python scripts/ops.py rollback $(RELEASE)
+	$(BIN)/python scripts/ops.py rollback $(if $(SITE),--site) $(RELEASE)
 
 deploy-lock: install
 	$(BIN)/python scripts/ops.py lock $(if $(BREAK),break,status)

@@ -14,11 +14,14 @@ from roles.common import DeployError, app_environment  # noqa: E402
 from roles.base import base  # noqa: E402
 from roles.caddy import caddy  # noqa: E402
 from roles.firewall import firewall  # noqa: E402
+from roles.node import node  # noqa: E402
 from roles.pm2 import pm2  # noqa: E402
 from roles.redis import redis  # noqa: E402
+from roles.site import site, site_preflight  # noqa: E402
 
 try:
     app_environment()  # fail before planning anything when a variable is missing or invalid
+    site_preflight()  # with SEATWATCH_SITE_SOURCE: the site's build variables and secrets file, by name
 except DeployError as exc:
     raise SystemExit(f"deploy stopped: {exc}") from None
 try:
@@ -26,7 +29,9 @@ try:
     firewall()
     redis()
     release = app()
+    node()  # the archive's Node.js, or NodeSource's where the site needs a newer one (roles/distro.py)
     pm2(release)
+    site()  # with SEATWATCH_SITE_SOURCE only: built on this laptop, gated before Caddy sends it traffic
     caddy()
 except DeployError as exc:  # one line, no traceback: what is wrong with this host or setting
     raise SystemExit(f"deploy stopped: {exc}") from None

@@ -1,7 +1,7 @@
 """The halves of items 6 and 7 that need the deployed test host (tests/deploystack.py).
 
 - `stack_memory(host)`: RSS of every process of the stack on the host (web, worker, PM2's daemon,
-  Caddy, Redis), from `ps` over ssh. Target: 200 MB for the whole stack (issue 20).
+  Caddy, Redis; with the site on, its Next.js server and its own PM2 daemon), from `ps` over ssh. Target: 200 MB for the whole stack (issue 20).
 - `health_through_caddy(host)`: p50/p99 of the health URL at 100 requests/s through Caddy
   (HTTPS, by name, as a monitor reaches it), open loop from this machine (bench/health_latency.py).
 
@@ -30,6 +30,9 @@ STACK_TARGET_MB = 200
 
 # process -> how to recognise it in `ps -o args`
 ROLES = (
+    # with the site on (roles/site.py): Next's standalone server and the site user's own PM2 daemon
+    ("site", ("server.js", "next-server")),
+    ("site_pm2", ("God Daemon (/var/lib/seatwatch-site",)),
     ("web", ("app web",)),
     ("worker", ("app worker", "huey_consumer")),
     ("pm2", ("PM2", "God Daemon")),

@@ -33,9 +33,13 @@ def caddyfile_text() -> str:
     tls = cfg("caddy_tls")
     names = list(dict.fromkeys([cfg("caddy_domain"),
                                 *[d for d in str(cfg("caddy_extra_domains")).replace(",", " ").split() if d]]))
+    from roles.site import SITE_BODY_LIMIT, site_enabled, site_upstream
+
+    site = site_enabled()  # the Next.js site on this host (roles/site.py)
     return render("Caddyfile.j2", domain=", ".join(names), http_names=", ".join(f"http://{n}" for n in names),
                   tls_internal=(tls == "internal"), email=cfg("caddy_email"), upstream=cfg("caddy_site_upstream"),
-                  port=cfg("app_port"))
+                  port=cfg("app_port"), site=site, site_upstream=site_upstream() if site else "",
+                  site_root=cfg("site_root"), site_body_limit=SITE_BODY_LIMIT)
 
 
 @deploy("Caddy")

@@ -56,6 +56,12 @@ def is_primary() -> bool:
     return host.data.get("seatwatch_role", "primary") == "primary"
 
 
+def site_enabled() -> bool:
+    """The Next.js site is deployed on the primary when SEATWATCH_SITE_SOURCE names the laptop's checkout
+    (roles/site.py); its Node.js needs 20.9+ (roles/node.py)."""
+    return bool(str(cfg("site_source")).strip()) and is_primary()
+
+
 # Root's own places (root:root 0755, never writable by the app user): what root executes or writes.
 BIN_DIR = "/usr/local/lib/seatwatch"  # run, activate, ecosystem.config.js
 STATE_DIR = "/var/lib/seatwatch"  # active (the gate's marker), gated/<release>, deploy.lock, uploads/

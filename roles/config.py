@@ -62,6 +62,16 @@ DEFAULTS: dict[str, tuple[str | None, object, object]] = {
     # moves: a valid certificate to verify with before the DNS switch (docs/runbook.md)
     "caddy_extra_domains": ("SEATWATCH_EXTRA_DOMAINS", "", str),
     "caddy_site_upstream": ("SEATWATCH_SITE_UPSTREAM", "", str),
+    # The Next.js site on the VPS (roles/site.py, roles/sitebuild.py): the laptop's checkout of it; unset: no site
+    "site_source": ("SEATWATCH_SITE_SOURCE", "", str),
+    "site_build_dir": ("SEATWATCH_SITE_BUILD_DIR", ".site-build", str),  # the laptop's cache of built artifacts
+    "site_install_scripts": ("SEATWATCH_SITE_INSTALL_SCRIPTS", False, _bool),  # the site's packages' install scripts
+    "site_secrets_env": ("SEATWATCH_SITE_SECRETS_ENV", "site-secrets.env", str),  # the site's server-side secrets
+    "site_user": ("SEATWATCH_SITE_USER", "seatwatch-site", str),
+    "site_root": ("SEATWATCH_SITE_ROOT", "/opt/seatwatch-site", str),
+    "site_port": ("SEATWATCH_SITE_PORT", 3000, int),
+    "site_heap_mb": ("SEATWATCH_SITE_HEAP_MB", 192, int),  # node --max-old-space-size
+    "site_max_memory_mb": ("SEATWATCH_SITE_MAX_MEMORY_MB", 320, int),  # PM2's max_memory_restart
 }
 
 
@@ -92,6 +102,8 @@ def required_names(environ) -> list[str]:
     names = ["SEATWATCH_HOST", "SEATWATCH_DOMAIN", *REQUIRED]
     if local_redis(environ):
         names.append("REDIS_PASSWORD")
+    if environ.get("SEATWATCH_SITE_SOURCE", "").strip():  # the site's build (roles/sitebuild.py BUILD_VARS)
+        names += ["NEXT_PUBLIC_SUPABASE_URL", "NEXT_PUBLIC_SUPABASE_ANON_KEY"]
     return names
 
 
@@ -199,6 +211,7 @@ def effective_settings(environ=None) -> list[tuple[str, str, str]]:
              "SEATWATCH_SSH_PORT", "SEATWATCH_SSH_KNOWN_HOSTS"]
     names += [env for env, _, _ in DEFAULTS.values() if env]
     names += [*REQUIRED, *[n for n in OPTIONAL if n not in DEV_ONLY], "REDIS_PASSWORD"]
+    names += ["NEXT_PUBLIC_SUPABASE_URL", "NEXT_PUBLIC_SUPABASE_ANON_KEY"]  # the site's build (roles/sitebuild.py)
     defaults = {n: v for n, v in deploy_defaults().items() if v != ""}
     required = set(required_names(environ))
     rows = []

@@ -12,6 +12,9 @@ are what the distribution's own archive installs (README "Supported systems"); t
   caddy    "distro": Debian's/Ubuntu's own caddy package; "upstream": Caddy's signed apt repository
            (Ubuntu 22.04 has no caddy package)
   valkey   the valkey-server the archive has, if any (SEATWATCH_REDIS_PACKAGE=valkey, roles/redis.py)
+  node     the archive's Node.js (major, minor). The site (Next.js 16) needs 20.9+: where the archive's is
+           older and the site is on, Node.js comes from NodeSource's signed apt repository, pinned to one
+           major line and its signing key's fingerprint (node_plan; roles/node.py)
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class Distro:
     pm2: str
     caddy: str  # "distro" | "upstream"
     valkey: tuple[int, int] | None = None  # valkey-server's major.minor, if the archive has it
+    node: tuple[int, int] = (0, 0)  # the archive's nodejs major.minor
 
 
 PM2_CURRENT = "7.0.4"
@@ -40,12 +44,14 @@ PM2_NODE12 = "5.4.3"  # the last PM2 line that runs on Node.js 12
 _PY3 = ("python3", "python3-venv")
 
 DISTROS: dict[tuple[str, int], Distro] = {
-    ("debian", 12): Distro("Debian 12 (bookworm)", "python3", _PY3, (7, 0), PM2_CURRENT, "distro"),
-    ("debian", 13): Distro("Debian 13 (trixie)", "python3", _PY3, (8, 0), PM2_CURRENT, "distro", valkey=(8, 1)),
+    ("debian", 12): Distro("Debian 12 (bookworm)", "python3", _PY3, (7, 0), PM2_CURRENT, "distro", node=(18, 19)),
+    ("debian", 13): Distro("Debian 13 (trixie)", "python3", _PY3, (8, 0), PM2_CURRENT, "distro", valkey=(8, 1),
+                           node=(20, 19)),
     ("ubuntu", 22): Distro("Ubuntu 22.04 LTS", "python3.11", ("python3.11", "python3.11-venv"), (6, 0),
-                           PM2_NODE12, "upstream"),
-    ("ubuntu", 24): Distro("Ubuntu 24.04 LTS", "python3", _PY3, (7, 0), PM2_CURRENT, "distro"),
-    ("ubuntu", 26): Distro("Ubuntu 26.04 LTS", "python3", _PY3, (8, 0), PM2_CURRENT, "distro", valkey=(8, 1)),
+                           PM2_NODE12, "upstream", node=(12, 22)),
+    ("ubuntu", 24): Distro("Ubuntu 24.04 LTS", "python3", _PY3, (7, 0), PM2_CURRENT, "distro", node=(18, 19)),
+    ("ubuntu", 26): Distro("Ubuntu 26.04 LTS", "python3", _PY3, (8, 0), PM2_CURRENT, "distro", valkey=(8, 1),
+                           node=(22, 0)),
 }
 ARCHES = {"x86_64": "amd64", "aarch64": "arm64"}  # uname -m -> Debian's architecture name
 
@@ -75,3 +81,26 @@ def host_deb_arch() -> str:
     if arch not in ARCHES:
         raise UnsupportedSystem(f"unsupported architecture {arch}: x86_64 or aarch64 (arm64) wanted")
     return ARCHES[arch]
+
+
+SITE_NODE_MIN = (20, 9)  # Next.js 16
+NODESOURCE_MAJOR = 22  # the pinned line: an LTS until 2027-04
+NODESOURCE_KEY_URL = "https://deb.nodesource.com/gpgkey/nodesource-repo.gpg.key"
+# the key the download must be (checked with gpg before it is trusted): NodeSource's repository signing key
+NODESOURCE_KEY_FINGERPRINT = "6F71F525282841EEDAF851B42F59B5F99B1BE0B4"
+NODESOURCE_REPO = f"https://deb.nodesource.com/node_{NODESOURCE_MAJOR}.x"
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    source: str  # "distro" | "nodesource"
+    packages: tuple[str, ...]  # NodeSource's nodejs carries npm (and conflicts with the archive's npm)
+    pm2: str
+
+
+def node_plan(site: bool) -> NodePlan:
+    """Where this host's Node.js comes from: the archive's unless the site needs a newer one than it has."""
+    distro = host_distro()
+    if site and distro.node < SITE_NODE_MIN:
+        return NodePlan("nodesource", ("nodejs",), PM2_CURRENT)
+    return NodePlan("distro", ("nodejs", "npm"), distro.pm2)

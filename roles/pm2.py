@@ -1,4 +1,4 @@
-"""pm2: Node.js and PM2 running `web` (waitress) and `worker` (huey_consumer) as the app user.
+"""pm2: PM2 (on the Node.js of roles/node.py) running `web` (waitress) and `worker` (huey_consumer) as the app user.
 
 `pm2 startup` installs the systemd unit pm2-<user> (it resurrects the saved process list at boot).
 
@@ -25,11 +25,11 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.facts.server import Command
-from pyinfra.operations import apt, files, npm, server, systemd
+from pyinfra.operations import files, npm, server, systemd
 
 from roles.common import (TEMPLATES, app_environment, app_paths, cfg, is_primary, render, scheduler_enabled,
-                          sha256_text, stop_timeouts)
-from roles.distro import host_distro
+                          sha256_text, site_enabled, stop_timeouts)
+from roles.distro import node_plan
 
 NPM_ENV = {"LC_ALL": "C.UTF-8"}  # npm facts misparse without a UTF-8 locale and reinstall every run
 ACTIVATE_UNIT = "seatwatch-activate"
@@ -39,8 +39,9 @@ def _pm2_version() -> str:
     version = cfg("pm2_version")
     if version != "auto":
         return version
-    # Ubuntu 22.04 ships Node.js 12: PM2 6+ needs Node 16+, so PM2 5 there (roles/distro.py)
-    return host_distro().pm2
+    # Ubuntu 22.04 ships Node.js 12: PM2 6+ needs Node 16+, so PM2 5 there unless the site brings a newer
+    # Node.js (roles/distro.py node_plan; roles/node.py installs it)
+    return node_plan(site_enabled()).pm2
 
 
 def activation_running(prefix: str = ACTIVATE_UNIT) -> str:
@@ -73,7 +74,6 @@ def pm2(release: dict) -> None:
     primary = is_primary()
     timeouts = stop_timeouts(app_environment())
 
-    apt.packages(name="Install Node.js and npm", packages=["nodejs", "npm"], no_recommends=True)
     npm.packages(name="Install PM2", packages=[f"pm2@{_pm2_version()}"], _env=NPM_ENV)
 
     ecosystem_text = render(

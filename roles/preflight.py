@@ -19,7 +19,8 @@ from app.settings import OPTIONAL, REQUIRED, Settings, SettingsError
 from roles.config import DEFAULTS, DEV_ONLY, LAPTOP, required_names, table
 
 # Read by tests, benches and tools, never by a deploy; known so that they are not called typos.
-OTHER_KNOWN = ("SEATWATCH_HOSTNAME", "SEATWATCH_TEST_ARCH", "SEATWATCH_TEST_DB", "BENCH_QUICK", "BENCH_FULL")
+OTHER_KNOWN = ("SEATWATCH_HOSTNAME", "SEATWATCH_TEST_ARCH", "SEATWATCH_TEST_DB", "BENCH_QUICK", "BENCH_FULL",
+               "SEATWATCH_TEST_SITE_CACHE")
 
 # Valid stand-ins for the required settings: each set value is validated alone against them, so
 # every malformed one is reported, not only the first.
@@ -29,8 +30,23 @@ _VALID = {"DATABASE_URL": "postgresql://u@127.0.0.1:5432/db", "SCRAPER_URL": "ht
 
 
 def known_names() -> set[str]:
+    from roles.sitebuild import BUILD_VARS  # the site's public build variables (with SEATWATCH_SITE_SOURCE)
+
     return ({env for env, _, _ in DEFAULTS.values() if env} | set(REQUIRED) | set(OPTIONAL) | set(LAPTOP)
-            | set(OTHER_KNOWN))
+            | set(OTHER_KNOWN) | set(BUILD_VARS))
+
+
+def site_problems(environ: Mapping[str, str]) -> list[str]:
+    """With SEATWATCH_SITE_SOURCE: the site's build variables (missing, placeholder: named, never quoted)."""
+    from roles.sitebuild import SiteBuildError, build_variables
+
+    if not environ.get("SEATWATCH_SITE_SOURCE", "").strip():
+        return []
+    try:
+        build_variables(environ)
+    except SiteBuildError as exc:
+        return [str(exc)]
+    return []
 
 
 def unknown_names(names_and_sources: Mapping[str, str], environ: Mapping[str, str]) -> list[str]:
@@ -81,7 +97,7 @@ def problems(environ: Mapping[str, str] | None = None, sources: Mapping[str, str
     environ = os.environ if environ is None else environ
     missing = [n for n in required_names(environ) if not environ.get(n, "").strip()]
     out = [f"missing required setting(s): {', '.join(missing)}"] if missing else []
-    return out + malformed(environ) + unknown_names(sources or {}, environ)
+    return out + malformed(environ) + site_problems(environ) + unknown_names(sources or {}, environ)
 
 
 def main() -> int:

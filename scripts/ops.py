@@ -1,10 +1,12 @@
 """Operator commands, run from the laptop (the Makefile's deploy, logs, run, releases, rollback, lock).
 
     python scripts/ops.py deploy [--break-lock]   lock, `pyinfra -y inventory.py deploy.py`, audit line, unlock
-    python scripts/ops.py logs                    PM2's logs of web and worker, following
+    python scripts/ops.py logs                    PM2's logs of web and worker (and the site's, if deployed), following
     python scripts/ops.py run CMD...              `python -m app CMD` in the current release, as the app user
     python scripts/ops.py releases                the releases on the primary: current, gated, deployed when, commit
+                                                  (then the site's builds, if the site is deployed)
     python scripts/ops.py rollback [RELEASE]      activate the previous (or the named) release: switch, reload, gate
+    python scripts/ops.py rollback --site [KEY]   the same for the site (roles/site.py): its previous gated build
     python scripts/ops.py lock [status|break]     the deploy lock
 
 Settings as for the deploy: deploy.env, secrets.env, the environment (roles/config.py). The commands
@@ -40,6 +42,14 @@ BIN = "/usr/local/lib/seatwatch"
 MARKER = "/var/lib/seatwatch/active"
 GATED = "/var/lib/seatwatch/gated"
 ACTIVATE_LOG = "/var/log/seatwatch/activate.log"
+# the site's (roles/site.py site_paths, with the default SEATWATCH_SITE_USER and _ROOT)
+SITE = {"root": "/opt/seatwatch-site", "user": "seatwatch-site", "marker": "/var/lib/seatwatch/site-active",
+        "gated": "/var/lib/seatwatch/site-gated", "activate": f"{BIN}/site-activate",
+        "activate_log": "/var/log/seatwatch/site-activate.log"}
+
+
+def site_settings() -> dict[str, str]:
+    return {**SITE, "root": env("SEATWATCH_SITE_ROOT", SITE["root"]), "user": env("SEATWATCH_SITE_USER", SITE["user"])}
 
 
 def env(name: str, default: str = "") -> str:
@@ -142,9 +152,13 @@ def cmd_lock(args: list[str]) -> int:
 
 
 def cmd_logs(args: list[str]) -> int:
-    lines = args[0] if args else "50"
-    return subprocess.run(ssh_cmd(f"sudo -u {USER} -H env PM2_HOME=/home/{USER}/.pm2 pm2 logs --lines {int(lines)}",
-                                  tty=True)).returncode
+    lines = int(args[0]) if args else 50
+    backend = f"sudo -u {USER} -H env PM2_HOME=/home/{USER}/.pm2 pm2 logs --lines {lines}"
+    site = site_settings()["user"]
+    # the site's PM2 (its own daemon and user) beside the backend's, when the site is deployed
+    remote = (f"if [ -d /var/lib/{site}/.pm2 ]; then sudo -u {site} -H env PM2_HOME=/var/lib/{site}/.pm2 "
+              f"pm2 logs --lines {lines} & fi; {backend}")
+    return subprocess.run(ssh_cmd(remote, tty=True)).returncode
 
 
 def cmd_run(args: list[str]) -> int:
@@ -168,8 +182,10 @@ done
 """
 
 
-def list_releases() -> list[tuple[str, str, str]]:
-    out = ssh(RELEASES_SCRIPT.replace("ROOT", ROOT).replace("MARKER", MARKER).replace("GATED", GATED)).stdout
+def list_releases(site: bool = False) -> list[tuple[str, str, str]]:
+    root, marker, gated = (ROOT, MARKER, GATED) if not site else (
+        site_settings()["root"], SITE["marker"], SITE["gated"])
+    out = ssh(RELEASES_SCRIPT.replace("ROOT", root).replace("MARKER", marker).replace("GATED", gated)).stdout
     return [tuple(line.split("\t")) for line in out.splitlines() if line.strip()]  # type: ignore[misc]
 
 
@@ -181,10 +197,17 @@ def cmd_releases(args: list[str]) -> int:
     print(f"{'release (git commit)':<34} {'deployed (UTC)':<22} state (active: passed the gate and runs now)")
     for rid, when, flags in rows:
         print(f"{rid:<34} {when:<22} {flags}")
+    site_rows = list_releases(site=True)
+    if site_rows:
+        print(f"\n{'site build (key)':<34} {'deployed (UTC)':<22} state (make rollback SITE=1 [RELEASE=key])")
+        for rid, when, flags in site_rows:
+            print(f"{rid:<34} {when:<22} {flags}")
     return 0
 
 
 def cmd_rollback(args: list[str]) -> int:
+    if args[:1] == ["--site"]:
+        return rollback_site(args[1:])
     rows = list_releases()
     cur = next((r for r, _, f in rows if "current" in f), None)
     target = args[0] if args and args[0] else next(
@@ -203,6 +226,27 @@ def cmd_rollback(args: list[str]) -> int:
     remote = f"sudo sh -c {shlex.quote(command)}"
     rc = subprocess.run(ssh_cmd(remote)).returncode
     audit(f"{now()} rollback operator={operator()} release={target} result={'ok' if rc == 0 else 'failed'}")
+    return rc
+
+
+def rollback_site(args: list[str]) -> int:
+    """The site's previous gated build (or the named one), through root's site-activate: switch, reload, gate."""
+    rows = list_releases(site=True)
+    cur = next((r for r, _, f in rows if "current" in f), None)
+    target = args[0] if args and args[0] else next(
+        (r for r, _, f in rows if r != cur and "never-gated" not in f), None)
+    if not target or target not in {r for r, _, _ in rows}:
+        raise SystemExit(f"no such site build to roll back to: {target!r} (make releases lists them)")
+    marker = ssh(f"cat {SITE['marker']} 2>/dev/null || true").stdout.split()
+    config_hash = marker[1] if len(marker) > 1 else "manual"
+    rel = f"{site_settings()['root']}/releases/{target}"
+    print(f"activating site build {target} (was {cur}): switch, reload, gate")
+    from roles.pm2 import activation_command
+
+    timeout = int(env("SEATWATCH_HEALTH_TIMEOUT", "90"))
+    command = activation_command(SITE, rel, f"{rel} {config_hash}", timeout)
+    rc = subprocess.run(ssh_cmd(f"sudo sh -c {shlex.quote(command)}")).returncode
+    audit(f"{now()} rollback operator={operator()} site={target} result={'ok' if rc == 0 else 'failed'}")
     return rc
 
 

@@ -81,3 +81,19 @@ echo "services: pgbouncer ok (transaction mode)"
 command -v ip >/dev/null || need_pkg iproute2
 command -v iptables-restore >/dev/null || need_pkg iptables
 echo "services: test tools ok (iptables, iproute2)"
+
+# Node.js 20.9+ (Next.js 16) with npm: tests/test_site_build.py and the Debian 13 deploy test build the site
+# fixture here, as `make deploy` builds the site on the laptop. The archive's first; where its Node.js is older
+# (Debian 12: 18), the npm registry's own Node.js build (the `node` package installs node-linux-<arch>).
+node_ok() {
+  command -v node >/dev/null && command -v npm >/dev/null &&
+    node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 9) ? 0 : 1)'
+}
+if ! node_ok; then
+  command -v npm >/dev/null || need_pkg npm
+  command -v git >/dev/null || need_pkg git
+  node_ok || as_root npm install -g --no-audit --no-fund node@22 >/dev/null
+  hash -r
+  node_ok || { echo "services: Node.js 20.9+ with npm is needed to build the site fixture" >&2; exit 1; }
+fi
+echo "services: node $(node --version) ok"

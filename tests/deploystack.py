@@ -32,7 +32,7 @@ PYINFRA = str(Path(sys.executable).parent / "pyinfra")
 _APP_NAMES = ("DATABASE_URL", "REDIS_URL", "REDIS_PASSWORD", "SCRAPER_URL", "SCRAPER_SECRET_TOKEN",
               "RESEND_API_KEY", "RESEND_API_URL", "NOTIFICATION_FROM_EMAIL", "NEXT_PUBLIC_SITE_URL",
               "CRON_SECRET", "SUPABASE_SERVICE_ROLE_KEY", "SCRAPER_TIMEOUT_SECONDS",
-              "HUEY_READ_TIMEOUT_SECONDS", "SEATWATCH_NAME")
+              "HUEY_READ_TIMEOUT_SECONDS", "SEATWATCH_NAME", "NEXT_PUBLIC_SUPABASE_URL", "NEXT_PUBLIC_SUPABASE_ANON_KEY")
 
 
 # What Oracle Cloud's Ubuntu images ship: only SSH gets in, everything else hits the REJECT.
@@ -70,8 +70,10 @@ class DeployResult:
 
 class DeployStack(UpDown):
     def __init__(self, name: str | None = None, database: str | None = None, oracle_firewall: bool = False,
-                 suite: str | None = None):
+                 suite: str | None = None, site: bool = False):
         self.oracle_firewall = oracle_firewall
+        self.site = site  # the Next.js site too: the fixture app (tests/sitefixture.py) with SEATWATCH_SITE_SOURCE
+        self.site_env: dict[str, str] = {}
         self.host = TestHost(name or unique_name(), suite=suite)  # suite: tests/testhost.SUITES
         self.database = database or f"seatwatch_deploy_{self.host.name}"
         self.cron_secret = "cron-" + uuid.uuid4().hex
@@ -85,6 +87,8 @@ class DeployStack(UpDown):
         # Deploy a snapshot: the work tree may change under a long test, and the release id
         # (a hash of the sources) must stay the same between the deploys this stack compares.
         self.project = self.copy_project()
+        if self.site:
+            self.site_env = self.site_settings(self.site_checkout())
         self.host.__enter__()
         self._closers.append(self.host.down)
         gw = self.host.gateway
@@ -143,7 +147,23 @@ class DeployStack(UpDown):
         })
         if self.host.arch != NATIVE_ARCH:  # qemu-user cannot speak nf_tables netlink: no firewall there
             env["SEATWATCH_FIREWALL"] = "off"
+        env.update(self.site_env)
         return env
+
+    def site_checkout(self, broken: bool = False) -> Path:
+        """A checkout of the site fixture (the broken one's page answers 500), removed at the end."""
+        from tests import sitefixture
+
+        dest = Path(tempfile.mkdtemp(prefix="seatwatch-site-")) / "site"
+        self._closers.append(lambda: shutil.rmtree(dest.parent, ignore_errors=True))
+        return sitefixture.checkout(dest, broken=broken)
+
+    def site_settings(self, source: Path) -> dict[str, str]:
+        from tests import sitefixture
+
+        secrets = sitefixture.secrets_file(source.parent / "site-secrets.env")
+        return {"SEATWATCH_SITE_SOURCE": str(source), "SEATWATCH_SITE_BUILD_DIR": str(sitefixture.SITE_BUILD_CACHE),
+                "SEATWATCH_SITE_SECRETS_ENV": str(secrets), **sitefixture.PUBLIC_VARS}
 
     def deploy(self, project: Path | None = None, dry: bool = False, timeout: float | None = None,
                extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> DeployResult:

@@ -102,8 +102,10 @@ def plan_deploy(os_release: str, arch: str = "x86_64", commands: dict[str, str] 
     from roles.base import base
     from roles.caddy import caddy
     from roles.firewall import firewall
+    from roles.node import node
     from roles.pm2 import pm2
     from roles.redis import redis
+    from roles.site import site
 
     inventory = Inventory((["seatwatch-host"], {}))
     state = State(inventory, Config())
@@ -115,7 +117,10 @@ def plan_deploy(os_release: str, arch: str = "x86_64", commands: dict[str, str] 
             base()
             firewall()
             redis()
-            pm2(app())
+            release = app()
+            node()
+            pm2(release)
+            site()
             caddy()
             ops = []
             for op_hash in host.op_hash_order:
