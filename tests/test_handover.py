@@ -300,10 +300,10 @@ def test_a_new_service_without_an_old_system_runs_at_once(services, make_watch, 
 
 
 def test_an_upgrade_of_a_running_service_records_the_hand_over(services, sql, database):
-    """Migration 0009 on a service whose own checks ran recently: it keeps the schedule."""
+    """Migration 0008 on a service whose own checks ran recently: it keeps the schedule."""
     from app.db.migrations import _sql
 
-    migration = _sql("migrations/0009_handover.sql")
+    migration = _sql("migrations/0008_handover.sql")
     applied = sql("select applied_at from public.seatwatch_migrations where name = '0004_section_states.sql'")
     try:
         sql("update public.seatwatch_migrations set applied_at = now() - interval '30 days' "
@@ -316,7 +316,7 @@ def test_an_upgrade_of_a_running_service_records_the_hand_over(services, sql, da
         with psycopg.connect(database, autocommit=True) as conn:
             conn.execute(migration)
         assert sql("select owner, by_host from public.seatwatch_handover") == [
-            {"owner": "vps", "by_host": "migration 0009"}]
+            {"owner": "vps", "by_host": "migration 0008"}]
     finally:
         sql("update public.seatwatch_migrations set applied_at = %s where name = '0004_section_states.sql'",
             (applied[0]["applied_at"],))

@@ -17,7 +17,7 @@ alter table public.seatwatch_handover enable row level security;
 -- it keeps running it through this upgrade. (Rows that 0004 copied from class_states carry the old
 -- system's times, all before 0004 was applied: only this service's own checks come after.)
 insert into public.seatwatch_handover (owner, by_host, note)
-select 'vps', 'migration 0009', 'this service was already checking sections when 0009 was applied'
+select 'vps', 'migration 0008', 'this service was already checking sections when 0008 was applied'
 where exists (
     select 1 from public.seatwatch_section_states o, public.seatwatch_migrations m
     where m.name = '0004_section_states.sql'
