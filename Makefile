@@ -5,12 +5,17 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: help install services test test-fast dev dev-run deploy dry-run logs run releases rollback \
-        deploy-lock cutover-check handover lock sandbox sandbox-down bench bench-idle clean test-arm64 test-forky
+        deploy-lock cutover-check handover status audit env restart ssh lock sandbox sandbox-down bench bench-idle clean test-arm64 test-forky
 
 help:
 	@echo "make deploy      provision the VPS and deploy (pyinfra inventory.py deploy.py)"
 	@echo "make dry-run     print the effective settings (secrets masked), show what a deploy would change"
-	@echo "make logs        follow PM2's logs of web and worker on the primary"
+	@echo "make status      one look: release, processes, health, capacity, heartbeats, last deploys (exit 1 unless healthy)"
+	@echo "make logs        follow PM2's logs of web and worker; SINCE=10m|2h|ISO shows a window instead, LINES=N"
+	@echo "make audit       the server's audit log (deploys, rollbacks, restarts); LINES=N"
+	@echo "make env         the server's settings, secrets masked, each against the laptop's"
+	@echo "make restart     restart web and worker (APP=site: the site), gated like a deploy"
+	@echo "make ssh         a shell on the primary, as the ssh user"
 	@echo "make run CMD=... a one-off 'python -m app CMD' in the current release, as the app user"
 	@echo "make releases    the releases on the primary: current, gated, when, git commit"
 	@echo "make rollback    back to the previous release (or RELEASE=<id>), gated like a deploy; SITE=1: the site's"
@@ -76,7 +81,22 @@ dry-run: install
 	$(BIN)/pyinfra --dry --diff inventory.py deploy.py
 
 logs: install
-	$(BIN)/python scripts/ops.py logs
+	$(BIN)/python scripts/ops.py logs $(LINES) $(if $(SINCE),--since $(SINCE))
+
+status: install
+	$(BIN)/python scripts/ops.py status
+
+audit: install
+	$(BIN)/python scripts/ops.py audit $(LINES)
+
+env: install
+	$(BIN)/python scripts/ops.py env
+
+restart: install
+	$(BIN)/python scripts/ops.py restart $(if $(filter site,$(APP)),site)
+
+ssh: install
+	$(BIN)/python scripts/ops.py ssh
 
 run: install
 	$(BIN)/python scripts/ops.py run "$(CMD)"

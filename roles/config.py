@@ -151,6 +151,15 @@ def parse_env_file(path: Path) -> dict[str, str]:
     return out
 
 
+def parse_env_text(text: str) -> dict[str, str]:
+    """`NAME=value` lines given as text (the server's env file, read over ssh), as parse_env_file reads a file."""
+    import io
+
+    from dotenv.parser import parse_stream
+
+    return {b.key: (b.value or "").strip() for b in parse_stream(io.StringIO(text)) if b.key and not b.error}
+
+
 def settings_files(project: Path = PROJECT) -> tuple[Path, Path]:
     deploy_env = Path(os.environ.get("SEATWATCH_DEPLOY_ENV") or project / "deploy.env")
     secrets_env = Path(os.environ.get("SEATWATCH_SECRETS_ENV") or project / "secrets.env")

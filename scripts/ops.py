@@ -8,6 +8,12 @@
     python scripts/ops.py rollback [RELEASE]      activate the previous (or the named) release: switch, reload, gate
     python scripts/ops.py rollback --site [KEY]   the same for the site (roles/site.py): its previous gated build
     python scripts/ops.py lock [status|break]     the deploy lock
+    python scripts/ops.py status                  release, processes, the service's status, heartbeats, last deploys
+    python scripts/ops.py audit [N]               the last N lines of the server's audit log
+    python scripts/ops.py env                     the server's settings, secrets masked, each against the laptop's
+    python scripts/ops.py restart [site]          web and worker (or the site) restarted, gated like a deploy
+    python scripts/ops.py ssh                     a shell on the primary
+    python scripts/ops.py logs [N] [--since T]    PM2's logs; with --since (10m, 2h, 1d, ISO) a window, not followed
 
 Settings as for the deploy: deploy.env, secrets.env, the environment (roles/config.py). The commands
 talk to the primary (SEATWATCH_HOST) over ssh with the same user, key, port and known-hosts file.
@@ -152,7 +158,13 @@ def cmd_lock(args: list[str]) -> int:
 
 
 def cmd_logs(args: list[str]) -> int:
-    lines = int(args[0]) if args else 50
+    if "--since" in args:  # a window of the past, not followed (scripts/opsview.py)
+        import opsview
+
+        i = args.index("--since")
+        rest = args[:i] + args[i + 2:]
+        return opsview.logs_since(args[i + 1], int(rest[0]) if rest and rest[0] else 200)
+    lines = int(args[0]) if args and args[0] else 50
     backend = f"sudo -u {USER} -H env PM2_HOME=/home/{USER}/.pm2 pm2 logs --lines {lines}"
     site = site_settings()["user"]
     # the site's PM2 (its own daemon and user) beside the backend's, when the site is deployed
@@ -205,9 +217,10 @@ def cmd_releases(args: list[str]) -> int:
     return 0
 
 
-def cmd_rollback(args: list[str]) -> int:
+def cmd_rollback(args: list[str], kind: str = "rollback") -> int:
+    """`kind` names it in the audit log (restart: the current release activated again)."""
     if args[:1] == ["--site"]:
-        return rollback_site(args[1:])
+        return rollback_site(args[1:], kind)
     rows = list_releases()
     cur = next((r for r, _, f in rows if "current" in f), None)
     target = args[0] if args and args[0] else next(
@@ -225,11 +238,11 @@ def cmd_rollback(args: list[str]) -> int:
                                  f"{rel} {config_hash}", timeout)
     remote = f"sudo sh -c {shlex.quote(command)}"
     rc = subprocess.run(ssh_cmd(remote)).returncode
-    audit(f"{now()} rollback operator={operator()} release={target} result={'ok' if rc == 0 else 'failed'}")
+    audit(f"{now()} {kind} operator={operator()} release={target} result={'ok' if rc == 0 else 'failed'}")
     return rc
 
 
-def rollback_site(args: list[str]) -> int:
+def rollback_site(args: list[str], kind: str = "rollback") -> int:
     """The site's previous gated build (or the named one), through root's site-activate: switch, reload, gate."""
     rows = list_releases(site=True)
     cur = next((r for r, _, f in rows if "current" in f), None)
@@ -246,7 +259,7 @@ def rollback_site(args: list[str]) -> int:
     timeout = int(env("SEATWATCH_HEALTH_TIMEOUT", "90"))
     command = activation_command(SITE, rel, f"{rel} {config_hash}", timeout)
     rc = subprocess.run(ssh_cmd(f"sudo sh -c {shlex.quote(command)}")).returncode
-    audit(f"{now()} rollback operator={operator()} site={target} result={'ok' if rc == 0 else 'failed'}")
+    audit(f"{now()} {kind} operator={operator()} site={target} result={'ok' if rc == 0 else 'failed'}")
     return rc
 
 
@@ -266,6 +279,9 @@ COMMANDS = {"cutover-check": cmd_cutover_check, "deploy": cmd_deploy, "lock": cm
 
 
 def main(argv: list[str]) -> int:
+    import opsview  # status, audit, env, restart, ssh: the one look at the server
+
+    COMMANDS.update(opsview.COMMANDS)
     if not argv or argv[0] not in COMMANDS:
         print(__doc__)
         return 2

@@ -408,6 +408,30 @@ def test_deploy_lock_audit_releases_and_run(stack):
     assert cp.returncode == 0 and json.loads(cp.stdout)["beats"][0]["release"] == release_id, cp.stdout
 
 
+def test_one_look_status_audit_env_and_a_log_window(stack):
+    """make status, audit, env, logs SINCE=...: what runs and whether it is OK, from the laptop."""
+    import re
+
+    cp = _ops(stack, "status")
+    release_id = current(stack).rsplit("/", 1)[1]
+    assert cp.stdout.startswith(f"release  {release_id}"), cp.stdout + cp.stderr
+    for name in ("web", "worker"):
+        assert re.search(rf"^  {name}\s+online\s+up ", cp.stdout, re.M), cp.stdout
+    assert "schedule: " in cp.stdout and "heartbeats" in cp.stdout and "deploy operator=" in cp.stdout
+    healthy = "status healthy" in cp.stdout
+    assert cp.returncode == (0 if healthy else 1), cp.stdout
+    cp = _ops(stack, "audit", "3")
+    assert cp.returncode == 0 and "operator=" in cp.stdout.splitlines()[-1], cp.stdout
+    cp = _ops(stack, "env")
+    assert cp.returncode == 0, cp.stderr
+    cron = next(l for l in cp.stdout.splitlines() if l.split()[0] == "CRON_SECRET")
+    assert "***" in cron and "[same as the laptop]" in cron and stack.cron_secret not in cp.stdout
+    assert "[server only (set by the deploy)]" in next(
+        l for l in cp.stdout.splitlines() if l.split()[0] == "SEATWATCH_INSTANCE")
+    cp = _ops(stack, "logs", "50", "--since", "1h")
+    assert cp.returncode == 0 and re.search(r"^worker-\w+ \| \d{4}-", cp.stdout, re.M), cp.stdout[-2000:]
+
+
 def test_scheduler_off_starts_the_worker_without_the_scheduler(stack):
     """Zero overlap at the cutover: SEATWATCH_SCHEDULER=off, then on again, each a gated reload."""
     res = stack.deploy(extra_env={"SEATWATCH_SCHEDULER": "off"})

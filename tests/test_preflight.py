@@ -65,10 +65,9 @@ def test_deploy_stops_before_any_connection():
     """ops.py deploy with a broken setting: exit 2, no ssh (the host does not exist), no traceback."""
     project = _project_copy()
     try:
-        (project / "scripts").mkdir()
         from tests.test_deploy_settings import REPO
 
-        shutil.copy2(REPO / "scripts" / "ops.py", project / "scripts" / "ops.py")
+        shutil.copytree(REPO / "scripts", project / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
         good = {k: v for k, v in GOOD_ENV.items() if not k.startswith("SEATWATCH_")}
         env = {**_clean_env(), **good, "SEATWATCH_HOST": "192.0.2.1", "SEATWATCH_DOMAIN": "api.example.com",
                "REDIS_PASSWORD": "pw", "SEATWATCH_SSH_PORT": "2x2"}
