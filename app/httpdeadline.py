@@ -228,3 +228,28 @@ class BoundedClient:
             size += len(chunk)
             if size > self.max_body:
                 raise BodyTooLarge(f"answer larger than {self.max_body} bytes")
+
+
+_clients: dict[tuple[float, int], BoundedClient] = {}
+_clients_lock = threading.Lock()
+
+
+def shared_client(deadline: float, max_body: int) -> BoundedClient:
+    """One client (and connection pool) per deadline and cap in this process, for occasional calls
+    (the alerts' webhooks and emails, the dead man's switch)."""
+    with _clients_lock:
+        client = _clients.get((deadline, max_body))
+        if client is None:
+            client = _clients[(deadline, max_body)] = BoundedClient(deadline, max_body=max_body, maxsize=2)
+        return client
+
+
+def failure_name(exc: BaseException) -> str:
+    """A call's failure in one stable word for logs and alert channels (never the peer's address or
+    a library's message): ConnectionError, DeadlineExceeded, BodyTooLarge, or the exception's type."""
+    if isinstance(exc, (DeadlineExceeded, BodyTooLarge)):
+        return type(exc).__name__
+    if isinstance(exc, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ProtocolError,
+                        urllib3.exceptions.MaxRetryError, ConnectionError)):
+        return "ConnectionError"
+    return type(exc).__name__

@@ -1,10 +1,11 @@
-"""An overall deadline for one outbound call (a ping, an alert webhook, an Apprise send).
+"""An overall deadline for a call whose sockets are not ours: an Apprise send.
 
-A socket timeout bounds each wait for a byte, not the call: a peer that trickles one byte every few
-seconds holds a plain `requests.post(timeout=5)` for as long as it likes, and with it the alert
-evaluation (and its Redis lock) or the slot's ping. `within` runs the call on a daemon thread and
-gives up waiting at the deadline; the call gets an Event set at that moment, which its reading
-loop checks, so the abandoned thread stops at its next chunk too.
+Our own HTTP (webhooks, the alert email, the ping) is bounded by app.httpdeadline, which shuts a late
+call's socket. Apprise opens its own connections through requests, out of that reach, and a
+socket timeout bounds each wait for a byte, not the call: a peer that trickles one byte every few
+seconds would hold the alert evaluation (and its Redis lock) for as long as it likes. `within`
+runs the call on a daemon thread and gives up waiting at the deadline; the call gets an Event set
+at that moment, which it may check to stop early.
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 Each configured destination is a Channel with a stable `id` (a hash of the URL, so the alert
 state in Redis names channels without storing their tokens) and `send(event)`, which returns on
 success and raises ChannelFailed with a one-line, secret-free reason otherwise. Every call is
-bounded in all by SEND_TIMEOUT_SECONDS (app.alerting.deadline: a peer trickling its answer cannot
-hold the evaluation and its lock) and tried once: app.alerting.alerts retries on its next evaluation.
+bounded in all by SEND_TIMEOUT_SECONDS (a peer trickling its answer cannot hold the evaluation and
+its lock) and tried once: app.alerting.alerts retries on its next evaluation. Our own HTTP goes
+through app.httpdeadline (urllib3, the scraper's and Resend's stack: one watchdog shuts a late
+call's socket); Apprise, whose sockets are its own, runs under app.alerting.deadline's thread bound.
 
 - email (SEATWATCH_ALERT_EMAIL): one plain-text email to every address, through Resend's API with
   the service's own key and sender; the event's id is the Idempotency-Key, so a retry after a
@@ -20,8 +22,7 @@ hold the evaluation and its lock) and tried once: app.alerting.alerts retries on
   requirements.lock (every server has it) and imported only when such an alert is sent (its cost
   once loaded is measured in docs/health.md).
 
-requests and apprise are imported inside `send`: the web process and an idle
-worker never load them for this.
+apprise is imported inside `send`: the web process and an idle worker never load it for this.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from app.alerting.deadline import DeadlineExceeded, within
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_SECONDS = 5  # each send, in all
+MAX_ANSWER_BYTES = 64 * 1024  # a webhook's answer is read (so a trickle is bounded) but never used
 # https:// hosts whose webhooks want a message, not our JSON: sent through Apprise's native URLs
 PUSH_HOSTS = ("ntfy.sh", "hooks.slack.com", "discord.com", "discordapp.com")
 
@@ -59,22 +61,19 @@ class EmailChannel:
     def send(self, event: dict) -> None:
         # Resend's HTTP API directly, not the SDK: the SDK keeps its client and timeout in module
         # globals, which the worker's Mailer set for the students' emails (app.mail.mailer).
-        import requests
-
         s = self.settings
         subject = f"[{s.name}] {event['event']}: {event['summary']}"[:200]
         if s.mailer == "outbox":  # dev mode: every email goes to the folder, the operator's too
             self._to_outbox(subject, event)
             return
         try:
-            status = within(SEND_TIMEOUT_SECONDS, _post, f"{s.resend_api_url}/emails",
-                            json.dumps({"from": s.notification_from_email,
-                                        "to": list(s.alert_emails), "subject": subject,
-                                        "text": email_text(event)}),
-                            {"Authorization": f"Bearer {s.resend_api_key}",
-                             "Idempotency-Key": f"{s.name}-alert-{event['id']}"})
-        except (requests.RequestException, DeadlineExceeded) as exc:
-            raise ChannelFailed(f"Resend unreachable: {type(exc).__name__}") from None
+            status = _post(f"{s.resend_api_url}/emails",
+                           json.dumps({"from": s.notification_from_email, "to": list(s.alert_emails),
+                                       "subject": subject, "text": email_text(event)}),
+                           {"Authorization": f"Bearer {s.resend_api_key}",
+                            "Idempotency-Key": f"{s.name}-alert-{event['id']}"})
+        except _Unreachable as exc:
+            raise ChannelFailed(f"Resend unreachable: {exc}") from None
         if not 200 <= status < 300:
             raise ChannelFailed(f"Resend HTTP {status}")
 
@@ -112,28 +111,29 @@ class WebhookChannel:
         self.label = f"{parts.scheme}://{parts.hostname}{port}"  # no path or query: they hold tokens
 
     def send(self, event: dict) -> None:
-        import requests
-
         body = {k: v for k, v in event.items() if k != "id"} | {"id": event["id"],
                                                                 "text": event["summary"]}
         try:
-            status = within(SEND_TIMEOUT_SECONDS, _post, self.url, json.dumps(body), {})
-        except (requests.RequestException, DeadlineExceeded) as exc:
-            raise ChannelFailed(type(exc).__name__) from None
+            status = _post(self.url, json.dumps(body), {})
+        except _Unreachable as exc:
+            raise ChannelFailed(str(exc)) from None
         if not 200 <= status < 300:
             raise ChannelFailed(f"HTTP {status}")
 
 
-def _post(url: str, body: str, headers: dict, stop) -> int:
-    """One JSON POST; its answer read in chunks until `stop` (the overall deadline) is set."""
-    import requests
+class _Unreachable(Exception):
+    """No answer: refused, reset, or not within the deadline (the message is the failure's kind)."""
 
-    with requests.post(url, data=body, headers={"Content-Type": "application/json", **headers},
-                       timeout=SEND_TIMEOUT_SECONDS, allow_redirects=False, stream=True) as answer:
-        for _ in answer.iter_content(1024):
-            if stop.is_set():
-                break
-        return answer.status_code
+
+def _post(url: str, body: str, headers: dict) -> int:
+    """One JSON POST within SEND_TIMEOUT_SECONDS in all, whatever the peer does; its status."""
+    from app.httpdeadline import failure_name, shared_client
+
+    try:
+        return shared_client(SEND_TIMEOUT_SECONDS, MAX_ANSWER_BYTES).request(
+            "POST", url, body=body.encode(), headers={"Content-Type": "application/json", **headers}).status
+    except Exception as exc:  # noqa: BLE001  urllib3's errors, OSError, DeadlineExceeded, BodyTooLarge
+        raise _Unreachable(failure_name(exc)) from None
 
 
 class AppriseChannel:

@@ -94,35 +94,22 @@ def _ping(settings, fail: bool, what: str) -> threading.Thread | None:
 
 
 def _get(url: str, what: str, fail: bool) -> None:
-    from app.alerting.deadline import DeadlineExceeded, within
+    # urllib3 through app.httpdeadline, the stack the worker already has loaded for the scraper:
+    # the whole GET ends within PING_TIMEOUT_SECONDS whatever the peer does
+    from app.httpdeadline import DeadlineExceeded, failure_name, shared_client
 
     kind = "fail" if fail else "ok"
     try:
-        status = within(PING_TIMEOUT_SECONDS, _fetch_status, url)
+        status = shared_client(PING_TIMEOUT_SECONDS, 64 * 1024).request(
+            "GET", url, headers={"User-Agent": "seatwatch-ping"}).status
     except DeadlineExceeded:
         log.warning("ping (%s) after %s not delivered: no answer within %d s", kind, what,
                     PING_TIMEOUT_SECONDS)
         return
-    except (OSError, ValueError) as exc:  # refused, unreachable, timed out, a bad answer
-        log.warning("ping (%s) after %s not delivered: %s", kind, what, type(exc).__name__)
+    except Exception as exc:  # noqa: BLE001  refused, unreachable, reset, a bad answer
+        log.warning("ping (%s) after %s not delivered: %s", kind, what, failure_name(exc))
         return
     if not 200 <= status < 300:
         log.warning("ping (%s) after %s answered HTTP %d", kind, what, status)
     else:
         log.info("ping (%s) after %s", kind, what)
-
-
-def _fetch_status(url: str, stop: threading.Event) -> int:
-    # The standard library's client: 0.4 MB against requests' 5 MB in a worker that has not
-    # scraped yet (bench/memory.py's idle worker); a GET needs nothing more.
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(url, headers={"User-Agent": "seatwatch-ping"})
-    try:
-        with urllib.request.urlopen(request, timeout=PING_TIMEOUT_SECONDS) as answer:
-            while not stop.is_set() and answer.read(1024):  # drained, so a trickle is bounded too
-                pass
-            return answer.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
