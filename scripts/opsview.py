@@ -37,7 +37,8 @@ def status_script() -> str:
         "heartbeat": f"sudo -u {ops.USER} -H {ops.BIN}/run heartbeat",
         "deploys": f"sudo tail -n 5 {ops.AUDIT} 2>/dev/null",
     }
-    return "; ".join(f"echo '{SECTION}{name}'; {{ {cmd}; }}" for name, cmd in parts.items())
+    # a newline before each marker: `pm2 jlist` ends its JSON without one
+    return "; ".join(f"echo; echo '{SECTION}{name}'; {{ {cmd}; }}" for name, cmd in parts.items())
 
 
 def split_sections(text: str) -> dict[str, str]:
@@ -54,8 +55,11 @@ def split_sections(text: str) -> dict[str, str]:
 
 def process_rows(jlist: str, now_ms: float) -> list[str]:
     """One line per PM2 process: name, state, uptime, restarts, memory (from `pm2 jlist`)."""
+    start = (jlist or "").find("[")  # PM2 may print notices before its JSON, and text after it
     try:
-        procs = json.loads(jlist or "[]")
+        if start < 0 and (jlist or "").strip():
+            raise ValueError("no list")
+        procs = json.JSONDecoder().raw_decode(jlist[start:])[0] if start >= 0 else []
     except ValueError:
         return ["  (PM2's process list could not be read)"]
     rows = []

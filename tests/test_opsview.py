@@ -20,7 +20,8 @@ def test_sections_split_and_a_hostile_process_list_prints_as_plain_text():
          "monit": {"memory": 53_900_000}},
         {"name": "worker\x1b]52;c;ZXZpbA==\x07\ngate passed", "pm2_env": {"status": "online\r"},
          "monit": {}}])
-    text = f"{opsview.SECTION}release\nabc123\n{opsview.SECTION}pm2\n{jlist}\n{opsview.SECTION}status\nexit=1\n"
+    text = (f"{opsview.SECTION}release\nabc123\n{opsview.SECTION}pm2\n>>>> In-memory PM2 is out-of-date\n{jlist}\n"
+            f"{opsview.SECTION}status\nexit=1\n")
     parts = opsview.split_sections(text)
     assert parts["release"] == "abc123\n" and parts["status"] == "exit=1\n"
     rows = opsview.process_rows(parts["pm2"], now_ms=1_060_000)
@@ -28,6 +29,7 @@ def test_sections_split_and_a_hostile_process_list_prints_as_plain_text():
     assert "0:01:00" in rows[0]
     assert all("\x1b" not in r and "\n" not in r and "\r" not in r and "\x07" not in r for r in rows)
     assert opsview.process_rows("not json", 0) == ["  (PM2's process list could not be read)"]
+    assert opsview.process_rows('[{"name": "web"}]=== next section', 0)[0].split()[:2] == ["web", "None"]
 
 
 def test_env_rows_mask_secrets_and_compare_with_the_laptop():
