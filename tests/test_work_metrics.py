@@ -8,12 +8,12 @@ import dataclasses
 import datetime as dt
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from app import tasks, workstats
 from app.queue.instance import huey
 from app.web import routes
 from tests.test_alerts import command_calls
+from tests.test_metrics import drain, samples
 from tests.test_web import bearer, call
 
 TERM = "2261"
@@ -29,21 +29,6 @@ def fresh(services, monkeypatch):
     yield services
     huey.storage.flush_all()
     services.redis.delete(services.keys.work_stats)
-
-
-def drain() -> None:
-    while huey.pending_count():
-        task = huey.dequeue()
-        task.retries = 0
-        huey.execute(task)
-
-
-def samples(body: bytes) -> dict:
-    out = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
 
 
 def test_checks_emails_duration_build_and_memory_reach_the_metrics(fresh, scraper, make_watch,
