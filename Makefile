@@ -29,7 +29,7 @@ help:
 	@echo "make test-forky  the fast suite under Debian testing's Python in a forky chroot (not in make test)"
 	@echo "make dev         web + worker locally: simulated scraper, emails to ./dev-outbox"
 	@echo "make dev-run CMD=status  a python -m app command against make dev, with its settings"
-	@echo "make sandbox     deploy into a local throwaway Debian host (root needed)"
+	@echo "make sandbox     deploy into a local throwaway Debian host (root needed; SITE=1: Debian 13 with the site fixture)"
 	@echo "make bench       every benchmark; report in bench/results/README.md (BENCH_QUICK=1: smoke run)"
 	@echo "make bench-idle  the idle consumer's Redis traffic, huey's defaults versus ours (6 min)"
 	@echo "make install     the virtualenv .venv with this package and its test tools"
@@ -134,7 +134,7 @@ lock: install
 
 # A local throwaway Debian host (debootstrap + systemd-nspawn), deployed by this bundle; Ctrl-C removes it.
 sandbox: install services
-	$(BIN)/python -m tests.testhost sandbox
+	$(BIN)/python -m tests.testhost sandbox $(if $(SITE),--site)
 
 sandbox-down:
 	$(BIN)/python -m tests.testhost down swsandbox

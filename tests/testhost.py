@@ -654,12 +654,14 @@ class TcpForwarder:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.testhost", description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=["up", "down", "ssh", "status", "sandbox", "unemulate"])
+    p.add_argument("--site", action="store_true", help="sandbox: Debian 13 with the site fixture beside the backend")
     p.add_argument("name", nargs="?", default=None)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     a = p.parse_args(argv)
     if a.command == "sandbox":
         from tests import sandbox
-        return sandbox.main(a.name or "swsandbox")
+        # `sandbox --site`: argparse's REMAINDER takes a flag after the positionals as `rest`
+        return sandbox.main(a.name or "swsandbox", site=a.site or "--site" in a.rest)
     name = a.name or "swsandbox"
     if a.command == "unemulate":
         remove_emulation()
