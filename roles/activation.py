@@ -311,7 +311,7 @@ class Activation:
         return 1
 
     def release_list(self):
-        """{"active": marker, "releases": [{"release", "deployed", "flags"}, newest first]}: needs no root."""
+        """{"active": marker, "dir", "releases": [{"release", "deployed", "flags"}, newest first]}: needs no root."""
         active = self.read_marker()
         try:
             current = os.readlink(self.c["current"])
@@ -332,7 +332,7 @@ class Activation:
             deployed = os.lstat(os.path.join(path, ".complete")).st_mtime
             rows.append((os.lstat(path).st_mtime, name, deployed, flags))
         rows.sort(key=lambda r: (r[0], r[1]), reverse=True)  # as `ls -t`: the newest directory first
-        return {"active": active, "releases": [
+        return {"active": active, "dir": self.releases, "releases": [
             {"release": name, "deployed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(deployed)),
              "flags": ",".join(flags)} for _, name, deployed, flags in rows]}
 

@@ -137,7 +137,10 @@ def test_the_roles_and_ops_agree_on_roots_places():
     from roles import common
 
     assert ops.BIN == common.BIN_DIR
-    assert ops.MARKER == f"{common.STATE_DIR}/active" and ops.GATED == f"{common.STATE_DIR}/gated"
+    assert ops.MARKER == f"{common.STATE_DIR}/active"  # the gated lists: only the activation reads them
+    assert ops.APP.activate == f"{common.BIN_DIR}/activate"
+    assert ops.SITE_PLACE.activate == f"{common.BIN_DIR}/site-activate"
+    assert ops.SITE_PLACE.activate_log == f"{common.LOG_DIR}/site-activate.log"
     assert ops.ACTIVATE_LOG == f"{common.LOG_DIR}/activate.log" and ops.AUDIT.startswith(common.LOG_DIR + "/")
     assert ops.LOCK.startswith(common.STATE_DIR + "/")
     for place in (common.BIN_DIR, common.STATE_DIR, common.LOG_DIR, common.ENV_DIR):
