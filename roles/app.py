@@ -5,7 +5,8 @@ Who owns what (root never executes or writes anything the app user can change; d
     /opt/seatwatch/                   root:root 0755 (the deploy owns it: anything else found here is removed)
       releases/ (app user)            <id>/ src/ venv/ release.env (SEATWATCH_RELEASE=<id>) .complete
       current -> releases/<id>        root's link, switched only by the activation (pm2 role)
-    /usr/local/lib/seatwatch/         root:root 0755: run (exec wrapper), activate, ecosystem.config.js
+    /usr/local/lib/seatwatch/         root:root 0755: run (exec wrapper), activate (+ activate.json, activation.py),
+                                      ecosystem.config.js
     /etc/seatwatch/app.env            root:<app user> 0640: the service's environment (the app user reads it)
     /var/lib/seatwatch/               root: active (the gate's marker), gated/<id>, deploy.lock, uploads/
     /var/log/seatwatch/               root: activate.log, deploys.log (audit)

@@ -3,7 +3,9 @@
 `pm2 startup` installs the systemd unit pm2-<user> (it resurrects the saved process list at boot).
 
 Activation (switch `current`, reload PM2, gate, roll back) is one step on the server,
-/usr/local/lib/seatwatch/activate (root's, like everything it writes: roles/app.py), started with
+/usr/local/lib/seatwatch/activate (root's, like everything it writes: roles/app.py): the module
+roles/activation.py with its entry point and a JSON config of this deploy's paths, user and timeout
+beside it (install_activation; the site's site-activate is the same module with its own config), started with
 `systemd-run` so that it outlives the ssh session: a dropped connection cannot leave a switched but
 ungated release. The deploy waits for it and prints its log. Whether to activate is decided by
 comparing the marker the gate writes on success (/var/lib/seatwatch/active: release directory and
@@ -18,6 +20,7 @@ above it, and the pm2-<user> unit's TimeoutStopSec above PM2 stopping web and th
 
 from __future__ import annotations
 
+import json
 import shlex
 from io import StringIO
 
@@ -27,8 +30,8 @@ from pyinfra.facts.files import File
 from pyinfra.facts.server import Command
 from pyinfra.operations import files, npm, server, systemd
 
-from roles.common import (TEMPLATES, app_environment, app_paths, cfg, is_primary, render, scheduler_enabled,
-                          sha256_text, site_enabled, stop_timeouts)
+from roles.common import (BIN_DIR, LOG_DIR, PROJECT, TEMPLATES, app_environment, app_paths, cfg, is_primary, render,
+                          scheduler_enabled, sha256_text, site_enabled, stop_timeouts)
 from roles.distro import node_plan
 
 NPM_ENV = {"LC_ALL": "C.UTF-8"}  # npm facts misparse without a UTF-8 locale and reinstall every run
@@ -67,6 +70,32 @@ def activation_command(p: dict, rel: str, marker: str, timeout: int) -> str:
     )
 
 
+def activation_config(p: dict, user: str, **kinds) -> dict:
+    """The activation's config (roles/activation.py KEYS): the places of `p` (app_paths() or site_paths()),
+    the user, and what differs between the app and the site (`kinds`)."""
+    return {"user": user, "home": p["home"], "root": p["root"], "current": p["current"], "bin": BIN_DIR,
+            "ecosystem": p["ecosystem"], "marker": p["marker"], "gated": p["gated"], "log": p["activate_log"],
+            "audit": f"{LOG_DIR}/deploys.log", "timeout": int(cfg("app_health_timeout")), **kinds}
+
+
+def install_activation(p: dict, config: dict, what: str, module: bool) -> str:
+    """Upload the activation to root's directory: the module (with `module`: once per deploy, by the app's role),
+    the entry point under p["activate"] and its config beside it. Returns the text the marker's hash covers,
+    so a change to any of them activates again, and nothing else does."""
+    source = PROJECT / "roles"
+    module_text = (source / "activation.py").read_text()
+    entry_text = (source / "activate_entry.py").read_text()
+    config_text = json.dumps(config, indent=1, sort_keys=True) + "\n"
+    if module:
+        files.put(name="Install the activation module (switch, reload, gate, roll back)", src=StringIO(module_text),
+                  dest=f"{BIN_DIR}/activation.py", user="root", group="root", mode="644")
+    files.put(name=f"Install the activation entry point {p['activate']} ({what})", src=StringIO(entry_text), dest=p["activate"],
+              user="root", group="root", mode="755")
+    files.put(name=f"Install the activation config {p['activate']}.json ({what})", src=StringIO(config_text), dest=f"{p['activate']}.json",
+              user="root", group="root", mode="644")
+    return module_text + entry_text + config_text
+
+
 @deploy("PM2 processes")
 def pm2(release: dict) -> None:
     p = app_paths()
@@ -88,14 +117,13 @@ def pm2(release: dict) -> None:
         dest=f"/etc/logrotate.d/pm2-{user}", mode="644", user_name=user, home=p["home"],
     )
     gate_timeout = int(cfg("app_health_timeout"))
-    activate_text = render(
-        "activate.j2", user=user, home=p["home"], root=p["root"], current=p["current"], marker=p["marker"],
-        gated=p["gated"], log=p["activate_log"], bin=p["bin"], ecosystem=p["ecosystem"], run=p["run"],
-        timeout=gate_timeout, web=primary,
-        url=f"http://127.0.0.1:{cfg('app_port')}/api/monitoring/health",
-    )
-    files.put(name="Install the activation script (switch, reload, gate, roll back)", src=StringIO(activate_text),
-              dest=p["activate"], user="root", group="root", mode="755")
+    config = activation_config(
+        p, user, run=p["run"], audit_name="activate", label="release", failed="DEPLOY FAILED", stable_seconds=10,
+        apps=["web", "worker"], process="worker", heartbeat=True, health_name="web health", health_host=None,
+        # web's health: 200 healthy, 503 degraded by an outside problem (the scraper's breaker); none without web
+        health_url=f"http://127.0.0.1:{cfg('app_port')}/api/monitoring/health" if primary else None,
+        health_codes=[200, 503])
+    activate_text = install_activation(p, config, "web and worker", module=True)
 
     unit = f"pm2-{user}"
     if not host.get_fact(File, path=f"/etc/systemd/system/{unit}.service"):

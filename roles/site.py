@@ -7,7 +7,7 @@ Who owns what (the backend's layout, roles/app.py, with the site's own user besi
     /opt/seatwatch-site/              root:root 0755
       releases/ (site user)           <build key>/ server.js .next/ public/ node_modules/ .complete
       current -> releases/<key>       root's link, switched only by the site's activation
-    /usr/local/lib/seatwatch/         site-run (exec wrapper), site-activate, site.config.js (PM2)
+    /usr/local/lib/seatwatch/         site-run (exec wrapper), site-activate (+ .json: its config), site.config.js
     /etc/seatwatch/site.env           root:<site user> 0640: the site's server-side secrets (from the
                                       operator's site-secrets.env); the backend's app.env is root:<app user>
                                       0640, which the site user (not in that group) cannot read
@@ -111,7 +111,7 @@ def site() -> None:
         _stop_a_site_turned_off()
         return
     from roles.distro import host_deb_arch
-    from roles.pm2 import activation_command
+    from roles.pm2 import activation_command, activation_config, install_activation
     from roles.sitebuild import site_artifact
 
     key, artifact, commit = site_artifact(host_deb_arch())  # built on this laptop, or the cached build
@@ -143,13 +143,12 @@ def site() -> None:
     files.put(name="Install the site's PM2 ecosystem file", src=StringIO(ecosystem_text), dest=p["ecosystem"],
               user="root", group="root", mode="644")
     gate_timeout = int(cfg("app_health_timeout"))
-    activate_text = render(
-        "site-activate.j2", user=user, home=p["home"], root=p["root"], current=p["current"], marker=p["marker"],
-        gated=p["gated"], log=p["activate_log"], bin=BIN_DIR, ecosystem=p["ecosystem"], timeout=gate_timeout,
-        url=f"http://{site_upstream()}/", host=cfg("caddy_domain"),
-    )
-    files.put(name="Install the site's activation script (switch, reload, gate, roll back)",
-              src=StringIO(activate_text), dest=p["activate"], user="root", group="root", mode="755")
+    config = activation_config(
+        p, user, run=None, audit_name="site-activate", label="site release", failed="SITE DEPLOY FAILED",
+        stable_seconds=5, apps=["site"], process="site", heartbeat=False, health_name="the site's /",
+        # the page through the site's own port, as Caddy asks it: any answer below 500 (a redirect to sign in too)
+        health_url=f"http://{site_upstream()}/", health_host=cfg("caddy_domain"), health_codes=[])
+    activate_text = install_activation(p, config, "the site", module=False)
     files.template(name="Rotate the site's PM2 logs", src=str(TEMPLATES / "pm2-logrotate.j2"),
                    dest=f"/etc/logrotate.d/pm2-{user}", mode="644", user_name=user, home=p["home"])
 

@@ -73,7 +73,7 @@ def process_rows(jlist: str, now_ms: float) -> list[str]:
     return rows or ["  (none)"]
 
 
-def cmd_status(args: list[str]) -> int:
+def cmd_status(args) -> int:
     """Release, processes, the service's own status, heartbeats, the last deploys; exit 1 unless healthy."""
     out = ops.ssh(status_script(), check=False).stdout
     parts = split_sections(out)
@@ -94,8 +94,8 @@ def cmd_status(args: list[str]) -> int:
     return 0 if code and code.group(1) == "0" else 1
 
 
-def cmd_audit(args: list[str]) -> int:
-    lines = int(args[0]) if args and args[0] else 20
+def cmd_audit(args) -> int:
+    lines = args.lines
     print(ops.ssh(f"sudo tail -n {lines} {ops.AUDIT} 2>/dev/null || true").stdout.rstrip() or "(no audit log yet)")
     return 0
 
@@ -113,7 +113,7 @@ def env_rows(server: dict[str, str], laptop: dict[str, str]) -> list[tuple[str, 
     return rows
 
 
-def cmd_env(args: list[str]) -> int:
+def cmd_env(args) -> int:
     """The server's env file (secrets masked), each with its source."""
     import os
 
@@ -127,16 +127,16 @@ def cmd_env(args: list[str]) -> int:
     return 0
 
 
-def cmd_restart(args: list[str]) -> int:
+def cmd_restart(args) -> int:
     """Web and worker (or APP=site: the site) restarted through the activation, gated like a deploy."""
-    rows = ops.list_releases(site=bool(args and args[0] == "site"))
-    current = next((r for r, _, f in rows if "current" in f), None)
+    place = ops.SITE_PLACE if args.app == "site" else ops.APP
+    current = ops.current_of(ops.list_releases(place))
     if current is None:
         raise SystemExit("nothing to restart: no current release on the server")
-    return ops.cmd_rollback(["--site", current] if args and args[0] == "site" else [current], kind="restart")
+    return ops.rollback(place, current, kind="restart")
 
 
-def cmd_ssh(args: list[str]) -> int:
+def cmd_ssh(args) -> int:
     return subprocess.run(ops.ssh_cmd("", tty=True)[:-1]).returncode  # no command: a login shell
 
 
@@ -179,6 +179,3 @@ def logs_since(since: str, lines: int) -> int:
     shown = lines_since(ops.ssh(remote, check=False).stdout, cutoff)
     print("\n".join(shown[-lines:]) if shown else f"no log lines since {cutoff.isoformat(timespec='seconds')}")
     return 0
-
-
-COMMANDS = {"status": cmd_status, "audit": cmd_audit, "env": cmd_env, "restart": cmd_restart, "ssh": cmd_ssh}

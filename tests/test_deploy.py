@@ -502,7 +502,8 @@ def test_rollback_command_goes_back_to_the_previous_gated_release(stack):
 
 # --------------------------------------------------------------------------- issue 18: root trusts nothing of the app user's
 
-ROOTS_FILES = ["/usr/local/lib/seatwatch/activate", "/usr/local/lib/seatwatch/run",
+ROOTS_FILES = ["/usr/local/lib/seatwatch/activate", "/usr/local/lib/seatwatch/activation.py",
+               "/usr/local/lib/seatwatch/activate.json", "/usr/local/lib/seatwatch/run",
                "/usr/local/lib/seatwatch/ecosystem.config.js", "/etc/seatwatch/app.env"]
 CANARIES = ["/etc/sw-canary", "/root/sw-canary", f"/etc/systemd/system/pm2-{APP_USER}.service.d/sw-canary.conf"]
 # where the app user may own new files: its releases, its home, the temporary directories
@@ -528,6 +529,8 @@ def test_the_app_user_cannot_make_root_write_or_run_what_it_controls(stack):
         before, owned_before = _fingerprint(stack), _owned_by_app(stack)
         # what root runs and the places it writes: the app user can change none of them
         for attempt in ("echo evil > /usr/local/lib/seatwatch/activate", "ln -sf /bin/sh /usr/local/lib/seatwatch/run",
+                        "echo 'import os' >> /usr/local/lib/seatwatch/activation.py",
+                        "echo '{}' > /usr/local/lib/seatwatch/activate.json",
                         "mv /usr/local/lib/seatwatch /usr/local/lib/sw-moved", "echo X=1 >> /etc/seatwatch/app.env",
                         "ln -s /etc/sw-canary /opt/seatwatch/current.new", "mkdir /opt/seatwatch/shared",
                         "mkdir /opt/seatwatch/bin", "ln -s /etc/sw-canary /var/lib/seatwatch/active.new",

@@ -1,6 +1,6 @@
 """What root runs and writes on the server, as rendered: never anything the app user can change or redirect.
 
-The activation script (templates/activate.j2) is rendered into a scratch tree and its file handling run
+The activation (roles/activation.py) is given a config over a scratch tree and its file handling run
 for real: links planted where it writes are refused or replaced, never followed, and it refuses to run at
 all when one of its directories could be changed by the app user. The layout the roles and
 `scripts/ops.py` agree on is checked here too; tests/test_deploy.py plants the links on a real host.
@@ -9,43 +9,46 @@ all when one of its directories could be changed by the app user. The layout the
 from __future__ import annotations
 
 import errno
-import importlib.machinery
-import importlib.util
+import json
 import os
 import pwd
 import stat
 import sys
 
-import jinja2
 import pytest
+
+from roles import activation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP_USER = "nobody"  # an unprivileged user that exists everywhere
 needs_root = pytest.mark.usefixtures("root_user")  # ownership checks, as on the server
 
 
-def render_activate(tmp_path, user=APP_USER):
+def app_config(tmp_path, user=APP_USER):
+    """The app's activation config as roles/pm2.py writes it, with every place in a scratch tree."""
     root = tmp_path / "opt"
     paths = {"root": root, "bin": tmp_path / "lib", "state": tmp_path / "state", "log": tmp_path / "log"}
     for d in (*paths.values(), root / "releases", paths["state"] / "gated"):
         d.mkdir(parents=True, exist_ok=True)
         os.chmod(d, 0o755)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(REPO, "templates")),
-                             undefined=jinja2.StrictUndefined)
-    text = env.get_template("activate.j2").render(
-        user=user, home="/nonexistent", root=str(root), current=str(root / "current"),
-        marker=str(paths["state"] / "active"), gated=str(paths["state"] / "gated"),
-        log=str(paths["log"] / "activate.log"), bin=str(paths["bin"]),
-        ecosystem=str(paths["bin"] / "ecosystem.config.js"), run=str(paths["bin"] / "run"), timeout=5, web=True,
-        url="http://127.0.0.1:1/api/monitoring/health")
-    script = paths["bin"] / "activate"
-    script.write_text(text)
-    name = f"activate_{abs(hash(str(tmp_path)))}"
-    spec = importlib.util.spec_from_loader(name, importlib.machinery.SourceFileLoader(name, str(script)))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # main() runs only as a script
-    module.AUDIT = str(paths["log"] / "deploys.log")
-    return module, paths
+    config = {
+        "user": user, "home": "/nonexistent", "root": str(root), "current": str(root / "current"),
+        "bin": str(paths["bin"]), "ecosystem": str(paths["bin"] / "ecosystem.config.js"),
+        "run": str(paths["bin"] / "run"), "marker": str(paths["state"] / "active"),
+        "gated": str(paths["state"] / "gated"), "log": str(paths["log"] / "activate.log"),
+        "audit": str(paths["log"] / "deploys.log"), "audit_name": "activate", "label": "release",
+        "failed": "DEPLOY FAILED", "timeout": 5, "stable_seconds": 10, "apps": ["web", "worker"],
+        "process": "worker", "heartbeat": True, "health_name": "web health", "health_host": None,
+        "health_url": "http://127.0.0.1:1/api/monitoring/health", "health_codes": [200, 503]}
+    return config, paths
+
+
+def render_activate(tmp_path, user=APP_USER, **overrides):
+    """The activation as the entry point builds it: its config read from a JSON file (roles/activation.py)."""
+    config, paths = app_config(tmp_path, user)
+    path = paths["bin"] / "activate.json"
+    path.write_text(json.dumps({**config, **overrides}))
+    return activation.Activation(activation.load_config(str(path))), paths
 
 
 @pytest.fixture
@@ -62,9 +65,9 @@ def unchanged(canary) -> bool:
     return canary.read_text() == "root's own\n" and stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid()
 
 
-def test_the_rendered_script_is_python_and_runs_nothing_when_imported(tmp_path):
+def test_a_configured_activation_runs_nothing_until_asked(tmp_path):
     module, paths = render_activate(tmp_path)
-    assert callable(module.main) and module._log is None
+    assert callable(module.activate) and module.log is None
     assert not (paths["log"] / "activate.log").exists()
 
 
@@ -86,7 +89,7 @@ def test_planted_links_are_replaced_or_refused_never_followed(tmp_path, canary):
     os.symlink(canary, paths["state"] / "gated" / "r1")
     with pytest.raises(OSError):
         act.mark_gated(str(paths["root"] / "releases" / "r1"))
-    os.symlink(canary, act.AUDIT)
+    os.symlink(canary, act.c["audit"])
     with pytest.raises(OSError):
         act.audit("r1", "gated")
     # the `current` link is replaced by root's own link, whatever was planted at its temporary name
@@ -105,7 +108,7 @@ def test_it_refuses_to_run_when_the_app_user_could_change_its_directories(tmp_pa
     os.chown(paths["state"], nobody.pw_uid, nobody.pw_gid)  # as shared/ was: the app user's
     assert "can be changed by others" in act.untrusted(str(paths["state"] / "gated"))
     os.symlink(canary, paths["log"] / "activate.log")
-    rc = act.main(str(paths["root"] / "releases" / "r1"), "r1 hash")
+    rc = act.activate(str(paths["root"] / "releases" / "r1"), "r1 hash")
     assert rc == 1 and "refusing to run as root" in capsys.readouterr().out
     os.chown(paths["state"], 0, 0)
     os.chmod(paths["log"], 0o777)  # writable by anyone, the app user included
@@ -121,7 +124,7 @@ def test_it_refuses_to_run_when_the_app_user_could_change_its_directories(tmp_pa
 @needs_root
 def test_it_refuses_a_release_outside_the_releases_directory(tmp_path, capsys):
     act, paths = render_activate(tmp_path)
-    assert act.main(str(tmp_path / "elsewhere"), "x hash") == 1
+    assert act.activate(str(tmp_path / "elsewhere"), "x hash") == 1
     assert "is not a release directory" in capsys.readouterr().out
 
 
@@ -134,7 +137,10 @@ def test_the_roles_and_ops_agree_on_roots_places():
     from roles import common
 
     assert ops.BIN == common.BIN_DIR
-    assert ops.MARKER == f"{common.STATE_DIR}/active" and ops.GATED == f"{common.STATE_DIR}/gated"
+    assert ops.MARKER == f"{common.STATE_DIR}/active"  # the gated lists: only the activation reads them
+    assert ops.APP.activate == f"{common.BIN_DIR}/activate"
+    assert ops.SITE_PLACE.activate == f"{common.BIN_DIR}/site-activate"
+    assert ops.SITE_PLACE.activate_log == f"{common.LOG_DIR}/site-activate.log"
     assert ops.ACTIVATE_LOG == f"{common.LOG_DIR}/activate.log" and ops.AUDIT.startswith(common.LOG_DIR + "/")
     assert ops.LOCK.startswith(common.STATE_DIR + "/")
     for place in (common.BIN_DIR, common.STATE_DIR, common.LOG_DIR, common.ENV_DIR):

@@ -115,17 +115,15 @@ def test_the_site_source_and_an_outside_upstream_exclude_each_other(site_env):
     assert "SEATWATCH_SITE_SOURCE and SEATWATCH_SITE_UPSTREAM are both set" in cp.stdout + cp.stderr
 
 
-def test_the_site_activation_parses_under_the_oldest_system_python3():
-    """site-activate runs under /usr/bin/python3: 3.10 on Ubuntu 22.04."""
-    import ast
-
-    from roles.common import render
-
-    text = render("site-activate.j2", user="s", home="/var/lib/s", root="/opt/s", current="/opt/s/current",
-                  marker="/var/lib/x/site-active", gated="/var/lib/x/site-gated", log="/var/log/x/site-activate.log",
-                  bin="/usr/local/lib/x", ecosystem="/usr/local/lib/x/site.config.js", timeout=30,
-                  url="http://127.0.0.1:3000/", host="example.com")
-    ast.parse(text, feature_version=(3, 10))
+def test_the_site_activation_is_the_apps_with_its_own_config(plans):
+    """site-activate is the same entry point and module as activate (roles/activation.py, stdlib only: see
+    tests/test_activation.py); what differs is its config, uploaded beside it."""
+    plan = plans["debian-13", "x86_64"]
+    for name in ("activate", "site-activate"):
+        assert plan.has(f"Install the activation entry point /usr/local/lib/seatwatch/{name} (")
+        assert plan.has(f"Install the activation config /usr/local/lib/seatwatch/{name}.json (")
+    assert len([n for n in plan.names() if "Install the activation module" in n]) == 1
+    assert plan.commands("Activate site release")[0].count("/usr/local/lib/seatwatch/site-activate ") == 1
 
 
 def test_the_laptop_preflight_knows_the_sites_settings_and_names_a_bad_one():
