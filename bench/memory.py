@@ -1,6 +1,7 @@
 """Memory (item 6): RSS of web and worker, idle and after work, and what each import costs.
 
-- Idle RSS: the real processes (`python -m app web`, `python -m app worker`) started against a
+- Idle RSS, and beside it PSS, USS and the anonymous/file-backed split (bench/_memfig.py): the
+  real processes (`python -m app web`, `python -m app worker`) started against a
   private redis-server and the bench database, read from /proc after they settle.
 - Web after load: after 2,000 health requests (bench/health_latency.py's loader).
 - Worker after 10,000 checks: from bench/results/throughput.json (its 10,000-check drain).
@@ -26,7 +27,7 @@ from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import _stats as S  # noqa: E402
+from bench import _memfig, _stats as S  # noqa: E402
 from bench._stats import ROOT  # noqa: E402
 from bench._env import app_env, bench_database, migrate, redis_server, stop  # noqa: E402
 from bench.health_latency import open_loop, start_web  # noqa: E402
@@ -98,6 +99,12 @@ def main() -> None:
                 samples_web.append(S.rss_mb(web.pid))
             figures["web_idle_mb"] = S.summary(samples_web)
             figures["worker_idle_mb"] = S.summary(samples_worker)
+            # What the two take from the machine: PSS (libpython and the shared libraries they
+            # both map counted once between them), USS, anonymous vs file-backed.
+            figures["web_idle_smaps"] = _memfig.of_pid(web.pid)
+            figures["worker_idle_smaps"] = _memfig.of_pid(worker.pid)
+            figures["web_plus_worker_idle_smaps"] = _memfig.total(
+                [figures["web_idle_smaps"], figures["worker_idle_smaps"]])
             open_loop(port, rate=200, seconds=10)
             figures["web_after_2000_health_mb"] = settle_rss(web.pid, 1)
         finally:
@@ -114,7 +121,9 @@ def main() -> None:
           f"{figures['web_after_2000_health_mb']:.1f} MB")
     print(f"  worker idle {S.fmt(figures['worker_idle_mb'], ' MB', 1)}, after a "
           f"{figures.get('worker_after_run_checks')}-check run {figures.get('worker_after_run_mb')} MB")
-    print(f"  web + worker idle {figures['web_plus_worker_idle_mb']:.1f} MB (target <= 90)")
+    print(f"  web + worker idle {figures['web_plus_worker_idle_mb']:.1f} MB RSS (target <= 90)")
+    for name in ("web", "worker", "web_plus_worker"):
+        print(f"  {name} idle: {_memfig.brief(figures[name + '_idle_smaps'])}")
     for name in IMPORTS:
         f = figures[f"{name}_imports"]
         print(f"  {name} imports: {f['import_ms_total']:.0f} ms, +{f['rss_imports_add_mb']:.1f} MB RSS; "
