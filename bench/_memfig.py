@@ -60,10 +60,20 @@ KEYS = ("rss", "pss", "uss", "pss_anon", "pss_file", "rss_anon", "rss_file")
 
 
 def total(figures: list[dict[str, float]]) -> dict[str, float]:
-    """A stack's sums: PSS sum = its physical memory (shared pages once); RSS sum beside it."""
-    return {k: sum(f.get(k, 0.0) for f in figures) for k in KEYS}
+    """A stack's sums: PSS sum = its physical memory (shared pages once); RSS sum beside it.
+
+    PSS splits a file page among every process on the machine that maps it, so on a machine
+    where other processes map the same files (this development machine's many Pythons) the PSS
+    sum understates what the stack would hold alone. `alone` estimates that: the anonymous
+    memory summed plus the largest file-backed RSS among the processes (their file pages counted
+    once, as if all of them mapped the same files: true for web and worker, one libpython and
+    the same libraries); on a dedicated host the PSS sum is the exact figure."""
+    out = {k: sum(f.get(k, 0.0) for f in figures) for k in KEYS}
+    out["alone"] = out["rss_anon"] + max((f.get("rss_file", 0.0) for f in figures), default=0.0)
+    return out
 
 
 def brief(fig: dict[str, float]) -> str:
     return (f"RSS {fig['rss']:.1f}, PSS {fig['pss']:.1f} (anon {fig.get('pss_anon', 0):.1f}, "
-            f"file {fig.get('pss_file', 0):.1f}), USS {fig['uss']:.1f} MB")
+            f"file {fig.get('pss_file', 0):.1f}), USS {fig['uss']:.1f}"
+            + (f", alone ~{fig['alone']:.1f}" if "alone" in fig else "") + " MB")

@@ -13,7 +13,7 @@ BENCH_QUICK: 2,000) are pushed onto the queue as the cron does it, and health is
 requests/s directly on waitress (bench/health_latency.py's open loop) for N*L/W seconds, the
 drain's lower bound, so every request falls inside the drain; the drain's own time is kept too
 (does serving health slow the checks?). Target: health p99 <= 20 ms on waitress.
-Both layouts run in the runtime-only virtualenv (bench/memory.py's .venv-runtime).
+Separate first, then one process (HUD_ONE_FIRST=1: the other order). Both layouts run in the runtime-only virtualenv (bench/memory.py's .venv-runtime).
 Prints figures, writes bench/results/health_under_drain.json.
 """
 
@@ -84,7 +84,7 @@ def run_layout(name: str, start, env: dict, tasks, db, term: str) -> dict:
         time.sleep(SETTLE_S)
         figs = [_memfig.of_pid(p.pid) for p in procs]
         rest = {"processes": figs, "sum": _memfig.total(figs)}
-        idle = open_loop(port, rate=RATE, seconds=5)  # warm, and health with nothing draining
+        idle = open_loop(port, rate=RATE, seconds=5)  # the first 5 s after start, idle: warm-up included
         sections = [(term, f"{10000 + i:05d}") for i in range(N)]
         started = time.monotonic()
         assert tasks.enqueue_checks(sections) == N
@@ -103,7 +103,7 @@ def run_layout(name: str, start, env: dict, tasks, db, term: str) -> dict:
     out = {"layout": name, "at_rest": rest, "after_drain": {"processes": after, "sum": _memfig.total(after)},
            "health_idle": idle, "health_under_drain": load, "drain_seconds": drain_s,
            "drain_limit_seconds": N * LATENCY / WORKERS}
-    print(f"  {name}: at rest {_memfig.brief(rest['sum'])}; health idle p99 {idle['p99_ms']:.1f} ms; "
+    print(f"  {name}: at rest {_memfig.brief(rest['sum'])}; health idle (first 5 s, warm-up) p99 {idle['p99_ms']:.1f} ms; "
           f"under a {N}-check drain p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms, "
           f"max {load['max_ms']:.0f} ms, codes {load['codes']}; drain {drain_s:.1f} s "
           f"(limit {N * LATENCY / WORKERS:.1f} s)", flush=True)
@@ -119,13 +119,15 @@ def main() -> None:
         db = psycopg.connect(env["DATABASE_URL"], autocommit=True)
         print(f"health under a drain (N={N}, L={LATENCY * 1000:.0f} ms, {WORKERS} workers, "
               f"health at {RATE}/s; load {S.loadavg():.2f}):", flush=True)
-        layouts = [run_layout("separate", separate, env, tasks, db, "3001"),
-                   run_layout("one_process", one_process, env, tasks, db, "3002")]
-    sep, one = layouts
+        order = [("separate", separate, "3001"), ("one_process", one_process, "3002")]
+        if os.environ.get("HUD_ONE_FIRST"):  # the other order, to see the machine's drift
+            order.reverse()
+        layouts = {name: run_layout(name, start, env, tasks, db, term) for name, start, term in order}
+    sep, one = layouts["separate"], layouts["one_process"]
     ratio = one["at_rest"]["sum"]["pss"] / sep["at_rest"]["sum"]["pss"]
     print(f"  one process / separate, PSS at rest: {ratio:.2f} "
           f"({one['at_rest']['sum']['pss']:.1f} vs {sep['at_rest']['sum']['pss']:.1f} MB)")
-    S.write("health_under_drain", {"n": N, "latency_s": LATENCY, "workers": WORKERS, "rate": RATE,
+    S.write("health_under_drain", {"order": list(layouts), "n": N, "latency_s": LATENCY, "workers": WORKERS, "rate": RATE,
                                    "separate": sep, "one_process": one, "pss_ratio_one_vs_separate": ratio})
 
 

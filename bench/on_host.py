@@ -1,7 +1,15 @@
 """The halves of items 6 and 7 that need the deployed test host (tests/deploystack.py).
 
 - `stack_memory(host)`: RSS of every process of the stack on the host (web, worker, PM2's daemon,
-  Caddy, Redis; with the site on, its Next.js server and its own PM2 daemon), from `ps` over ssh. Target: 200 MB for the whole stack (issue 20).
+  Caddy, Redis; with the site on, its Next.js server and its own PM2 daemon), from `ps` over ssh.
+- `stack_smaps(host)`: the same processes' PSS, USS and anonymous/file-backed split, from each
+  one's /proc/<pid>/smaps_rollup and status read as root over ssh (bench/_memfig.py). The whole
+  stack's figure is the sum of PSS: the physical memory all its processes hold together, a page
+  they share (the node binary mapped by PM2 and Next.js, libpython by web and worker) counted
+  once; the RSS sum counts it in every process. Targets (issue 20/30): 200 MB for the backend's
+  stack, 350 MB with the site, judged on the PSS sum; the RSS sum is printed beside it. The
+  `site` role is the Next.js standalone server alone (`node server.js`), reported apart from
+  its PM2 daemon (`site_pm2`).
 - `health_through_caddy(host)`: p50/p99 of the health URL at 100 requests/s through Caddy
   (HTTPS, by name, as a monitor reaches it), open loop from this machine (bench/health_latency.py).
 
@@ -22,11 +30,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import _stats as S  # noqa: E402
+from bench import _memfig, _stats as S  # noqa: E402
 from bench.health_latency import open_loop  # noqa: E402
 
 DOMAIN = "seatwatch.test"  # tests/deploystack.py's site name
 STACK_TARGET_MB = 200
+STACK_WITH_SITE_TARGET_MB = 350
 
 # process -> how to recognise it in `ps -o args`
 ROLES = (
@@ -41,17 +50,50 @@ ROLES = (
 )
 
 
+def role_of(args: str) -> str | None:
+    for name, needles in ROLES:
+        if any(n in args for n in needles):
+            return name
+    return None
+
+
 def stack_memory(host) -> dict:
-    out = host.ssh("ps -eo rss=,args=", quiet=True).stdout
+    out = host.ssh("ps -wweo rss=,args=", quiet=True).stdout
     mb = {name: 0.0 for name, _ in ROLES}
     for line in out.splitlines():
         rss, _, args = line.strip().partition(" ")
-        for name, needles in ROLES:
-            if any(n in args for n in needles):
-                mb[name] += int(rss) * 1024 / 1e6
-                break
+        name = role_of(args)
+        if name:
+            mb[name] += int(rss) * 1024 / 1e6
     mb["stack"] = sum(mb.values())
     return {k: round(v, 1) for k, v in mb.items()}
+
+
+def stack_smaps(host, sudo: str = "sudo ") -> dict:
+    """Per role (several processes of one role summed) and for the whole stack: RSS, PSS, USS,
+    anon and file figures in MB; `stack` sums every role, `backend` leaves the site's two out.
+    One ssh for the process list, one for every process's smaps_rollup and status (as root:
+    they belong to other users)."""
+    pids: dict[int, str] = {}
+    # -ww: the whole command line, never cut at the terminal's width (or COLUMNS)
+    for line in host.ssh("ps -wweo pid=,args=", quiet=True).stdout.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        name = role_of(args)
+        if name and not args.startswith(("ps ", "sh -c", "bash -c")):
+            pids[int(pid)] = name
+    script = "; ".join(f"echo '=== {p}'; cat /proc/{p}/smaps_rollup /proc/{p}/status" for p in pids)
+    out = host.ssh(f"{sudo}sh -c \"{script}\"", quiet=True, check=False).stdout
+    per_role: dict[str, list[dict]] = {name: [] for name, _ in ROLES}
+    for chunk in out.split("=== ")[1:]:
+        pid, _, text = chunk.partition("\n")
+        try:
+            per_role[pids[int(pid)]].append(_memfig.parse(text, text))
+        except ValueError:
+            continue  # the process ended between the two calls
+    figures = {name: _memfig.total(figs) for name, figs in per_role.items()}
+    figures["backend"] = _memfig.total([figures[n] for n in figures if n not in ("site", "site_pm2")])
+    figures["stack"] = _memfig.total([figures[n] for n, _ in ROLES])
+    return {k: {f: round(v, 1) for f, v in fig.items()} for k, fig in figures.items()}
 
 
 class _CaddyConnection(http.client.HTTPSConnection):
@@ -75,9 +117,17 @@ def health_through_caddy(host, rate: float = 100, seconds: float = 15) -> dict:
 
 
 def report(host) -> dict:
-    figures = {"stack_memory_mb": stack_memory(host), "health_through_caddy": health_through_caddy(host)}
+    figures = {"stack_memory_mb": stack_memory(host), "stack_smaps_mb": stack_smaps(host),
+               "health_through_caddy": health_through_caddy(host)}
     m, h = figures["stack_memory_mb"], figures["health_through_caddy"]
-    print(f"on the test host: stack {m['stack']:.0f} MB (target <= {STACK_TARGET_MB}): {m}")
+    print(f"on the test host: stack {m['stack']:.0f} MB RSS: {m}")
+    sm = figures["stack_smaps_mb"]
+    site = sm["site"]["rss"] > 0
+    print(f"  stack PSS sum {sm['stack']['pss']:.0f} MB (target <= "
+          f"{STACK_WITH_SITE_TARGET_MB if site else STACK_TARGET_MB}); backend alone {sm['backend']['pss']:.0f} "
+          f"MB PSS (target <= {STACK_TARGET_MB})")
+    for name, fig in sm.items():
+        print(f"  {name}: {_memfig.brief(fig)}")
     print(f"  health through Caddy at {h['rate']:.0f}/s: p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms, "
           f"codes {h['codes']}")
     S.write("on_host", figures)

@@ -55,6 +55,9 @@ def test_shared_pages_count_once_in_the_pss_sum(children):
     assert all(f["pss"] < f["rss"] for f in figs)
     assert stack["pss"] < stack["rss"] - 1  # at least 1 MB of shared file pages
     assert "PSS" in _memfig.brief(stack)
+    # alone: the anonymous memory of both plus one copy of the file pages they map
+    assert stack["alone"] == pytest.approx(stack["rss_anon"] + max(f["rss_file"] for f in figs))
+    assert stack["alone"] < stack["rss"]
 
 
 def test_what_is_not_a_rollup_is_refused():
