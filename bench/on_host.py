@@ -81,8 +81,10 @@ def stack_smaps(host, sudo: str = "sudo ") -> dict:
         name = role_of(args)
         if name and not args.startswith(("ps ", "sh -c", "bash -c")):
             pids[int(pid)] = name
-    script = "; ".join(f"echo '=== {p}'; cat /proc/{p}/smaps_rollup /proc/{p}/status" for p in pids)
-    out = host.ssh(f"{sudo}sh -c \"{script}\"", quiet=True, check=False).stdout
+    # a process that ends between the two calls has no files: its cat fails, the others go on
+    script = "; ".join(f"echo '=== {p}'; cat /proc/{p}/smaps_rollup /proc/{p}/status 2>/dev/null"
+                       for p in pids)
+    out = host.ssh(f"{sudo}sh -c \"{script}; true\"", quiet=True).stdout
     per_role: dict[str, list[dict]] = {name: [] for name, _ in ROLES}
     for chunk in out.split("=== ")[1:]:
         pid, _, text = chunk.partition("\n")
@@ -90,6 +92,8 @@ def stack_smaps(host, sudo: str = "sudo ") -> dict:
             per_role[pids[int(pid)]].append(_memfig.parse(text, text))
         except ValueError:
             continue  # the process ended between the two calls
+    if pids and not any(per_role.values()):
+        raise RuntimeError(f"no smaps_rollup read for any of {sorted(pids)} (root needed): {out[:200]!r}")
     figures = {name: _memfig.total(figs) for name, figs in per_role.items()}
     figures["backend"] = _memfig.total([figures[n] for n in figures if n not in ("site", "site_pm2")])
     figures["stack"] = _memfig.total([figures[n] for n, _ in ROLES])
@@ -116,6 +120,38 @@ def health_through_caddy(host, rate: float = 100, seconds: float = 15) -> dict:
     return open_loop(rate=rate, seconds=seconds, connect=lambda: _CaddyConnection(host.address))
 
 
+def health_through_caddy_under_drain(stack, n: int = 10_000, latency: float = 0.05,
+                                     rate: float = 100) -> dict:
+    """Health through Caddy while the host's worker drains n checks (tests/deploystack.DeployStack:
+    its stand-in scraper, set to answer in `latency`, and its database on this machine): n
+    watched sections (even class numbers: one cron group) are enqueued by one POST /api/cron
+    through Caddy, as the real cron does it, and health is loaded at `rate` through Caddy for
+    n*latency/4 s, the drain's lower bound with the worker's 4 threads."""
+    import json
+    import time
+
+    from bench._env import seed_watchers
+
+    term = "2999"
+    nbrs = [f"{20000 + 2 * i:05d}" for i in range(n)]
+    seed_watchers(stack.dsn, term, nbrs, prefix="drain")
+    for nbr in nbrs:
+        stack.scraper.set_section(term, nbr, seats_available=0, seats_capacity=100)
+    stack.scraper.delay = latency
+    stack.forget_cron_slots()
+    before = len(stack.scraper.calls)
+    started = time.monotonic()
+    code, body = stack.https("/api/cron?group=even", method="POST",
+                             headers={"Authorization": f"Bearer {stack.cron_secret}"})
+    if code != 200:
+        raise RuntimeError(f"/api/cron answered {code}: {body[:200]}")
+    enqueued = json.loads(body).get("enqueued")
+    load = open_loop(rate=rate, seconds=n * latency / 4, connect=lambda: _CaddyConnection(stack.host.address))
+    S.wait_for(lambda: len(stack.scraper.calls) - before >= n, timeout=n * latency * 3, interval=0.5)
+    return {"n": n, "enqueued": enqueued, "latency_s": latency, "drain_seconds": time.monotonic() - started,
+            "health_through_caddy": load}
+
+
 def report(host) -> dict:
     figures = {"stack_memory_mb": stack_memory(host), "stack_smaps_mb": stack_smaps(host),
                "health_through_caddy": health_through_caddy(host)}
@@ -134,7 +170,33 @@ def report(host) -> dict:
     return figures
 
 
-if __name__ == "__main__":
-    from tests.testhost import TestHost
+def own_stack(name: str, database: str, n: int, site: bool = False) -> dict:
+    """A test host of its own (tests/deploystack.py), deployed (with the fixture site when
+    `site`), measured at rest and under a drain, then removed:
+    `python -m bench.on_host --own NAME DATABASE [N] [--site]` (root)."""
+    from tests.deploystack import DeployStack
 
-    report(TestHost.load(sys.argv[1] if len(sys.argv) > 1 else "swsandbox"))
+    with DeployStack(name, database=database, site=site) as stack:
+        res = stack.deploy()
+        if res.returncode != 0:
+            raise SystemExit(f"deploy failed: {res.tail(30)}")
+        stack.wait_healthy()
+        figures = report(stack.host)
+        drain = health_through_caddy_under_drain(stack, n=n)
+        h = drain["health_through_caddy"]
+        print(f"  health through Caddy under a {n}-check drain: p50 {h['p50_ms']:.1f} ms, p99 "
+              f"{h['p99_ms']:.1f} ms, max {h['max_ms']:.0f} ms, codes {h['codes']}; drain "
+              f"{drain['drain_seconds']:.0f} s")
+        figures["under_drain"] = drain
+        S.write("on_host", figures)
+        return figures
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--own"]:
+        rest = [a for a in sys.argv[4:] if a != "--site"]
+        own_stack(sys.argv[2], sys.argv[3], int(rest[0]) if rest else 10_000, site="--site" in sys.argv)
+    else:
+        from tests.testhost import TestHost
+
+        report(TestHost.load(sys.argv[1] if len(sys.argv) > 1 else "swsandbox"))

@@ -56,3 +56,17 @@ def test_each_role_gets_its_processes_figures_and_the_stack_their_pss_sum(starte
     assert figs["backend"]["pss"] == pytest.approx(figs["web"]["pss"] + figs["worker"]["pss"], abs=0.2)
     # three Pythons share the interpreter's pages: the PSS sum is below the RSS sum
     assert figs["stack"]["pss"] < figs["stack"]["rss"] - 1
+
+
+def test_nothing_read_is_an_error_not_a_zero(started):
+    """Without root another user's smaps_rollup is unreadable: that must not report 0 MB."""
+    web = started("app", "web")
+
+    class Denied(LocalHost):
+        def ssh(self, command, quiet=False, check=True):
+            if command.startswith("ps "):
+                return super().ssh(command, quiet, check)
+            return subprocess.run(["sh", "-c", "true"], capture_output=True, text=True)
+
+    with pytest.raises(RuntimeError, match="root needed"):
+        on_host.stack_smaps(Denied([web.pid]), sudo="")
