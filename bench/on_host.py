@@ -145,9 +145,10 @@ def health_through_caddy_under_drain(stack, n: int = 10_000, latency: float = 0.
                              headers={"Authorization": f"Bearer {stack.cron_secret}"})
     if code != 200:
         raise RuntimeError(f"/api/cron answered {code}: {body[:200]}")
-    enqueued = json.loads(body).get("enqueued")
+    enqueued = json.loads(body).get("sections_enqueued")
     load = open_loop(rate=rate, seconds=n * latency / 4, connect=lambda: _CaddyConnection(stack.host.address))
-    S.wait_for(lambda: len(stack.scraper.calls) - before >= n, timeout=n * latency * 3, interval=0.5)
+    target = enqueued if isinstance(enqueued, int) and enqueued > 0 else n
+    S.wait_for(lambda: len(stack.scraper.calls) - before >= target, timeout=n * latency * 3, interval=0.5)
     return {"n": n, "enqueued": enqueued, "latency_s": latency, "drain_seconds": time.monotonic() - started,
             "health_through_caddy": load}
 
