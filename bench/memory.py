@@ -1,9 +1,12 @@
 """Memory (item 6): RSS of web and worker, idle and after work, and what each import costs.
 
-- Idle RSS: the real processes (`python -m app web`, `python -m app worker`) started against a
+- Idle RSS, and beside it PSS, USS and the anonymous/file-backed split (bench/_memfig.py): the
+  real processes (`python -m app web`, `python -m app worker`) started against a
   private redis-server and the bench database, read from /proc after they settle.
 - Web after load: after 2,000 health requests (bench/health_latency.py's loader).
 - Worker after 10,000 checks: from bench/results/throughput.json (its 10,000-check drain).
+- A Next.js standalone server alone (the site fixture's cached build, `node server.js`:
+  bench/_nextjs.py), beside the two: what the site's server holds without its PM2 daemon.
 - Import cost: `python -X importtime` of what each process imports (web: app.web.routes; worker:
   app.tasks plus huey's consumer), self time summed per top-level package, and the RSS of a
   bare interpreter versus one that imported it.
@@ -26,7 +29,7 @@ from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import _stats as S  # noqa: E402
+from bench import _memfig, _nextjs, _stats as S  # noqa: E402
 from bench._stats import ROOT  # noqa: E402
 from bench._env import app_env, bench_database, migrate, redis_server, stop  # noqa: E402
 from bench.health_latency import open_loop, start_web  # noqa: E402
@@ -98,11 +101,18 @@ def main() -> None:
                 samples_web.append(S.rss_mb(web.pid))
             figures["web_idle_mb"] = S.summary(samples_web)
             figures["worker_idle_mb"] = S.summary(samples_worker)
+            # What the two take from the machine: PSS (libpython and the shared libraries they
+            # both map counted once between them), USS, anonymous vs file-backed.
+            figures["web_idle_smaps"] = _memfig.of_pid(web.pid)
+            figures["worker_idle_smaps"] = _memfig.of_pid(worker.pid)
+            figures["web_plus_worker_idle_smaps"] = _memfig.total(
+                [figures["web_idle_smaps"], figures["worker_idle_smaps"]])
             open_loop(port, rate=200, seconds=10)
             figures["web_after_2000_health_mb"] = settle_rss(web.pid, 1)
         finally:
             stop(web, 20)
             stop(worker)
+    figures["nextjs_standalone_alone"] = _nextjs.measure()
     tp = S.RESULTS / "throughput.json"
     if tp.exists():
         after = json.loads(tp.read_text()).get("worker_rss_after_run", {})
@@ -114,7 +124,12 @@ def main() -> None:
           f"{figures['web_after_2000_health_mb']:.1f} MB")
     print(f"  worker idle {S.fmt(figures['worker_idle_mb'], ' MB', 1)}, after a "
           f"{figures.get('worker_after_run_checks')}-check run {figures.get('worker_after_run_mb')} MB")
-    print(f"  web + worker idle {figures['web_plus_worker_idle_mb']:.1f} MB (target <= 90)")
+    print(f"  web + worker idle {figures['web_plus_worker_idle_mb']:.1f} MB RSS (target <= 90)")
+    for name in ("web", "worker", "web_plus_worker"):
+        print(f"  {name} idle: {_memfig.brief(figures[name + '_idle_smaps'])}")
+    nx = figures["nextjs_standalone_alone"]
+    print(f"  Next.js standalone server alone: {_memfig.brief(nx['at_rest'])}" if "at_rest" in nx
+          else f"  Next.js standalone server alone: skipped ({nx['skipped']})")
     for name in IMPORTS:
         f = figures[f"{name}_imports"]
         print(f"  {name} imports: {f['import_ms_total']:.0f} ms, +{f['rss_imports_add_mb']:.1f} MB RSS; "

@@ -87,9 +87,9 @@ def plots(tp: dict) -> list[str]:
 
 
 def main() -> str:
-    cc, cr, rc, hl, tp, mem, host, run, bq, rt = (load(n) for n in (
+    cc, cr, rc, hl, tp, mem, host, run, bq, rt, hd = (load(n) for n in (
         "check_cost", "cron_run", "redis_commands", "health_latency", "throughput", "memory",
-        "on_host", "run", "bullmq_compare", "db_round_trips"))
+        "on_host", "run", "bullmq_compare", "db_round_trips", "health_under_drain"))
     rows: list[tuple[str, str, str, str]] = []
 
     def row(item, figure, target, ok):
@@ -156,14 +156,36 @@ def main() -> str:
     if mem:
         row("6 web RSS idle", spread(mem["web_idle_mb"], 1, " MB"), "", None)
         row("6 worker RSS idle", spread(mem["worker_idle_mb"], 1, " MB"), "", None)
-        row("6 web + worker idle", f"{mem['web_plus_worker_idle_mb']:.1f} MB", "≤ 90 MB", mem["web_plus_worker_idle_mb"] <= 90)
+        row("6 web + worker idle, RSS sum", f"{mem['web_plus_worker_idle_mb']:.1f} MB", "", None)
+        if "web_plus_worker_idle_smaps" in mem:
+            # judged on what the two take from the machine (README, "Which memory figure")
+            sm = mem["web_plus_worker_idle_smaps"]
+            row("6 web + worker idle, PSS sum (alone: anon + one copy of their file pages)",
+                f"{sm['pss']:.1f} MB (alone ~{sm['alone']:.1f} MB; anon {sm['rss_anon']:.1f}, USS {sm['uss']:.1f})",
+                "≤ 90 MB", sm["alone"] <= 90)
+        nx = mem.get("nextjs_standalone_alone", {}).get("at_rest")
+        if nx:
+            row("6 Next.js standalone server alone (site fixture, node server.js)",
+                f"RSS {nx['rss']:.1f} MB, PSS {nx['pss']:.1f} (anon {nx['rss_anon']:.1f}, file {nx['rss_file']:.1f}), "
+                f"USS {nx['uss']:.1f}", "", None)
         row("6 web after 2,000 health requests", f"{mem['web_after_2000_health_mb']:.1f} MB", "", None)
         if mem.get("worker_after_run_mb"):
             row(f"6 worker after a {mem['worker_after_run_checks']}-check run", f"{mem['worker_after_run_mb']:.1f} MB",
                 "", None)
     if host:
         m = host["stack_memory_mb"]
-        row("6 whole stack on the test host", f"{m['stack']:.0f} MB ({m})", "≤ 200 MB", m["stack"] <= 200)
+        sm = host.get("stack_smaps_mb")
+        # before issue 30 on_host.json had RSS only, judged as such
+        row("6 whole stack on the test host, RSS sum", f"{m['stack']:.0f} MB ({m})", "" if sm else "≤ 200 MB",
+            None if sm else m["stack"] <= 200)
+        if sm:
+            site = sm["site"]["rss"] > 0
+            row("6 backend stack on the test host, PSS sum", f"{sm['backend']['pss']:.0f} MB (RSS sum "
+                f"{sm['backend']['rss']:.0f}, anon {sm['backend']['rss_anon']:.0f})", "≤ 200 MB", sm["backend"]["pss"] <= 200)
+            if site:
+                row("6 whole stack with the site, PSS sum", f"{sm['stack']['pss']:.0f} MB (RSS sum {sm['stack']['rss']:.0f}; "
+                    f"Next.js server alone: RSS {sm['site']['rss']:.0f}, PSS {sm['site']['pss']:.0f}; its PM2 "
+                    f"daemon: PSS {sm['site_pm2']['pss']:.0f})", "≤ 350 MB", sm["stack"]["pss"] <= 350)
         h = host["health_through_caddy"]
         row("7 health through Caddy, 100/s", f"p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms", "–", None)
     else:
@@ -173,6 +195,15 @@ def main() -> str:
         d = hl["direct"]
         row("7 health directly on waitress, 100/s", f"p50 {spread(d['p50_ms'], 2, ' ms')}, p99 {spread(d['p99_ms'], 2, ' ms')}",
             "p99 ≤ 20 ms", d["p99_ms"]["median"] <= 20)
+    if hd:
+        for key, label in (("separate", "web and worker apart (deploy)"), ("one_process", "web + worker in one process (bench-only)")):
+            x = hd[key]
+            h = x["health_under_drain"]
+            row(f"7 health on waitress under a {hd['n']:,}-check drain, {label}",
+                f"p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms (first 5 s after start, idle, warm-up included: p99 {x['health_idle']['p99_ms']:.1f}); "
+                f"drain {x['drain_seconds']:.0f} s vs limit {x['drain_limit_seconds']:.0f} s; at rest PSS "
+                f"{x['at_rest']['sum']['pss']:.1f} MB, alone ~{x['at_rest']['sum']['alone']:.1f} MB",
+                "p99 ≤ 20 ms", h["p99_ms"] <= 20)
     if tp:
         lat = tp["latency"]
         row(f"8 seat seen → email accepted ({lat['changes']} changes)",
@@ -181,7 +212,7 @@ def main() -> str:
     any_json = next((x for x in (tp, cc, cr, rc, hl, mem, bq) if x), None)
     m = any_json["machine"] if any_json else S.machine()
     mode = "quick (BENCH_QUICK=1)" if any_json and any_json["quick"] else "full grid (BENCH_FULL=1)" if any_json and any_json["full"] else "default"
-    loads = [x.get("machine", {}).get("load_1min_at_start") for x in (bq, cc, cr, rc, hl, tp, mem) if x]
+    loads = [x.get("machine", {}).get("load_1min_at_start") for x in (bq, cc, cr, rc, hl, tp, mem, hd) if x]
     lines = [
         "# Benchmark results",
         "",

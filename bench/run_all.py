@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import _stats as S  # noqa: E402
 
 BENCHES = ["bullmq_compare", "check_cost", "db_round_trips", "cron_run", "redis_commands",
-           "health_latency", "throughput", "memory"]
+           "health_latency", "throughput", "memory", "health_under_drain"]
 # The older benchmarks, kept: they print figures the README cites.
 # bench/idle_redis.py (huey's defaults versus ours, idle) is `make bench-idle`: its graceful stops
 # alone take minutes, and redis_commands measures our idle traffic here.

@@ -191,6 +191,10 @@ def test_the_site_user_cannot_read_the_backends_env_file(stack):
     rss = on_host.stack_memory(h)  # the site's server and its PM2 daemon beside the backend's stack
     report("RSS at rest (MB): " + ", ".join(f"{k} {v}" for k, v in rss.items()))
     assert rss["site"] > 0 and rss["site_pm2"] > 0 and rss["pm2"] > 0, rss
+    smaps = on_host.stack_smaps(h)  # what the stack takes from the host: PSS, shared pages once
+    report("PSS at rest (MB): " + ", ".join(f"{k} {v['pss']}" for k, v in smaps.items())
+           + f"; RSS sum {smaps['stack']['rss']}, anon sum {smaps['stack']['rss_anon']}")
+    assert 0 < smaps["site"]["pss"] <= smaps["site"]["rss"], smaps["site"]
 
 
 def test_second_deploy_changes_nothing(stack):
