@@ -177,7 +177,8 @@ def own_stack(name: str, database: str, n: int, site: bool = False) -> dict:
     `python -m bench.on_host --own NAME DATABASE [N] [--site]` (root)."""
     from tests.deploystack import DeployStack
 
-    with DeployStack(name, database=database, site=site) as stack:
+    # the site runs on Debian 13 (its Node.js 20; Debian 12 would need NodeSource, unreachable from here)
+    with DeployStack(name, database=database, site=site, suite="trixie" if site else None) as stack:
         res = stack.deploy()
         if res.returncode != 0:
             raise SystemExit(f"deploy failed: {res.tail(30)}")
