@@ -38,9 +38,10 @@ class CheckResult:
         return asdict(self)
 
 
-def scrape(services, term: str, class_nbr: str) -> SectionInfo:
-    """The scraper call, guarded by the shared breaker (raises BreakerOpen or CheckFailed)."""
-    report_success = services.breaker.allow()
+def scrape(services, term: str, class_nbr: str, first=None) -> SectionInfo:
+    """The scraper call, guarded by the shared breaker (raises BreakerOpen or CheckFailed);
+    `first(pipeline)`: Redis commands sent in the breaker's round trip, before it."""
+    report_success = services.breaker.allow(first)
     try:
         info = services.scraper.fetch(term, class_nbr)
     except ScraperError as exc:
@@ -52,8 +53,8 @@ def scrape(services, term: str, class_nbr: str) -> SectionInfo:
     return info
 
 
-def check_section(services, term: str, class_nbr: str) -> CheckResult:
-    info = scrape(services, term, class_nbr)
+def check_section(services, term: str, class_nbr: str, first=None) -> CheckResult:
+    info = scrape(services, term, class_nbr, first)
     scraped = time.monotonic()  # placed on the database's clock below, not this host's own
     result = CheckResult(term, class_nbr, open_seats=info.open_seats, instructor=info.instructor)
     batch_keys: list[tuple[str, object]] = []  # each with its emails as encoded when stored
