@@ -126,3 +126,24 @@ def test_an_idle_worker_blocks_and_asks_nothing_else(queue, replies):
         huey.storage.read_timeout = saved
     assert out == {"value": [None, None, None]}
     assert replies == ["BRPOP"] * 3
+
+
+def test_a_busy_read_survives_a_dropped_connection_and_a_restarted_redis(queue):
+    """The take script on a connection Redis dropped (a restart, an idle timeout) is sent once
+    more on a new one, and reloaded when Redis lost its scripts: the next task is still taken
+    and leased, once."""
+    ran.clear()
+    tasks_in = [_note.s(i) for i in range(3)]
+    for task in tasks_in:
+        huey.enqueue(task)
+
+    def work():
+        huey.execute(huey.dequeue())
+        huey.storage.conn.client_kill_filter(_id=huey.storage._reader().client_id())
+        huey.execute(huey.dequeue())
+        huey.storage.conn.script_flush()
+        huey.execute(huey.dequeue())
+        huey.settle_held()  # what the worker's shutdown does
+
+    assert _in_worker_thread(work) == {"value": None}
+    assert ran == [0, 1, 2] and huey.pending_count() == 0 and huey.storage.schedule_size() == 0

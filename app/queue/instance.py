@@ -128,7 +128,13 @@ class WakeableRedisStorage(RedisStorage):
         args = [due] if settle is None else [due, settle]
         reader = self._reader()
         try:
-            return reader.evalsha(self._take_sha, 2, self.queue_key, self.schedule_key, *args)
+            try:
+                return reader.evalsha(self._take_sha, 2, self.queue_key, self.schedule_key, *args)
+            except redis.ConnectionError:
+                # dropped since the last read, as in dequeue: once more, on a new connection (had
+                # the script run before the drop, the task it took is leased and runs again when
+                # the lease is due: never lost). Redis really away raises again, for huey's loop.
+                return reader.evalsha(self._take_sha, 2, self.queue_key, self.schedule_key, *args)
         except redis.exceptions.NoScriptError:
             # a Redis restarted (or flushed its scripts) since this process loaded it
             self._take_sha = reader.script_load(TAKE_LUA)
