@@ -36,6 +36,7 @@ SWEEP_INTERVAL_SECONDS = 300
 def check_section(term: str, class_nbr: str, enqueued_at: float | None = None,
                   slot: str | None = None) -> None:
     services = get_services()
+    _released.section = None  # nothing freed yet by this run (see _slot_outcome)
     started = time.monotonic()
     try:
         # the running marker goes in the breaker's round trip, before it (one round trip, not two)
