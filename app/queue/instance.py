@@ -172,7 +172,9 @@ class SeatwatchHuey(RedisHuey):
         super().__init__(*args, **kwargs)
         self.housekeeping: list[HousekeepingJob] = []
         self._dropped = itertools.count(1)
-        self._held = threading.local()  # the bytes of the task this worker thread runs (its lease)
+        # per worker thread: the bytes of the task it runs (`data`) and of the finished one whose
+        # lease its next read ends (`settle`), whether its last read found a task (`busy`)
+        self._held = threading.local()
         # called with the raw bytes of a job dropped unrun (app.tasks frees its section's marker)
         self.on_drop: list[Callable[[bytes], None]] = []
         # In a consumer's worker thread (huey runs these hooks there, and only there), a finished
