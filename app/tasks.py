@@ -36,10 +36,12 @@ SWEEP_INTERVAL_SECONDS = 300
 def check_section(term: str, class_nbr: str, enqueued_at: float | None = None,
                   slot: str | None = None) -> None:
     services = get_services()
-    services.pending.running(term, class_nbr)
+    _released.section = None  # nothing freed yet by this run (see _slot_outcome)
     started = time.monotonic()
     try:
-        result = check.check_section(services, term, class_nbr)
+        # the running marker goes in the breaker's round trip, before it (one round trip, not two)
+        result = check.check_section(services, term, class_nbr,
+                                     lambda pipe: services.pending.running(term, class_nbr, pipe))
     except BreakerOpen as exc:
         workstats.stats.check("skipped")
         _alert_nudge()
@@ -49,8 +51,7 @@ def check_section(term: str, class_nbr: str, enqueued_at: float | None = None,
             # this copy now (and free its marker before that run) rather than check it twice, late.
             log.warning("check %s/%s of slot %s superseded: breaker still %s, its next slot "
                         "covers it", term, class_nbr, slot or "-", exc.state)
-            services.pending.release(term, class_nbr)
-            _slot_outcome(slot, failed=1, superseded=1)
+            _slot_outcome(slot, release=(term, class_nbr), failed=1, superseded=1)
             return
         # Not a failure of the check: retry when the breaker may admit calls, without using a retry.
         raise RetryTask(str(exc), delay=delay) from None
@@ -62,7 +63,8 @@ def check_section(term: str, class_nbr: str, enqueued_at: float | None = None,
     workstats.stats.emails(result.delivered, max(0, result.claimed - result.delivered))
     if result.claimed > result.delivered:
         _alert_nudge()  # an email refused or not sent: the deliveries check may say so
-    _slot_outcome(slot, checked=1, changed=int(bool(result.changes)), emailed=result.delivered)
+    _slot_outcome(slot, release=(term, class_nbr), checked=1, changed=int(bool(result.changes)),
+                  emailed=result.delivered)
 
 
 def superseded(slot: str | None, enqueued_at: float | None, attempt_at: float) -> bool:
@@ -73,11 +75,20 @@ def superseded(slot: str | None, enqueued_at: float | None, attempt_at: float) -
     return base is not None and attempt_at >= base + slots.SLOT_PERIOD.total_seconds()
 
 
-def _slot_outcome(slot: str | None, **outcome: int) -> None:
-    """The check's part of its slot's figures (app.schedule.capacity); checks enqueued by hand have none."""
+# The section whose pending marker this worker thread freed with its slot's figures, as its check
+# ended for good: the completion signal then frees nothing more (one round trip, not two).
+_released = threading.local()
+
+
+def _slot_outcome(slot: str | None, release: tuple[str, str] | None = None, **outcome: int) -> None:
+    """The check's part of its slot's figures (app.schedule.capacity); checks enqueued by hand have
+    none. `release`: the check ended for good, its section's marker is freed in the same round
+    trip (else, or without a slot, by the completion signal)."""
     if slot:
         services = get_services()
-        figures = capacity.record(services.redis, services.keys, slot, **outcome)
+        first = None if release is None else (lambda pipe: services.pending.release(*release, pipe))
+        figures = capacity.record(services.redis, services.keys, slot, first=first, **outcome)
+        _released.section = release
         if figures:  # this check closed its slot: the dead man's switch (app.alerting.ping)
             ping.slot_finished(services.settings, figures)
 
@@ -215,7 +226,9 @@ def _is_check(task) -> bool:
 @huey.signal(SIGNAL_COMPLETE, SIGNAL_INTERRUPTED)
 def _check_finished(signal, task, *args) -> None:
     if _is_check(task):
-        get_services().pending.release(task.args[0], task.args[1])
+        released, _released.section = getattr(_released, "section", None), None
+        if signal != SIGNAL_COMPLETE or released != (task.args[0], task.args[1]):
+            get_services().pending.release(task.args[0], task.args[1])
         if signal == SIGNAL_INTERRUPTED:
             _slot_outcome(_slot_of(task), failed=1)
 

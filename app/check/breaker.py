@@ -10,6 +10,8 @@ successes close it, any failure reopens it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
+
 import redis
 
 from app.timeutil import iso_from_epoch
@@ -114,21 +116,39 @@ class CircuitBreaker:
         self.policy = policy
         self._script = client.register_script(_SCRIPT)
 
-    def _run(self, op: str) -> list:
+    def _args(self, op: str) -> list:
         p = self.policy
-        return self._script(
-            keys=[self.key],
-            args=[op, p.failure_threshold, int(p.open_seconds * 1000), p.successes_to_close,
-                  p.max_trials, int(p.trial_timeout_seconds * 1000)],
-        )
+        return [op, p.failure_threshold, int(p.open_seconds * 1000), p.successes_to_close,
+                p.max_trials, int(p.trial_timeout_seconds * 1000)]
 
-    def allow(self) -> bool:
+    def _run(self, op: str, first: Callable | None = None) -> list:
+        if first is None:
+            return self._script(keys=[self.key], args=self._args(op))
+        # `first`'s commands and the script in one round trip (not the Script object in the
+        # pipeline: redis-py would ask SCRIPT EXISTS first, a round trip of its own)
+        for attempt in (1, 2):
+            with self.client.pipeline(transaction=False) as pipe:
+                first(pipe)
+                pipe.evalsha(self._script.sha, 1, self.key, *self._args(op))
+                try:
+                    return pipe.execute()[-1]
+                except redis.exceptions.NoScriptError:
+                    if attempt == 2:
+                        raise
+                    # a Redis restarted since the script was loaded: `first` must bear running twice
+                    self.client.script_load(_SCRIPT)
+        raise AssertionError("unreachable")
+
+    def allow(self, first: Callable | None = None) -> bool:
         """Take permission for one call, or raise BreakerOpen. Returns whether a success of
         this call must be reported: not when the breaker was closed with no failure counted, as
         on nearly every call, where record_success would change nothing (one round trip less
         per check, issue 20). A failure counted by another worker meanwhile then stays counted:
-        the breaker can only open sooner for it, never later."""
-        allowed, state, retry_ms, *failures = self._run("allow")
+        the breaker can only open sooner for it, never later.
+
+        `first(pipeline)`: commands of the caller's sent before the script in the same round trip
+        (issue 30: the check's running marker); they run whatever the breaker answers."""
+        allowed, state, retry_ms, *failures = self._run("allow", first)
         if not int(allowed):
             raise BreakerOpen(_text(state), int(retry_ms) / 1000)
         return _text(state) != "closed" or not failures or int(failures[0]) > 0

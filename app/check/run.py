@@ -38,9 +38,10 @@ class CheckResult:
         return asdict(self)
 
 
-def scrape(services, term: str, class_nbr: str) -> SectionInfo:
-    """The scraper call, guarded by the shared breaker (raises BreakerOpen or CheckFailed)."""
-    report_success = services.breaker.allow()
+def scrape(services, term: str, class_nbr: str, first=None) -> SectionInfo:
+    """The scraper call, guarded by the shared breaker (raises BreakerOpen or CheckFailed);
+    `first(pipeline)`: Redis commands sent in the breaker's round trip, before it."""
+    report_success = services.breaker.allow(first)
     try:
         info = services.scraper.fetch(term, class_nbr)
     except ScraperError as exc:
@@ -52,11 +53,11 @@ def scrape(services, term: str, class_nbr: str) -> SectionInfo:
     return info
 
 
-def check_section(services, term: str, class_nbr: str) -> CheckResult:
-    info = scrape(services, term, class_nbr)
+def check_section(services, term: str, class_nbr: str, first=None) -> CheckResult:
+    info = scrape(services, term, class_nbr, first)
     scraped = time.monotonic()  # placed on the database's clock below, not this host's own
     result = CheckResult(term, class_nbr, open_seats=info.open_seats, instructor=info.instructor)
-    batch_keys: list[str] = []
+    batch_keys: list[tuple[str, object]] = []  # each with its emails as encoded when stored
     # Four round trips to the database for a quiet check or a first sighting (BEGIN, the lock
     # with the site's row, the write, COMMIT): the pool's own check round trip is skipped for a
     # connection just used (app.db.check_connection; a check is retried if that ever misses).
@@ -108,16 +109,16 @@ def check_section(services, term: str, class_nbr: str) -> CheckResult:
                 chunk = claimed[start:start + MAX_BATCH]
                 # Deterministic and unique: derived from the first claim's id, stored with the rows.
                 batch_key = f"seatwatch-{kind.value}-{chunk[0][1]}"
-                batches.add_batch(conn, batch_key, kind.value, [
+                encoded = batches.add_batch(conn, batch_key, kind.value, [
                     (nid, composer.email(to=watcher.email, user_id=watcher.user_id))
                     for watcher, nid in chunk], term=term, class_nbr=class_nbr)
-                batch_keys.append(batch_key)
+                batch_keys.append((batch_key, encoded))
         values = state_values(info)
         # this service's state and the site's dashboard row, in one round trip
         watches.save_states(conn, term, class_nbr, values, scraped_at, services.settings.checker)
     # Claims and state are committed: from here a crash leaves work for the sweep, never a loss.
-    for key in batch_keys:
-        result.delivered += deliver_batch(services, key)
+    for key, encoded in batch_keys:
+        result.delivered += deliver_batch(services, key, encoded)
     if changes or result.baseline:
         log.info("checked %s/%s: %s", term, class_nbr,
                  "baseline" if result.baseline else ", ".join(result.changes))

@@ -5,16 +5,42 @@ health reports."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence as SequenceABC
 from typing import Sequence
 
 from psycopg.types.json import Jsonb
 
 
+class EncodedEmails(SequenceABC):
+    """A batch's emails as the JSON array already encoded when the batch was stored (add_batch):
+    app.mail.mailer sends these bytes as the request's body, encoded once (issue 30) instead of again by
+    the SDK's client. Still a sequence of the email dicts for anyone who reads it (the dev outbox),
+    decoded on first use."""
+
+    def __init__(self, body: bytes, count: int):
+        self.body, self._count, self._emails = body, count, None
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index):
+        if self._emails is None:
+            self._emails = json.loads(self.body)
+        return self._emails[index]
+
+
 def add_batch(conn, batch_key: str, kind: str, rows: Sequence[tuple[str, dict]],
-              term: str | None = None, class_nbr: str | None = None) -> None:
+              term: str | None = None, class_nbr: str | None = None):
     """Store a batch: its row (with the section it is about, so a retry can be re-checked), and
     (notification id, email payload) in send order. Each email's row names its watcher's user,
-    so deleting the account removes the address (migration 0006)."""
+    so deleting the account removes the address (migration 0006).
+
+    Returns the emails' JSON array as encoded here, once (EncodedEmails): the very bytes a send of the frozen
+    batch encodes (json.dumps, as psycopg's Jsonb and the Resend client do), provided each
+    email's keys come in jsonb's own order (app.mail.build), so the first send can send these
+    (freeze_batch's `encoded`) instead of decoding the stored batch and encoding it again."""
+    body = json.dumps([payload for _, payload in rows])
     conn.execute("""insert into public.delivery_batches (batch_key, term, class_nbr, notification_type)
                     values (%s, %s, %s, %s)""", (batch_key, term, class_nbr, kind))
     # One statement for the emails (not executemany: see watches.claim_notifications), positions
@@ -26,10 +52,11 @@ def add_batch(conn, batch_key: str, kind: str, rows: Sequence[tuple[str, dict]],
                   (select cw.user_id from public.notifications_sent ns
                    join public.class_watches cw on cw.id = ns.class_watch_id where ns.id = e.nid)
            from unnest(%(nids)s::uuid[], %(recipients)s::text[]) with ordinality as e (nid, recipient, n)
-           join jsonb_array_elements(%(payloads)s) with ordinality as p (payload, n) using (n)""",
+           join jsonb_array_elements(%(payloads)s::jsonb) with ordinality as p (payload, n) using (n)""",
         {"key": batch_key, "kind": kind, "nids": [nid for nid, _ in rows],
          "recipients": [(payload.get("to") or [None])[0] for _, payload in rows],
-         "payloads": Jsonb([payload for _, payload in rows])})
+         "payloads": body})
+    return EncodedEmails(body.encode(), len(rows))
 
 
 def lease_batch(conn, batch_key: str, owner: str, lease_seconds: float) -> dict | None:
@@ -51,10 +78,12 @@ def lease_batch(conn, batch_key: str, owner: str, lease_seconds: float) -> dict 
     ).fetchone()
 
 
-def freeze_batch(conn, batch_key: str) -> tuple[list[str], list[dict]]:
+def freeze_batch(conn, batch_key: str, encoded: bytes | None = None):
     """Fix a batch's payload at its first attempt: (delivery row ids, emails) in send order.
 
-    Rows whose claim is gone (seats filled again, watch deleted) are cancelled, never sent."""
+    Rows whose claim is gone (seats filled again, watch deleted) are cancelled, never sent.
+    `encoded`: what add_batch returned for this batch, given back as the emails (not decoded)
+    when no row was cancelled, so the send does not encode them again."""
     conn.execute(
         """update public.notification_deliveries
            set cancelled_at = now(), payload = null, outcome = 'cancelled',
@@ -73,12 +102,16 @@ def freeze_batch(conn, batch_key: str) -> tuple[list[str], list[dict]]:
                  where batch_key = %s and delivered_at is null and failed_at is null
                    and cancelled_at is null and payload is not null) live
            where b.batch_key = %s and live.ids is not null
-           returning live.ids, live.emails""",
+           returning live.ids, live.emails::text as emails""",
         (batch_key, batch_key),
     ).fetchone()
     if row is None:
         return [], []
-    return [str(i) for i in row["ids"]], row["emails"]
+    ids = [str(i) for i in row["ids"]]
+    # rows are only ever cancelled, never added: as many as were stored is all of them, in order
+    if encoded is not None and len(ids) == len(encoded):
+        return ids, encoded
+    return ids, json.loads(row["emails"])
 
 
 def freeze_rebuilt(conn, batch_key: str, ids: Sequence[str], emails: Sequence[dict],

@@ -112,16 +112,18 @@ class EmailComposer:
 
         token = make_token(user_id, self.secret, self.now)
         unsubscribe = self.unsubscribe_base + urlencode({"token": token})
+        # Keys in jsonb's own order (shorter first, then bytewise): the batch's bytes as encoded
+        # when stored are then the bytes of any later send of it, decoded from jsonb (app.db.batches).
         return {
-            "from": self.sender,
             "to": [to],
-            "subject": self.subject,
+            "from": self.sender,
             "html": self.html.replace(_LINK_MARKER, str(escape(unsubscribe))),
             "text": self.text.replace(_LINK_MARKER, unsubscribe),
             "headers": {
                 "List-Unsubscribe": f"<{unsubscribe}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
             },
+            "subject": self.subject,
         }
 
 

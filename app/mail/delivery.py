@@ -83,7 +83,7 @@ def _give_up(conn, batch: dict) -> None:
     log.error("batch %s given up (%s): past the idempotency window", batch["batch_key"], outcome)
 
 
-def _emails_for(conn, services, batch: dict) -> tuple[list[str], list[dict], int]:
+def _emails_for(conn, services, batch: dict, encoded=None) -> tuple[list[str], list[dict], int]:
     """(delivery row ids, emails, key generation) for this attempt."""
     key, generation = batch["batch_key"], batch["generation"]
     frozen = [str(i) for i in batch["delivery_ids"] or []], batch["payload"]
@@ -103,7 +103,8 @@ def _emails_for(conn, services, batch: dict) -> tuple[list[str], list[dict], int
         # Resend may hold this key: exactly the bytes it may have accepted.
         return frozen[0], frozen[1], generation
     if batch["attempts"] == 1 or not recheck.possible(batch):
-        ids, emails = batches.freeze_batch(conn, key)  # the first attempt: the emails as claimed
+        # the first attempt: the emails as claimed (as encoded when stored, if none was cancelled)
+        ids, emails = batches.freeze_batch(conn, key, encoded)
         return ids, emails, generation
     ids, emails = recheck.rebuild(conn, services, batch)
     if ids:
@@ -112,8 +113,9 @@ def _emails_for(conn, services, batch: dict) -> tuple[list[str], list[dict], int
     return ids, emails, generation
 
 
-def deliver_batch(services, batch_key: str) -> int:
-    """Send one batch if it is open and nobody else is sending it; the emails delivered now."""
+def deliver_batch(services, batch_key: str, encoded=None) -> int:
+    """Send one batch if it is open and nobody else is sending it; the emails delivered now.
+    `encoded`: what app.db.batches.add_batch returned for it, when the caller stored it."""
     owner = _lease_owner()
     with db.transaction(services.pool) as conn:
         batch = batches.lease_batch(conn, batch_key, owner, LEASE_SECONDS)
@@ -122,7 +124,7 @@ def deliver_batch(services, batch_key: str) -> int:
         if datetime.now(timezone.utc) - batch["created_at"] > IDEMPOTENCY_WINDOW:
             _give_up(conn, batch)
             return 0
-        ids, emails, generation = _emails_for(conn, services, batch)
+        ids, emails, generation = _emails_for(conn, services, batch, encoded)
         if not ids:  # every email was cancelled (seats filled, watch deleted) before Resend took it
             batches.close_batch(conn, batch_key, outcome="cancelled", error="nothing left to send")
             log.info("batch %s cancelled: no email of it is still true", batch_key)

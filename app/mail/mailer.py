@@ -137,11 +137,19 @@ class Mailer:
         import resend
         from resend.exceptions import ResendError
 
+        from app.mail.transport import prepared_body
+
         options = {"idempotency_key": idempotency_key, "batch_validation": "permissive"}
+        # app.db.batches.EncodedEmails: the batch's JSON as encoded when it was stored
+        body = getattr(emails, "body", None)
         maybe_sent = False  # over this call's attempts: one unanswered attempt makes it True
         for attempt in range(1, self.attempts + 1):
             try:
-                answer = resend.Batch.send(list(emails), options)
+                if body is None:
+                    answer = resend.Batch.send(list(emails), options)
+                else:  # the SDK builds the request (headers, errors), the body is ours as encoded
+                    with prepared_body(body):
+                        answer = resend.Batch.send([], options)
             except ResendError as exc:
                 status = _status(exc)
                 reason = f"HTTP {status} {exc.error_type}: {exc.message}"

@@ -11,6 +11,8 @@ made says so ("NewConnectionError", nothing was sent), anything else leaves the 
 from __future__ import annotations
 
 import json as jsonlib
+import threading
+from contextlib import contextmanager
 from typing import Any, Mapping
 
 from resend.http_client import HTTPClient
@@ -19,6 +21,20 @@ from app.httpdeadline import BodyTooLarge, BoundedClient, DeadlineExceeded
 
 # A batch answer lists up to 100 ids and errors: some kilobytes.
 MAX_ANSWER_BYTES = 1024 * 1024
+
+
+_prepared = threading.local()
+
+
+@contextmanager
+def prepared_body(body: bytes):
+    """The JSON body, already encoded, of the requests this thread makes through the SDK inside
+    the block (app.mail.mailer.EncodedEmails): sent as it is, whatever `json` the SDK passes."""
+    _prepared.body = body
+    try:
+        yield
+    finally:
+        _prepared.body = None
 
 
 class BoundedResendClient(HTTPClient):
@@ -35,8 +51,10 @@ class BoundedResendClient(HTTPClient):
         if files is not None or data is not None:  # attachments and forms: this service sends none
             raise RuntimeError("Request failed: only JSON requests are supported")
         headers = dict(headers)
-        body = None
-        if json is not None:
+        body = getattr(_prepared, "body", None)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        elif json is not None:
             body = jsonlib.dumps(json).encode()
             headers["Content-Type"] = "application/json"
         try:

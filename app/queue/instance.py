@@ -16,15 +16,24 @@ Two extensions of huey, both through hooks it offers (`storage_class`, `create_c
   (a crafted pickle, a forged or tampered task, a task of an earlier release) and the worker reads
   on (issue 18).
 - A lease for every task taken off the queue (issue 26; BullMQ's active list, in huey's own
-  schedule): the moment a worker pops a task it also puts those bytes in huey's schedule, due
-  LEASE_SECONDS later, and takes them out again once the task ended however it ended (done,
-  failed, retried, dropped). A worker that dies (SIGKILL, OOM, a host lost) leaves its lease
-  there, and the scheduler's ordinary schedule read puts the task back on the queue when it is
-  due: the check runs again within LEASE_SECONDS plus a tick, and never while its first worker is
-  alive (no check comes near the lease: every outbound call has a deadline, app.httpdeadline).
-  Two commands per task (ZADD, ZREM), none on an idle day: the schedule is read each tick anyway.
-  Not covered: a kill in the instant between the pop and the lease (one round trip); its section
-  is freed by the stale-marker rule of app.schedule.pending at its group's next slot.
+  schedule): a task taken off the queue is also in huey's schedule, due LEASE_SECONDS later, until
+  the task ended however it ended (done, failed, retried, dropped). A worker that dies (SIGKILL,
+  OOM, a host lost) leaves its lease there, and the scheduler's ordinary schedule read puts the
+  task back on the queue when it is due: the check runs again within LEASE_SECONDS plus a tick,
+  and never while its first worker is alive (no check comes near the lease: every outbound call
+  has a deadline, app.httpdeadline).
+- One round trip per task while busy (issue 30; BullMQ's move-to-active): a worker that just
+  finished a task takes the next one with one script (TAKE_LUA) that ends the finished task's
+  lease (ZREM), pops the next (RPOP) and leases it (ZADD), atomically on the server, so no kill
+  can fall between the pop and the lease. Only when the queue is empty does the worker block
+  (BRPOP on the queue and its wake-up key, then the ZADD of the lease: two round trips for the
+  first task after an idle read, and for that one a kill in the instant between them is not
+  covered; its section is freed by the stale-marker rule of app.schedule.pending at its group's
+  next slot). An idle worker's reads are what they were: one BRPOP per read timeout, no script.
+  A worker that stops ends its last lease in its shutdown (huey's on_shutdown hook, run in the
+  worker's thread); outside a consumer's worker threads each lease ends as its task ends.
+  By INFO commandstats a busy task is 4 commands (EVALSHA and the three inside), none on an idle
+  day: the schedule is read each tick anyway.
 - SeatwatchHuey.housekeeping: jobs (heartbeat, cron slots, delivery sweep) that ride on the
   scheduler's tick in threads of their own instead of being queued tasks: they never wait behind
   a backlog of checks and cost no queue round trips (app.queue.consumer runs them).
@@ -32,6 +41,7 @@ Two extensions of huey, both through hooks it offers (`storage_class`, `create_c
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import threading
@@ -49,6 +59,16 @@ from app.queue.taskcodec import TaskSerializer, UnverifiedTask, signing_key
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+# BullMQ's move-to-active, for huey's queue: KEYS queue, schedule; ARGV the lease's due time (a
+# schedule score) and, optionally, the finished task whose lease ends. RPOP and ZADD in one step
+# on the server, so no kill between them can leave a task popped but unleased.
+TAKE_LUA = """
+if ARGV[2] then redis.call('ZREM', KEYS[2], ARGV[2]) end
+local data = redis.call('RPOP', KEYS[1])
+if data then redis.call('ZADD', KEYS[2], ARGV[1], data) end
+return data
+"""
 
 
 class WakeableRedisStorage(RedisStorage):
@@ -71,6 +91,7 @@ class WakeableRedisStorage(RedisStorage):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._readers = threading.local()
+        self._take_sha = hashlib.sha1(TAKE_LUA.encode()).hexdigest()  # loaded on first NOSCRIPT
 
     def _reader(self) -> redis.Redis:
         client = getattr(self._readers, "client", None)
@@ -99,6 +120,25 @@ class WakeableRedisStorage(RedisStorage):
         if isinstance(key, bytes):
             key = key.decode()
         return data if key == self.queue_key else None
+
+    def take(self, due: float, settle: bytes | None = None):
+        """One round trip, atomic on the server: end the lease of `settle` (the task this worker
+        just finished), pop the next task and lease it until `due` (app.queue.instance). The
+        task's bytes, or None when the queue is empty (then nothing was popped or leased)."""
+        args = [due] if settle is None else [due, settle]
+        reader = self._reader()
+        try:
+            try:
+                return reader.evalsha(self._take_sha, 2, self.queue_key, self.schedule_key, *args)
+            except redis.ConnectionError:
+                # dropped since the last read, as in dequeue: once more, on a new connection (had
+                # the script run before the drop, the task it took is leased and runs again when
+                # the lease is due: never lost). Redis really away raises again, for huey's loop.
+                return reader.evalsha(self._take_sha, 2, self.queue_key, self.schedule_key, *args)
+        except redis.exceptions.NoScriptError:
+            # a Redis restarted (or flushed its scripts) since this process loaded it
+            self._take_sha = reader.script_load(TAKE_LUA)
+            return reader.evalsha(self._take_sha, 2, self.queue_key, self.schedule_key, *args)
 
     def read_schedule(self, ts):
         # huey pops due tasks with a Lua script: three commands by INFO commandstats (EVALSHA and
@@ -132,15 +172,40 @@ class SeatwatchHuey(RedisHuey):
         super().__init__(*args, **kwargs)
         self.housekeeping: list[HousekeepingJob] = []
         self._dropped = itertools.count(1)
-        self._held = threading.local()  # the bytes of the task this worker thread runs (its lease)
+        # per worker thread: the bytes of the task it runs (`data`) and of the finished one whose
+        # lease its next read ends (`settle`), whether its last read found a task (`busy`)
+        self._held = threading.local()
         # called with the raw bytes of a job dropped unrun (app.tasks frees its section's marker)
         self.on_drop: list[Callable[[bytes], None]] = []
+        # In a consumer's worker thread (huey runs these hooks there, and only there), a finished
+        # task keeps its lease until the thread's next read ends it in the same round trip as
+        # the pop, or its shutdown when there is no next read. Anywhere else (a huey used alone,
+        # in a test or a command) each lease ends as its task ends.
+        self.on_startup("seatwatch_lease")(self._settle_on_next_read)
+        self.on_shutdown("seatwatch_lease")(self.settle_held)
+
+    def _settle_on_next_read(self) -> None:
+        self._held.defer = True
 
     def dequeue(self):
-        data = self.storage.dequeue()
-        if data is None:
-            return None
-        self._lease(data)
+        held = self._held
+        settle = getattr(held, "settle", None)
+        leased = False
+        if settle is not None or getattr(held, "busy", False):
+            # busy: pop and lease the next task (and end the last one's lease) in one round trip;
+            # on an error the last lease stays held for the next try (huey's loop backs off)
+            data = self.storage.take(self._lease_due(), settle)
+            held.settle, leased = None, data is not None
+        else:
+            data = None
+        if data is None:  # the queue is empty: wait for a task (or a wake-up) in a blocking read
+            held.busy = False
+            data = self.storage.dequeue()
+            if data is None:
+                return None
+        held.busy = True  # the next read tries the queue at once (no blocking read when busy)
+        if not leased:
+            self._lease(data)
         task = self.deserialize_task(data)
         if task is None:  # dropped unrun: nothing will end it, so end its lease and marker now
             self._settle(data)
@@ -150,7 +215,7 @@ class SeatwatchHuey(RedisHuey):
                 except Exception:
                     log.exception("could not clean up after a dropped job")
             return None
-        self._held.data = data
+        held.data = data
         return task
 
     def execute(self, task, timestamp=None):
@@ -159,13 +224,25 @@ class SeatwatchHuey(RedisHuey):
             return super().execute(task, timestamp)
         finally:
             if data is not None:
-                self._settle(data)
+                if getattr(self._held, "defer", False):
+                    self._held.settle = data
+                else:
+                    self._settle(data)
+
+    def settle_held(self) -> None:
+        """End the lease a worker thread still holds for its last task (its shutdown: no next
+        read will end it)."""
+        data, self._held.settle = getattr(self._held, "settle", None), None
+        if data is not None:
+            self._settle(data)
+
+    def _lease_due(self) -> float:
+        # on huey's own schedule clock (its timestamps and their conversion), as its reads compare
+        return self.storage.convert_ts(self._get_timestamp() + timedelta(seconds=LEASE_SECONDS))
 
     def _lease(self, data: bytes) -> None:
-        # on huey's own schedule clock (its timestamps and their conversion), as its reads compare
-        due = self.storage.convert_ts(self._get_timestamp() + timedelta(seconds=LEASE_SECONDS))
         try:
-            self.storage.conn.zadd(self.storage.schedule_key, {data: due})
+            self.storage.conn.zadd(self.storage.schedule_key, {data: self._lease_due()})
         except redis.RedisError:
             # the task is in hand: run it unleased rather than lose it (its section's marker is
             # freed at its next slot should this worker die as well)

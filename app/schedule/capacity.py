@@ -54,11 +54,15 @@ def open_slot(client, keys: Keys, slot: str, group: str, enqueued: int,
 
 def record(client, keys: Keys, slot: str, *, checked: int = 0, changed: int = 0,
            emailed: int = 0, failed: int = 0, superseded: int = 0,
-           now: float | None = None) -> dict | None:
-    """One check of `slot` done for good; returns the slot's figures when this one closed it."""
+           now: float | None = None, first=None) -> dict | None:
+    """One check of `slot` done for good; returns the slot's figures when this one closed it.
+    `first(pipeline)`: the caller's commands, sent in the same round trip (app.tasks: the check's
+    pending marker freed)."""
     now = time.time() if now is None else now
     key = keys.slot_stats(slot)
     with client.pipeline(transaction=True) as pipe:
+        if first is not None:
+            first(pipe)
         for name, n in (("checked", checked), ("changed", changed), ("emailed", emailed),
                         ("failed", failed), ("superseded", superseded)):
             if n:

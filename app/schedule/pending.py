@@ -133,16 +133,17 @@ class PendingChecks:
             fresh.extend(part[i - 1] for i in self._claim(keys=keys, args=[self.ttl, f"q:{now!r}"]))
         return fresh
 
-    def running(self, term: str, class_nbr: str) -> None:
-        """A worker starts the check: from now on a killed worker frees it within RUNNING_TTL."""
-        self.client.set(self.keys.pending(term, class_nbr), "r", ex=RUNNING_TTL_SECONDS, xx=True)
+    def running(self, term: str, class_nbr: str, pipe=None) -> None:
+        """A worker starts the check: from now on a killed worker frees it within RUNNING_TTL.
+        With `pipe`, queued there (sent in the breaker's round trip, app.tasks)."""
+        (pipe or self.client).set(self.keys.pending(term, class_nbr), "r", ex=RUNNING_TTL_SECONDS, xx=True)
 
     def waiting(self, term: str, class_nbr: str, since: float) -> None:
         """The check waits for a retry: kept like a queued copy."""
         self.client.set(self.keys.pending(term, class_nbr), f"q:{since!r}", ex=self.ttl, xx=True)
 
-    def release(self, term: str, class_nbr: str) -> None:
-        self.client.delete(self.keys.pending(term, class_nbr))
+    def release(self, term: str, class_nbr: str, pipe=None) -> None:
+        (pipe or self.client).delete(self.keys.pending(term, class_nbr))
 
     def release_many(self, sections: Iterable[tuple[str, str]]) -> None:
         keys = [self.keys.pending(term, nbr) for term, nbr in sections]
