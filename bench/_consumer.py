@@ -25,6 +25,8 @@ def main() -> None:
 
     # the project's tasks and the bench no-op are registered on the one Huey instance
     assert tasks.check_section and _noop.noop
+    if os.environ.get("BENCH_PARTS"):  # bench/drain_parts.py's tasks (issue 30)
+        from bench import _parts  # noqa: F401
     settings = get_settings()
     # as `python -m app worker` decides it: SEATWATCH_SCHEDULER=off runs no periodic scheduler
     args = worker.consumer_args(settings, scheduler=settings.scheduler)
