@@ -5,6 +5,7 @@ each drained in turn in the same consumer, the round of four repeated BENCH_REPE
 
 1. check    the real check_section, pushed by the cron's bulk enqueue (as bench/throughput.py)
 2. scrape   a task that only calls the scraper client app.check uses (same stand-in, same L)
+   (raw      the same call through a plain urllib3 pool: not in the default set)
 3. sleep    a task that only sleeps L: the queue alone
 4. db       the real check with the HTTP call replaced by a sleep of L: Redis and the database
 
@@ -33,12 +34,28 @@ W = int(os.environ.get("BENCH_PARTS_W", "4"))
 VARIANTS = os.environ.get("BENCH_PARTS_VARIANTS", "check,scrape,sleep,db").split(",")
 
 
+def _busy(before=None):
+    """/proc/stat's (busy, total) jiffies, or with `before` the busy share of all cores since."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    now = (sum(v) - v[3] - v[4], sum(v))
+    if before is None:
+        return now
+    return (now[0] - before[0]) / max(1, now[1] - before[1])
+
+
 def main() -> None:
     database_url = bench_database()
     with redis_server() as redis_url, StandIns() as si:
         env = app_env(redis_url, database_url, **si.env(), BENCH_PARTS="1", BENCH_PARTS_BATCH=str(N))
         os.environ.update(env)
         migrate(env)
+        if os.environ.get("BENCH_PARTS_SYNC_COMMIT"):  # diagnosis: is it the commit's WAL flush?
+            import psycopg
+
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                conn.execute(f"alter database {database_url.rsplit('/', 1)[1]} set synchronous_commit"
+                             f" = {os.environ['BENCH_PARTS_SYNC_COMMIT']}")
         import redis
 
         from app import tasks
@@ -47,7 +64,7 @@ def main() -> None:
 
         r = redis.Redis.from_url(redis_url)
         si.scraper("/_delay", seconds=L)
-        custom = {"scrape": _parts.scrape_only, "sleep": _parts.sleep_only, "db": _parts.check_no_scrape}
+        custom = {"scrape": _parts.scrape_only, "raw": _parts.scrape_raw, "sleep": _parts.sleep_only, "db": _parts.check_no_scrape}
         consumer = start_consumer(env, workers=W)
         results = {v: [] for v in VARIANTS}
         done, term = 0, 3000
@@ -61,6 +78,7 @@ def main() -> None:
                     if variant != "check":
                         payloads = [huey.serialize_task(custom[variant].s(t, n, L)) for t, n in sections]
                     cpu0, si0 = S.cpu_seconds(consumer.pid), S.cpu_seconds(si.proc.pid)
+                    sys0 = _busy()
                     started = time.time()
                     if payloads is None:
                         assert tasks.enqueue_checks(sections) == N
@@ -72,12 +90,17 @@ def main() -> None:
                     cpu = (S.cpu_seconds(consumer.pid) - cpu0) * 1000 / N
                     si_cpu = (S.cpu_seconds(si.proc.pid) - si0) * 1000 / N
                     took = ended - started
-                    limit = N * L / W
+                    busy = _busy(sys0)
+                    phases = r.get(f"bench:parts_phases:{done}")
+                    phases = ("  db phases median/mean ms: breaker+marker %.2f/%.2f, transaction "
+                              "%.2f/%.2f, release %.2f/%.2f" % tuple(x for p in __import__("json").loads(
+                                  phases) for x in p)) if phases else ""
+                    limit = N * L / W or 1e-9
                     over_ms = (took - limit) * W * 1000 / N  # per check, per worker: above L
                     results[variant].append((limit / took, over_ms, cpu, si_cpu))
                     print(f"  [{rep + 1}] {variant:6s} {took:6.2f} s ratio {limit / took:.3f}  over L "
                           f"{over_ms:5.1f} ms/check  consumer CPU {cpu:5.2f} ms/task  stand-in CPU "
-                          f"{si_cpu:5.2f} ms/task  load {S.loadavg():.2f}", flush=True)
+                          f"{si_cpu:5.2f} ms/task  machine busy {busy:.0%} of {os.cpu_count()} cores" + phases, flush=True)
                     time.sleep(1)
         finally:
             stop(consumer)
