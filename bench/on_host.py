@@ -167,8 +167,15 @@ def report(host) -> dict:
         print(f"  {name}: {_memfig.brief(fig)}")
     print(f"  health through Caddy at {h['rate']:.0f}/s: p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms, "
           f"codes {h['codes']}")
-    S.write("on_host", figures)
+    S.write(results_name(figures), figures)
     return figures
+
+
+def results_name(figures: dict) -> str:
+    """on_host.json for a backend-only host, on_host_site.json for one with the site: the two
+    hosts' figures differ (with the site, PM2's daemon shares the node binary's pages with two
+    other node processes), so each target is judged on the host it is about."""
+    return "on_host_site" if figures["stack_smaps_mb"]["site"]["rss"] > 0 else "on_host"
 
 
 def own_stack(name: str, database: str, n: int, site: bool = False) -> dict:
@@ -190,7 +197,7 @@ def own_stack(name: str, database: str, n: int, site: bool = False) -> dict:
               f"{h['p99_ms']:.1f} ms, max {h['max_ms']:.0f} ms, codes {h['codes']}; drain "
               f"{drain['drain_seconds']:.0f} s")
         figures["under_drain"] = drain
-        S.write("on_host", figures)
+        S.write(results_name(figures), figures)
         return figures
 
 

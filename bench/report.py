@@ -87,9 +87,9 @@ def plots(tp: dict) -> list[str]:
 
 
 def main() -> str:
-    cc, cr, rc, hl, tp, mem, host, run, bq, rt, hd = (load(n) for n in (
+    cc, cr, rc, hl, tp, mem, host, run, bq, rt, hd, site_host = (load(n) for n in (
         "check_cost", "cron_run", "redis_commands", "health_latency", "throughput", "memory",
-        "on_host", "run", "bullmq_compare", "db_round_trips", "health_under_drain"))
+        "on_host", "run", "bullmq_compare", "db_round_trips", "health_under_drain", "on_host_site"))
     rows: list[tuple[str, str, str, str]] = []
 
     def row(item, figure, target, ok):
@@ -172,23 +172,33 @@ def main() -> str:
         if mem.get("worker_after_run_mb"):
             row(f"6 worker after a {mem['worker_after_run_checks']}-check run", f"{mem['worker_after_run_mb']:.1f} MB",
                 "", None)
-    if host:
-        m = host["stack_memory_mb"]
-        sm = host.get("stack_smaps_mb")
+    for figures, where in ((host, "backend-only test host (Debian 12)"),
+                           (site_host, "test host with the site (Debian 13)")):
+        if not figures:
+            continue
+        m = figures["stack_memory_mb"]
+        sm = figures.get("stack_smaps_mb")
         # before issue 30 on_host.json had RSS only, judged as such
-        row("6 whole stack on the test host, RSS sum", f"{m['stack']:.0f} MB ({m})", "" if sm else "≤ 200 MB",
+        row(f"6 whole stack on the {where}, RSS sum", f"{m['stack']:.0f} MB ({m})", "" if sm else "≤ 200 MB",
             None if sm else m["stack"] <= 200)
-        if sm:
-            site = sm["site"]["rss"] > 0
-            row("6 backend stack on the test host, PSS sum", f"{sm['backend']['pss']:.0f} MB (RSS sum "
-                f"{sm['backend']['rss']:.0f}, anon {sm['backend']['rss_anon']:.0f})", "≤ 200 MB", sm["backend"]["pss"] <= 200)
-            if site:
-                row("6 whole stack with the site, PSS sum", f"{sm['stack']['pss']:.0f} MB (RSS sum {sm['stack']['rss']:.0f}; "
-                    f"Next.js server alone: RSS {sm['site']['rss']:.0f}, PSS {sm['site']['pss']:.0f}; its PM2 "
-                    f"daemon: PSS {sm['site_pm2']['pss']:.0f})", "≤ 350 MB", sm["stack"]["pss"] <= 350)
-        h = host["health_through_caddy"]
-        row("7 health through Caddy, 100/s", f"p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms", "–", None)
-    else:
+        if sm and figures is host:
+            row(f"6 whole stack on the {where}, PSS sum", f"{sm['stack']['pss']:.0f} MB (RSS sum "
+                f"{sm['stack']['rss']:.0f}, anon {sm['stack']['rss_anon']:.0f}; PM2's daemon PSS "
+                f"{sm['pm2']['pss']:.0f})", "≤ 200 MB", sm["stack"]["pss"] <= 200)
+        if sm and figures is site_host:
+            row(f"6 whole stack on the {where}, PSS sum", f"{sm['stack']['pss']:.0f} MB (RSS sum {sm['stack']['rss']:.0f}; "
+                f"backend's processes {sm['backend']['pss']:.0f}; Next.js server alone: RSS {sm['site']['rss']:.0f}, "
+                f"PSS {sm['site']['pss']:.0f}; its PM2 daemon: PSS {sm['site_pm2']['pss']:.0f})", "≤ 350 MB",
+                sm["stack"]["pss"] <= 350)
+        h = figures["health_through_caddy"]
+        row(f"7 health through Caddy, 100/s, {where}", f"p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms", "–", None)
+        d = figures.get("under_drain")
+        if d:
+            hd_ = d["health_through_caddy"]
+            row(f"7 health through Caddy under a {d['n']:,}-check drain, {where}",
+                f"p50 {hd_['p50_ms']:.1f} ms, p99 {hd_['p99_ms']:.1f} ms, max {hd_['max_ms']:.0f} ms "
+                f"(drain {d['drain_seconds']:.0f} s)", "p99 ≤ 20 ms", hd_["p99_ms"] <= 20)
+    if not host and not site_host:
         row("6 whole stack on the test host", "not run here (bench/on_host.py, from the deploy harness)", "≤ 200 MB", None)
         row("7 health through Caddy", "not run here (bench/on_host.py)", "–", None)
     if hl:
@@ -244,11 +254,14 @@ def main() -> str:
               "[Performance](../../README.md#performance) section. Profiles of the check "
               "(pyinstrument, wall time, one uncounted pass): "
               + (", ".join(f"[{p}]({p})" for p in profiles) or "none (run with BENCH_PROFILE=1)") + ". "
-              "Items 6 (whole stack) and 7 (through Caddy) on a deployed Debian 12 test host: "
-              "bench/on_host.py, run by hand against `make sandbox` (`python -m bench.on_host "
-              "swsandbox`), not by `make bench`; "
-              + (f"its figures here were taken at {host['taken_at']} (bench/results/on_host.json)."
-                 if host else "no on_host.json yet.")
+              "Items 6 (whole stack) and 7 (through Caddy) on deployed test hosts: bench/on_host.py, "
+              "run by hand, not by `make bench`: `python -m bench.on_host --own NAME DATABASE N` (a "
+              "backend-only Debian 12 host: bench/results/on_host.json) and the same with `--site` (Debian 13 "
+              "with the site fixture: on_host_site.json), or `python -m bench.on_host swsandbox` against "
+              "`make sandbox [SITE=1]`; "
+              + "; ".join(f"{f} taken at {x['taken_at']}" for f, x in (("on_host.json", host),
+                          ("on_host_site.json", site_host)) if x)
+              + ("." if host or site_host else "no figures yet.")
               + " Through Caddy the load comes from this machine's Python client over a veth, TLS "
               "included, open loop: its p99 is the client's as much as Caddy's.",
               ""]
