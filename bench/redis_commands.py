@@ -131,6 +131,16 @@ def main() -> None:
             # MONITOR does not show a blocking read that times out, INFO commandstats does: the
             # idle window is counted there (script-inner calls, seen by MONITOR, taken out)
             stats = redis.Redis.from_url(url)
+            # The consumer adds what it counted in the windows above to its metrics hash on its
+            # next scheduler tick (app.workstats: once, then nothing while nothing is counted).
+            # That flush is the busy minutes' cost, not the idle day's: wait for it (at most one
+            # tick) before the idle window opens, or its HSET would pass for a heartbeat.
+            stats_key = get_services().keys.work_stats
+            flushed = stats.hgetall(stats_key)
+            try:
+                S.wait_for(lambda: stats.hgetall(stats_key) != flushed, timeout=65, interval=0.5)
+            except TimeoutError:
+                pass  # flushed before we looked: nothing left to wait for
             before = S.redis_calls(stats)
             idle_sent, idle_lua = window(url, lambda: time.sleep(IDLE_SECONDS))
             idle_sent = Counter(S.calls_between(before, S.redis_calls(stats),
