@@ -55,4 +55,10 @@ def node() -> None:
         apt.update(name=f"Refresh the package lists for NodeSource (node is {version or 'not installed'})")
         server.shell(name=f"Install Node.js {NODESOURCE_MAJOR} from NodeSource (the archive's npm package goes)",
                      commands=["DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
-                               "nodejs npm-"])
+                               "nodejs npm-",
+                               # apt-get update only warns when a repository does not answer, and the
+                               # install then takes the archive's older nodejs (no npm): say so here,
+                               # not as "npm: not found" at PM2's install
+                               f'v=$(node --version 2>/dev/null); case "$v" in v{NODESOURCE_MAJOR}.*) ;; '
+                               f'*) echo "Node.js {NODESOURCE_MAJOR} did not come from NodeSource (node is '
+                               f'${{v:-missing}}): could apt reach {NODESOURCE_REPO}?" >&2; exit 1;; esac'])
