@@ -146,7 +146,17 @@ def run(args) -> int:
         return _run(args)
 
 
+def _stop_on_ctrl_c() -> None:
+    """Ctrl-C (and SIGTERM) stop dev mode however it was started. Python raises KeyboardInterrupt on
+    SIGINT only when SIGINT was not ignored at its start, and a shell's background job (`cmd &`
+    without job control, as a CI runner may start the suite) inherits SIGINT ignored: dev mode then
+    ran on to its --duration after Ctrl-C (the CI flake of 2026-12-06)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def _run(args) -> int:
+    _stop_on_ctrl_c()
     if declared_environment() == "production":
         raise SettingsError("refusing to start dev mode: SEATWATCH_ENV=production marks this "
                             "machine as production")
