@@ -153,3 +153,26 @@ def make_watch(sql):
         return str(user_id), str(watch_id)
 
     return make
+
+
+@pytest.fixture
+def holding_child():
+    """`start(code, *args)`: a Python child running `code` (which prints "ready" once it holds what it
+    should, then reads stdin), returned once ready; every child ends when the test does (stdin closed).
+    The memory benches' tests read real /proc files of such children."""
+    import subprocess
+    import sys
+
+    procs = []
+
+    def start(code: str, *args: str):
+        p = subprocess.Popen([sys.executable, "-c", code, *args], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "ready"
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        p.stdin.close()
+        p.wait(timeout=10)

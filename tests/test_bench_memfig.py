@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import pytest
@@ -17,20 +15,8 @@ CHILD = (f"import sys; b = bytearray({HOLD_MB} * 1000 * 1000); b[::4096] = b'x' 
 
 
 @pytest.fixture
-def children():
-    procs = []
-
-    def start():
-        p = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-        assert p.stdout.readline().strip() == "ready"
-        procs.append(p)
-        return p
-
-    yield start
-    for p in procs:
-        p.stdin.close()
-        p.wait(timeout=10)
+def children(holding_child):
+    return lambda: holding_child(CHILD)
 
 
 def test_a_real_process_figures_add_up(children):

@@ -7,7 +7,6 @@ process list narrowed to the children started here so other processes on the mac
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 
@@ -28,20 +27,8 @@ class LocalHost:
 
 
 @pytest.fixture
-def started():
-    procs = []
-
-    def start(*tail):
-        p = subprocess.Popen([sys.executable, "-c", IDLE, *tail], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-        assert p.stdout.readline().strip() == "ready"
-        procs.append(p)
-        return p
-
-    yield start
-    for p in procs:
-        p.stdin.close()
-        p.wait(timeout=10)
+def started(holding_child):
+    return lambda *tail: holding_child(IDLE, *tail)
 
 
 def test_each_role_gets_its_processes_figures_and_the_stack_their_pss_sum(started):
